@@ -1,0 +1,319 @@
+//! Configuration: one typed struct, layered defaults → file (TOML) → `PAYHOST_*`
+//! environment, unknown keys rejected, validated at start-up with messages
+//! that name the offending key. Secrets are wrapped so they never print.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::runtime::{Origin, OutboundPolicy, ProviderSettings, SandboxLimits};
+
+/// A configuration value that must never be printed or logged.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The raw value; call only where the secret is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Everything `payhost serve` needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Start the sandbox gateways on loopback and point the first-party
+    /// providers at them (the offline default). Set `false` for live gateways.
+    pub sandbox: bool,
+    /// Load the first-party providers embedded in the binary.
+    pub bundled_providers: bool,
+    /// Directory of extra provider components (`*.wasm`).
+    pub providers_dir: Option<PathBuf>,
+    /// Per-call sandbox limits.
+    pub limits: LimitsConfig,
+    /// Per-provider operator settings, by provider id.
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+/// `[limits]`: what every component call runs under.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Wall-clock budget of one call, in milliseconds.
+    pub call_deadline_ms: u64,
+    /// Memory cap of one instance, in MiB.
+    pub memory_cap_mib: usize,
+    /// Instances alive at once.
+    pub max_instances: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = SandboxLimits::default();
+        LimitsConfig {
+            call_deadline_ms: d.call_deadline.as_millis() as u64,
+            memory_cap_mib: d.memory_cap_bytes / (1024 * 1024),
+            max_instances: d.max_instances,
+        }
+    }
+}
+
+/// `[providers.<id>]`: operator settings for one provider.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    /// Base URL instead of the component's default.
+    pub base_url: Option<String>,
+    /// Allowed outbound origins (`scheme://host:port`), replacing the
+    /// component's defaults.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Let allowed names resolve to private addresses.
+    pub allow_private_networks: bool,
+    /// Connect timeout, seconds.
+    pub connect_timeout_secs: Option<u64>,
+    /// First-byte timeout, seconds.
+    pub response_timeout_secs: Option<u64>,
+    /// Response body cap, KiB.
+    pub max_response_kib: Option<usize>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            sandbox: true,
+            bundled_providers: true,
+            providers_dir: None,
+            limits: LimitsConfig::default(),
+            providers: BTreeMap::new(),
+        }
+    }
+}
+
+/// A configuration problem, naming the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then `PAYHOST_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?
+            }
+            None => Config::default(),
+        };
+        for (var, value) in env {
+            config.apply_env(&var, &value)?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, var: &str, value: &str) -> Result<(), ConfigError> {
+        let Some(key) = var.strip_prefix("PAYHOST_") else {
+            return Ok(());
+        };
+        let bad = |message: String| ConfigError::Env {
+            var: var.to_string(),
+            message,
+        };
+        fn parse<T: std::str::FromStr>(v: &str) -> Result<T, String>
+        where
+            T::Err: fmt::Display,
+        {
+            v.parse::<T>().map_err(|e| format!("`{v}`: {e}"))
+        }
+        match key {
+            "LISTEN" => self.listen = parse(value).map_err(bad)?,
+            "SANDBOX" => self.sandbox = parse(value).map_err(bad)?,
+            "BUNDLED_PROVIDERS" => self.bundled_providers = parse(value).map_err(bad)?,
+            "PROVIDERS_DIR" => self.providers_dir = Some(PathBuf::from(value)),
+            "CALL_DEADLINE_MS" => self.limits.call_deadline_ms = parse(value).map_err(bad)?,
+            "MEMORY_CAP_MIB" => self.limits.memory_cap_mib = parse(value).map_err(bad)?,
+            "MAX_INSTANCES" => self.limits.max_instances = parse(value).map_err(bad)?,
+            // Variables for other tools (tests, logging) share the prefix.
+            _ if key.starts_with("TEST_") || key == "LOG" => {}
+            _ => return Err(bad("unknown setting".into())),
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            key: key.to_string(),
+            message: message.to_string(),
+        };
+        if self.limits.call_deadline_ms == 0 {
+            return Err(invalid("limits.call_deadline_ms", "must be > 0"));
+        }
+        if self.limits.memory_cap_mib == 0 {
+            return Err(invalid("limits.memory_cap_mib", "must be > 0"));
+        }
+        if self.limits.max_instances == 0 {
+            return Err(invalid("limits.max_instances", "must be > 0"));
+        }
+        for (id, p) in &self.providers {
+            if let Some(url) = &p.base_url
+                && Origin::of_url(url).is_none()
+            {
+                return Err(invalid(
+                    &format!("providers.{id}.base_url"),
+                    "must be an http(s) URL",
+                ));
+            }
+            for (i, h) in p.allowed_hosts.iter().flatten().enumerate() {
+                Origin::parse(h).map_err(|e| ConfigError::Invalid {
+                    key: format!("providers.{id}.allowed_hosts[{i}]"),
+                    message: e.to_string(),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The sandbox limits described by `[limits]`.
+    pub fn sandbox_limits(&self) -> SandboxLimits {
+        SandboxLimits {
+            call_deadline: Duration::from_millis(self.limits.call_deadline_ms),
+            memory_cap_bytes: self.limits.memory_cap_mib * 1024 * 1024,
+            max_instances: self.limits.max_instances,
+            ..SandboxLimits::default()
+        }
+    }
+
+    /// Runtime settings for provider `id` (validated origins; see `validate`).
+    pub fn provider_settings(&self, id: &str) -> ProviderSettings {
+        let Some(p) = self.providers.get(id) else {
+            return ProviderSettings::default();
+        };
+        let defaults = OutboundPolicy::default();
+        ProviderSettings {
+            base_url: p.base_url.clone(),
+            allowed_origins: p
+                .allowed_hosts
+                .as_ref()
+                .map(|hosts| hosts.iter().filter_map(|h| Origin::parse(h).ok()).collect()),
+            allow_private_networks: p.allow_private_networks,
+            outbound: Some(OutboundPolicy {
+                connect_timeout: p
+                    .connect_timeout_secs
+                    .map_or(defaults.connect_timeout, Duration::from_secs),
+                first_byte_timeout: p
+                    .response_timeout_secs
+                    .map_or(defaults.first_byte_timeout, Duration::from_secs),
+                max_response_bytes: p
+                    .max_response_kib
+                    .map_or(defaults.max_response_bytes, |k| k * 1024),
+                ..defaults
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile_path::TempPath {
+        tempfile_path::TempPath::with(text)
+    }
+
+    /// Minimal temp-file helper (avoids a dependency for three tests).
+    mod tempfile_path {
+        pub struct TempPath(pub std::path::PathBuf);
+        impl TempPath {
+            pub fn with(text: &str) -> TempPath {
+                let path = std::env::temp_dir().join(format!(
+                    "payhost-config-{}-{}.toml",
+                    std::process::id(),
+                    rand::random::<u64>()
+                ));
+                std::fs::write(&path, text).expect("write temp config");
+                TempPath(path)
+            }
+        }
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_run_offline_on_loopback() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        assert!(c.sandbox);
+        assert!(c.bundled_providers);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn file_then_env_layering() {
+        let f = write("listen = \"127.0.0.1:9000\"\n[limits]\nmemory_cap_mib = 16\n");
+        let env = vec![("PAYHOST_LISTEN".to_string(), "127.0.0.1:9100".to_string())];
+        let c = Config::load(Some(&f.0), env).unwrap();
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(c.limits.memory_cap_mib, 16);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let f = write("lissten = \"x\"\n");
+        let err = Config::load(Some(&f.0), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lissten"), "{err}");
+
+        let f = write("[providers.stripe]\nallowed_hosts = [\"https://a.example/path\"]\n");
+        let err = Config::load(Some(&f.0), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("providers.stripe.allowed_hosts[0]"), "{err}");
+
+        let env = vec![("PAYHOST_NOPE".to_string(), "1".to_string())];
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("PAYHOST_NOPE"), "{err}");
+    }
+}

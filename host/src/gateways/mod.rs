@@ -1,0 +1,12 @@
+//! Tenant gateway configuration: the secret vault, routing, and settings
+//! that are validated live through the provider component before they are
+//! stored.
+//!
+//! Must never: store or log a credential in clear text, return one unmasked,
+//! or replace working settings with ones the gateway rejected.
+
+pub mod routing;
+pub mod vault;
+
+pub use routing::{RouteEntry, eligible};
+pub use vault::{Sealed, Vault, VaultError, mask};

@@ -1,0 +1,443 @@
+//! Orders: what a tenant sells in one checkout (or records by hand), and where
+//! that sale is in its workflow.
+//!
+//! Unlike ledger rows, orders are mutable: status moves
+//! pending → requires_action → paid → partially_refunded/refunded, and the
+//! routed gateway can change on failover. An order stores its lines so a later
+//! webhook or the janitor can book exactly what was sold.
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+
+use super::{Entitlement, GatewayRef, LedgerError, NewLedgerRow, Source, text_enum};
+use crate::store::{
+    Currency, Money, OrderId, ProviderId, Store, StoreError, TenantId, UnixMillis, Violation,
+    WriteTx, classify, get_i64, get_json, get_opt_parsed, get_parsed, get_time,
+};
+
+text_enum!(
+    /// How an order came about.
+    OrderKind, "order kind" {
+        /// Paid through a gateway.
+        Checkout => "checkout",
+        /// Recorded by hand; no gateway call, access granted immediately.
+        Manual => "manual",
+        /// One of many recorded at once; no gateway call.
+        Bulk => "bulk",
+        /// Paid elsewhere and reported to us; no gateway call.
+        External => "external",
+    }
+);
+
+text_enum!(
+    /// Where an order is in its workflow.
+    OrderStatus, "order status" {
+        /// Created, not yet paid.
+        Pending => "pending",
+        /// The customer must act (3-D Secure, redirect).
+        RequiresAction => "requires_action",
+        /// Paid in full.
+        Paid => "paid",
+        /// The gateway declined.
+        Declined => "declined",
+        /// Abandoned or cancelled before payment.
+        Canceled => "canceled",
+        /// Fully refunded.
+        Refunded => "refunded",
+        /// Partly refunded.
+        PartiallyRefunded => "partially_refunded",
+    }
+);
+
+/// What an order line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineKind {
+    /// The product (may grant an entitlement).
+    Product,
+    /// A carrier cost (never grants an entitlement).
+    Shipping,
+}
+
+/// One line of an order, in the order's currency.
+///
+/// Invariant: `amount_minor > 0`; a shipping line has no entitlement
+/// (use the constructors; stored lines are re-checked when read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    kind: LineKind,
+    amount_minor: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    entitlement: Option<Entitlement>,
+}
+
+impl OrderLine {
+    /// A product line, optionally granting `entitlement`.
+    pub fn product(amount_minor: i64, entitlement: Option<Entitlement>) -> Self {
+        Self {
+            kind: LineKind::Product,
+            amount_minor,
+            entitlement,
+        }
+    }
+
+    /// A shipping (carrier cost) line.
+    pub fn shipping(amount_minor: i64) -> Self {
+        Self {
+            kind: LineKind::Shipping,
+            amount_minor,
+            entitlement: None,
+        }
+    }
+
+    /// Product or shipping.
+    pub fn kind(&self) -> LineKind {
+        self.kind
+    }
+
+    /// Amount in the order currency's minor units.
+    pub fn amount_minor(&self) -> i64 {
+        self.amount_minor
+    }
+
+    /// The entitlement a product line grants.
+    pub fn entitlement(&self) -> Option<&Entitlement> {
+        self.entitlement.as_ref()
+    }
+
+    /// The ledger row that books this line once it is paid.
+    pub fn ledger_row(&self, currency: Currency, source: Source) -> NewLedgerRow {
+        let amount = Money::new(self.amount_minor, currency);
+        match self.kind {
+            LineKind::Product => NewLedgerRow::product(amount, self.entitlement.clone(), source),
+            LineKind::Shipping => NewLedgerRow::shipping(amount, source),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.amount_minor <= 0 {
+            return Err(format!(
+                "order line amount must be positive, got {}",
+                self.amount_minor
+            ));
+        }
+        if self.kind == LineKind::Shipping && self.entitlement.is_some() {
+            return Err("a shipping line cannot grant an entitlement".into());
+        }
+        Ok(())
+    }
+}
+
+/// Total of `lines`, validating each line.
+fn total(lines: &[OrderLine]) -> Result<i64, String> {
+    if lines.is_empty() {
+        return Err("an order needs at least one line".into());
+    }
+    lines.iter().try_fold(0i64, |sum, line| {
+        line.validate()?;
+        sum.checked_add(line.amount_minor)
+            .ok_or_else(|| "order total overflows".to_owned())
+    })
+}
+
+/// A new order. It starts `pending`, with no gateway assigned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOrder {
+    /// Checkout, manual, bulk or external.
+    pub kind: OrderKind,
+    /// Currency of every line and of every ledger row of the order.
+    pub currency: Currency,
+    /// What is sold; at least one line.
+    pub lines: Vec<OrderLine>,
+    /// Customer details as the tenant sent them (JSON object).
+    pub customer: serde_json::Value,
+    /// Free-form tenant metadata (JSON object).
+    pub metadata: serde_json::Value,
+}
+
+/// An order as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Order {
+    /// Its id (`ord_…`).
+    pub id: OrderId,
+    /// Owning tenant.
+    pub tenant_id: TenantId,
+    /// How it came about.
+    pub kind: OrderKind,
+    /// Workflow state.
+    pub status: OrderStatus,
+    /// Sum of the lines.
+    pub amount: Money,
+    /// What was sold.
+    pub lines: Vec<OrderLine>,
+    /// Gateway it is routed to (`None` until routed, and for non-checkout orders).
+    pub provider: Option<ProviderId>,
+    /// The gateway's payment reference, once created.
+    pub gateway_reference: Option<GatewayRef>,
+    /// Customer details.
+    pub customer: serde_json::Value,
+    /// Tenant metadata.
+    pub metadata: serde_json::Value,
+    /// Creation time.
+    pub created_at: UnixMillis,
+    /// Last status or routing change.
+    pub updated_at: UnixMillis,
+}
+
+const ORDER_COLUMNS: &str = "id, tenant_id, kind, status, currency, amount_minor, lines, provider, \
+     gateway_reference, customer, metadata, created_at, updated_at";
+
+fn decode_order(row: &AnyRow) -> Result<Order, StoreError> {
+    let corrupt = |column: &'static str, reason: String| StoreError::Corrupt { column, reason };
+    let currency = get_parsed(row, "currency", Currency::parse)?;
+    let lines = get_parsed(row, "lines", |raw| {
+        serde_json::from_str::<Vec<OrderLine>>(raw)
+    })?;
+    let sum = total(&lines).map_err(|e| corrupt("lines", e))?;
+    let amount_minor = get_i64(row, "amount_minor")?;
+    if sum != amount_minor {
+        return Err(corrupt(
+            "amount_minor",
+            format!("{amount_minor} differs from the lines' total {sum}"),
+        ));
+    }
+    Ok(Order {
+        id: get_parsed(row, "id", OrderId::parse)?,
+        tenant_id: get_parsed(row, "tenant_id", TenantId::parse)?,
+        kind: get_parsed(row, "kind", OrderKind::parse)?,
+        status: get_parsed(row, "status", OrderStatus::parse)?,
+        amount: Money::new(amount_minor, currency),
+        lines,
+        provider: get_opt_parsed(row, "provider", ProviderId::parse)?,
+        gateway_reference: get_opt_parsed(row, "gateway_reference", GatewayRef::parse)?,
+        customer: get_json(row, "customer")?,
+        metadata: get_json(row, "metadata")?,
+        created_at: get_time(row, "created_at")?,
+        updated_at: get_time(row, "updated_at")?,
+    })
+}
+
+/// Creates a `pending` order for `tenant`.
+pub async fn create_order(
+    store: &Store,
+    tenant: &TenantId,
+    order: &NewOrder,
+) -> Result<Order, LedgerError> {
+    let mut tx = store.begin_write().await?;
+    let created = create_order_in(&mut tx, tenant, order).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// [`create_order`] inside the caller's transaction, e.g. a manual order that
+/// is created, booked and marked paid atomically.
+pub async fn create_order_in(
+    tx: &mut WriteTx,
+    tenant: &TenantId,
+    order: &NewOrder,
+) -> Result<Order, LedgerError> {
+    let amount_minor = total(&order.lines).map_err(LedgerError::Invalid)?;
+    let lines =
+        serde_json::to_string(&order.lines).map_err(|e| LedgerError::Invalid(e.to_string()))?;
+    let now = UnixMillis::now();
+    let created = Order {
+        id: OrderId::generate(),
+        tenant_id: tenant.clone(),
+        kind: order.kind,
+        status: OrderStatus::Pending,
+        amount: Money::new(amount_minor, order.currency),
+        lines: order.lines.clone(),
+        provider: None,
+        gateway_reference: None,
+        customer: order.customer.clone(),
+        metadata: order.metadata.clone(),
+        created_at: now,
+        updated_at: now,
+    };
+    let sql = format!(
+        "INSERT INTO orders ({ORDER_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9, $10, $10)"
+    );
+    sqlx::query(&sql)
+        .bind(created.id.as_str())
+        .bind(tenant.as_str())
+        .bind(created.kind.as_str())
+        .bind(created.status.as_str())
+        .bind(created.amount.currency.as_str())
+        .bind(amount_minor)
+        .bind(lines)
+        .bind(created.customer.to_string())
+        .bind(created.metadata.to_string())
+        .bind(now.as_i64())
+        .execute(tx.conn())
+        .await
+        .map_err(|e| match classify(&e) {
+            Some(Violation::ForeignKey { .. }) => {
+                LedgerError::Invalid(format!("tenant {tenant} does not exist"))
+            }
+            _ => LedgerError::from(e),
+        })?;
+    Ok(created)
+}
+
+/// The order, if it exists and belongs to `tenant` (another tenant's id → `None`).
+pub async fn get_order(
+    store: &Store,
+    tenant: &TenantId,
+    id: &OrderId,
+) -> Result<Option<Order>, LedgerError> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE tenant_id = $1 AND id = $2");
+    let row = sqlx::query(&sql)
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(store.pool())
+        .await?;
+    Ok(row.as_ref().map(decode_order).transpose()?)
+}
+
+/// The order a gateway payment reference belongs to (webhooks arrive with
+/// the gateway's reference, not ours).
+pub async fn find_order_by_gateway_reference(
+    store: &Store,
+    tenant: &TenantId,
+    provider: &ProviderId,
+    reference: &GatewayRef,
+) -> Result<Option<Order>, LedgerError> {
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS} FROM orders \
+          WHERE tenant_id = $1 AND provider = $2 AND gateway_reference = $3"
+    );
+    let row = sqlx::query(&sql)
+        .bind(tenant.as_str())
+        .bind(provider.as_str())
+        .bind(reference.as_str())
+        .fetch_optional(store.pool())
+        .await?;
+    Ok(row.as_ref().map(decode_order).transpose()?)
+}
+
+/// Sets the status unconditionally.
+pub async fn set_order_status(
+    store: &Store,
+    tenant: &TenantId,
+    id: &OrderId,
+    to: OrderStatus,
+) -> Result<Order, LedgerError> {
+    let mut tx = store.begin_write().await?;
+    let order = set_order_status_in(&mut tx, tenant, id, to).await?;
+    tx.commit().await?;
+    Ok(order)
+}
+
+/// [`set_order_status`] inside the caller's transaction.
+pub async fn set_order_status_in(
+    tx: &mut WriteTx,
+    tenant: &TenantId,
+    id: &OrderId,
+    to: OrderStatus,
+) -> Result<Order, LedgerError> {
+    let sql = format!(
+        "UPDATE orders SET status = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2 \
+         RETURNING {ORDER_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .bind(to.as_str())
+        .bind(UnixMillis::now().as_i64())
+        .fetch_optional(tx.conn())
+        .await?;
+    match row {
+        Some(row) => Ok(decode_order(&row)?),
+        None => Err(LedgerError::OrderNotFound),
+    }
+}
+
+/// Compare-and-set: moves the order to `to` only if its status is one of
+/// `from`, atomically (an API call and a webhook racing cannot both win).
+/// Otherwise [`LedgerError::StatusConflict`] with the actual status.
+pub async fn transition_order(
+    store: &Store,
+    tenant: &TenantId,
+    id: &OrderId,
+    from: &[OrderStatus],
+    to: OrderStatus,
+) -> Result<Order, LedgerError> {
+    let mut tx = store.begin_write().await?;
+    let order = transition_order_in(&mut tx, tenant, id, from, to).await?;
+    tx.commit().await?;
+    Ok(order)
+}
+
+/// [`transition_order`] inside the caller's transaction.
+pub async fn transition_order_in(
+    tx: &mut WriteTx,
+    tenant: &TenantId,
+    id: &OrderId,
+    from: &[OrderStatus],
+    to: OrderStatus,
+) -> Result<Order, LedgerError> {
+    if from.is_empty() {
+        return Err(LedgerError::Invalid("no source status given".into()));
+    }
+    let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 5)).collect();
+    let sql = format!(
+        "UPDATE orders SET status = $3, updated_at = $4 \
+          WHERE tenant_id = $1 AND id = $2 AND status IN ({}) \
+         RETURNING {ORDER_COLUMNS}",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .bind(to.as_str())
+        .bind(UnixMillis::now().as_i64());
+    for status in from {
+        query = query.bind(status.as_str());
+    }
+    if let Some(row) = query.fetch_optional(tx.conn()).await? {
+        return Ok(decode_order(&row)?);
+    }
+    let current = sqlx::query("SELECT status FROM orders WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(tx.conn())
+        .await?;
+    match current {
+        Some(row) => Err(LedgerError::StatusConflict {
+            current: get_parsed(&row, "status", OrderStatus::parse)?,
+        }),
+        None => Err(LedgerError::OrderNotFound),
+    }
+}
+
+/// Records which gateway the order is routed to and the gateway's payment
+/// reference (replaced on failover to the next gateway).
+pub async fn set_order_gateway(
+    store: &Store,
+    tenant: &TenantId,
+    id: &OrderId,
+    provider: &ProviderId,
+    gateway_reference: Option<&GatewayRef>,
+) -> Result<Order, LedgerError> {
+    let sql = format!(
+        "UPDATE orders SET provider = $3, gateway_reference = $4, updated_at = $5 \
+          WHERE tenant_id = $1 AND id = $2 RETURNING {ORDER_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .bind(provider.as_str())
+        .bind(gateway_reference.map(GatewayRef::as_str))
+        .bind(UnixMillis::now().as_i64())
+        .fetch_optional(store.pool())
+        .await
+        .map_err(|e| match classify(&e) {
+            Some(Violation::Unique { .. }) => LedgerError::Duplicate { existing: None },
+            _ => LedgerError::from(e),
+        })?;
+    match row {
+        Some(row) => Ok(decode_order(&row)?),
+        None => Err(LedgerError::OrderNotFound),
+    }
+}

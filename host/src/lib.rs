@@ -1,0 +1,19 @@
+//! payhost: a payments host whose gateway integrations are sandboxed
+//! WebAssembly components behind one WIT contract (`wit/`).
+//!
+//! The host owns what must be trusted (ledger, tenants, secrets, routing,
+//! webhooks); a provider component owns only the translation between the
+//! contract and one gateway's HTTP API. Data flows one way:
+//! `api → (tenancy, features) → checkout → gateways/runtime → ledger/store`.
+
+pub mod api;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod gateways;
+pub mod ledger;
+pub mod runtime;
+pub mod sandbox;
+pub mod server;
+pub mod store;
+pub mod tenancy;

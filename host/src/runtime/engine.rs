@@ -1,0 +1,176 @@
+//! The shared wasmtime engine, linker and sandbox limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+use super::bindings::payhost::provider::{host, types};
+use super::policy::OutboundPolicy;
+use super::state::CallState;
+
+/// Resource limits applied to every call of every provider.
+#[derive(Debug, Clone)]
+pub struct SandboxLimits {
+    /// Wall-clock budget of one call, instantiation included.
+    pub call_deadline: Duration,
+    /// Linear-memory cap of one instance.
+    pub memory_cap_bytes: usize,
+    /// Instances that may exist at once (pooling allocator slots).
+    pub max_instances: u32,
+    /// Granularity of the deadline (epoch tick).
+    pub epoch_tick: Duration,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        SandboxLimits {
+            call_deadline: Duration::from_secs(30),
+            memory_cap_bytes: 64 * 1024 * 1024,
+            max_instances: 128,
+            epoch_tick: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Error building the engine (bad limits, platform refusing the pool).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the WebAssembly engine: {0}")]
+pub struct EngineError(String);
+
+/// The wasmtime engine, the linker with exactly the imports the contract
+/// allows, and the limits. Cheap to clone; compile components against it once.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<RuntimeInner>,
+}
+
+pub(crate) struct RuntimeInner {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<CallState>,
+    pub(crate) limits: SandboxLimits,
+    /// Held only for its `Drop`, which stops the epoch thread.
+    _ticker: Ticker,
+}
+
+/// Advances the engine epoch every tick so deadlines fire; stops when the
+/// runtime is dropped.
+struct Ticker(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Build an engine (pooling allocator, epoch interruption) and a linker
+    /// holding the contract's imports and nothing else.
+    pub fn new(limits: SandboxLimits) -> Result<Runtime, EngineError> {
+        let err = |e: wasmtime::Error| EngineError(format!("{e:#}"));
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(limits.max_instances)
+            .total_core_instances(limits.max_instances.saturating_mul(8))
+            .total_memories(limits.max_instances.saturating_mul(2))
+            .total_tables(limits.max_instances.saturating_mul(4))
+            .total_stacks(limits.max_instances)
+            .max_memories_per_component(4)
+            .max_memory_size(limits.memory_cap_bytes)
+            .max_component_instance_size(4 * 1024 * 1024)
+            .max_core_instance_size(4 * 1024 * 1024);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(err)?;
+
+        let mut linker = Linker::<CallState>::new(&engine);
+        // wasi:io, wasi:clocks, wasi:random, wasi:cli stdio; then the rest of
+        // wasi:cli that Rust's std imports (empty environment, no terminal). Filesystem and
+        // sockets are deliberately absent: a component importing them is
+        // refused at load time.
+        wasmtime_wasi::p2::add_to_linker_proxy_interfaces_async(&mut linker).map_err(err)?;
+        {
+            use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+            use wasmtime_wasi::p2::bindings::{cli, random};
+            use wasmtime_wasi::random::WasiRandom;
+            let l = &mut linker;
+            cli::environment::add_to_linker::<CallState, WasiCli>(l, CallState::cli)
+                .map_err(err)?;
+            cli::exit::add_to_linker::<CallState, WasiCli>(l, CallState::cli).map_err(err)?;
+            cli::terminal_input::add_to_linker::<CallState, WasiCli>(l, CallState::cli)
+                .map_err(err)?;
+            cli::terminal_output::add_to_linker::<CallState, WasiCli>(l, CallState::cli)
+                .map_err(err)?;
+            cli::terminal_stdin::add_to_linker::<CallState, WasiCli>(l, CallState::cli)
+                .map_err(err)?;
+            cli::terminal_stdout::add_to_linker::<CallState, WasiCli>(l, CallState::cli)
+                .map_err(err)?;
+            cli::terminal_stderr::add_to_linker::<CallState, WasiCli>(l, CallState::cli)
+                .map_err(err)?;
+            random::insecure::add_to_linker::<CallState, WasiRandom>(l, |s| s.random())
+                .map_err(err)?;
+            random::insecure_seed::add_to_linker::<CallState, WasiRandom>(l, |s| s.random())
+                .map_err(err)?;
+        }
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(err)?;
+        host::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s).map_err(err)?;
+        types::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s).map_err(err)?;
+
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let weak = engine.weak();
+        let tick = limits.epoch_tick;
+        let stop_flag = stop.clone();
+        std::thread::Builder::new()
+            .name("payhost-epoch".into())
+            .spawn(move || {
+                while !stop_flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| EngineError(format!("cannot start epoch thread: {e}")))?;
+
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                limits,
+                _ticker: Ticker(stop),
+            }),
+        })
+    }
+
+    /// The limits every call runs under.
+    pub fn limits(&self) -> &SandboxLimits {
+        &self.inner.limits
+    }
+
+    /// The underlying engine (for precompilation and tests).
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// A fresh store for one call: its own WASI context, HTTP hooks, memory
+    /// limiter and epoch deadline.
+    pub(crate) fn new_store(
+        &self,
+        provider: Arc<str>,
+        policy: Arc<OutboundPolicy>,
+    ) -> Store<CallState> {
+        let limits = &self.inner.limits;
+        let state = CallState::new(provider, policy, limits.memory_cap_bytes);
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticks =
+            (limits.call_deadline.as_micros() / limits.epoch_tick.as_micros().max(1)).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+}

@@ -1,0 +1,28 @@
+//! The provider runtime: where gateway components run, and the walls around them.
+//!
+//! Owns the wasmtime engine (pooling allocator, epoch interruption), the
+//! linker holding exactly the imports the contract allows, the loader that
+//! refuses components not matching `payhost:provider@0.1.0`, and the call
+//! path: **a fresh store and instance per call**, a wall-clock deadline, a
+//! memory cap and an outbound HTTP allow-list. A trap, timeout or denied
+//! request becomes a [`CallError`] for that call only; the host keeps serving.
+//!
+//! Must never: let guest state outlive a call, let a component reach a host
+//! its policy does not name, or trust the guest's account of a sandbox
+//! violation (the host records policy events itself).
+
+mod bindings;
+mod bundled;
+mod engine;
+mod policy;
+mod provider;
+mod registry;
+mod state;
+
+pub use bindings::contract;
+pub use bindings::{CONTRACT_VERSION, GATEWAY_EXPORT};
+pub use bundled::BUNDLED;
+pub use engine::{EngineError, Runtime, SandboxLimits};
+pub use policy::{Origin, OriginError, OutboundPolicy, PolicyEvent, is_public};
+pub use provider::{CallError, LoadError, LoadedProvider, ProviderSettings};
+pub use registry::{ProviderRegistry, RegistryError};

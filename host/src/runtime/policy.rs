@@ -1,0 +1,400 @@
+//! Outbound HTTP policy: the only door a component has to the network.
+//!
+//! Every `wasi:http/outgoing-handler` request a component makes passes through
+//! [`OutboundHooks::send_request`]. A request is sent only when its origin
+//! (`scheme://host:port`) is on the provider's allow-list and, unless the
+//! operator allowed private networks for that provider, the host resolves to
+//! public addresses only. Everything else is refused *before* any connection is
+//! attempted, and the refusal is recorded as a [`PolicyEvent`] that the runtime
+//! reports itself, whatever error the guest turns it into.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::uri::Scheme;
+use http_body_util::BodyExt;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// Something the host stopped a component from doing during one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyEvent {
+    /// An outbound request to an origin that is not on the allow-list, or that
+    /// resolved to a private address. Carries the origin and why.
+    OutboundDenied { origin: String, reason: String },
+    /// An outbound response exceeded the response-size cap.
+    ResponseTooLarge { origin: String, limit: usize },
+    /// Linear memory growth past the per-instance cap.
+    MemoryCap { requested: usize, limit: usize },
+}
+
+/// Shared, per-call log of policy events (the hooks and the limiter write it,
+/// the runtime reads it after the call).
+#[derive(Clone, Default)]
+pub(crate) struct EventLog(Arc<Mutex<Vec<PolicyEvent>>>);
+
+impl EventLog {
+    pub(crate) fn push(&self, event: PolicyEvent) {
+        if let Ok(mut events) = self.0.lock() {
+            events.push(event);
+        }
+    }
+
+    pub(crate) fn take(&self) -> Vec<PolicyEvent> {
+        self.0
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default()
+    }
+}
+
+/// A normalized `scheme://host:port` origin.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+/// An origin string that could not be parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid origin `{input}`: {reason} (expected scheme://host[:port], scheme http or https)")]
+pub struct OriginError {
+    input: String,
+    reason: &'static str,
+}
+
+impl Origin {
+    /// Parse `scheme://host[:port]` (a trailing `/` or path is rejected; the
+    /// port defaults to the scheme's).
+    pub fn parse(input: &str) -> Result<Origin, OriginError> {
+        let err = |reason| OriginError {
+            input: input.to_string(),
+            reason,
+        };
+        let url = url::Url::parse(input).map_err(|_| err("not a URL"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(err("unsupported scheme"));
+        }
+        if !(url.path() == "/" || url.path().is_empty())
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            return Err(err("an origin has no path, query or fragment"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(err("an origin has no credentials"));
+        }
+        let host = url.host_str().ok_or_else(|| err("missing host"))?;
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| err("missing port"))?;
+        Ok(Origin {
+            scheme: url.scheme().to_string(),
+            host: host.trim_matches(['[', ']']).to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// The origin a URL points at (`None` unless it is an http(s) URL with a host).
+    pub fn of_url(input: &str) -> Option<Origin> {
+        let url = url::Url::parse(input).ok()?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return None;
+        }
+        Some(Origin {
+            scheme: url.scheme().to_string(),
+            host: url
+                .host_str()?
+                .trim_matches(['[', ']'])
+                .to_ascii_lowercase(),
+            port: url.port_or_known_default()?,
+        })
+    }
+
+    fn of_uri(uri: &http::Uri) -> Option<Origin> {
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let host = uri.host()?.trim_matches(['[', ']']).to_ascii_lowercase();
+        let port = uri.port_u16().or(match scheme.as_str() {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        })?;
+        Some(Origin { scheme, host, port })
+    }
+
+    /// The host is an IP literal or `localhost`: naming it on the allow-list
+    /// is an explicit decision to reach that address.
+    fn is_literal_address(&self) -> bool {
+        self.host == "localhost" || self.host.parse::<IpAddr>().is_ok()
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}://[{}]:{}", self.scheme, self.host, self.port)
+        } else {
+            write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+        }
+    }
+}
+
+/// What one provider may reach, and how patiently.
+#[derive(Debug, Clone)]
+pub struct OutboundPolicy {
+    /// Origins the component may call. Empty = no network at all.
+    pub allowed: Vec<Origin>,
+    /// Let allowed *names* resolve to private, loopback or link-local
+    /// addresses. Allowed IP literals and `localhost` are always reachable.
+    pub allow_private_networks: bool,
+    /// Cap on establishing a connection.
+    pub connect_timeout: Duration,
+    /// Cap on waiting for the first response byte.
+    pub first_byte_timeout: Duration,
+    /// Cap on a pause between response body chunks.
+    pub between_bytes_timeout: Duration,
+    /// Largest response body the component may receive.
+    pub max_response_bytes: usize,
+}
+
+impl OutboundPolicy {
+    /// A policy that allows nothing (used for `manifest` and `parse-webhook`
+    /// style calls that must not touch the network).
+    pub fn deny_all() -> OutboundPolicy {
+        OutboundPolicy {
+            allowed: Vec::new(),
+            ..OutboundPolicy::default()
+        }
+    }
+}
+
+impl Default for OutboundPolicy {
+    fn default() -> Self {
+        OutboundPolicy {
+            allowed: Vec::new(),
+            allow_private_networks: false,
+            connect_timeout: Duration::from_secs(5),
+            first_byte_timeout: Duration::from_secs(20),
+            between_bytes_timeout: Duration::from_secs(10),
+            max_response_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `wasi:http` hooks enforcing an [`OutboundPolicy`] for one call.
+pub(crate) struct OutboundHooks {
+    pub(crate) policy: Arc<OutboundPolicy>,
+    pub(crate) events: EventLog,
+}
+
+/// Why a request may not leave, decided before any I/O.
+fn check_origin(policy: &OutboundPolicy, uri: &http::Uri) -> Result<Origin, (String, String)> {
+    let Some(origin) = Origin::of_uri(uri) else {
+        return Err((uri.to_string(), "request has no scheme://host".into()));
+    };
+    let Some(allowed) = policy.allowed.iter().find(|o| **o == origin) else {
+        return Err((origin.to_string(), "origin is not on the allow-list".into()));
+    };
+    if !policy.allow_private_networks
+        && let Ok(ip) = origin.host.parse::<IpAddr>()
+        && !is_public(ip)
+        && !allowed.is_literal_address()
+    {
+        return Err((origin.to_string(), "private address".into()));
+    }
+    Ok(origin)
+}
+
+/// Whether an address is routable on the public internet (no loopback,
+/// private, link-local, CGNAT, unique-local, documentation or unspecified).
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || o[0] == 0)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let seg = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || (seg[0] & 0xfe00) == 0xfc00
+                || (seg[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+fn clamp(guest: Option<Duration>, cap: Duration) -> Option<Duration> {
+    Some(guest.map_or(cap, |g| g.min(cap)))
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for OutboundHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
+        drop(fut);
+        let policy = self.policy.clone();
+        let events = self.events.clone();
+        let origin = match check_origin(&policy, request.uri()) {
+            Ok(origin) => origin,
+            Err((origin, reason)) => {
+                tracing::warn!(%origin, %reason, "outbound request denied");
+                events.push(PolicyEvent::OutboundDenied { origin, reason });
+                return Box::new(async { Err(HttpError::HttpRequestDenied) });
+            }
+        };
+        let options = RequestOptions {
+            connect_timeout: clamp(
+                options.and_then(|o| o.connect_timeout),
+                policy.connect_timeout,
+            ),
+            first_byte_timeout: clamp(
+                options.and_then(|o| o.first_byte_timeout),
+                policy.first_byte_timeout,
+            ),
+            between_bytes_timeout: clamp(
+                options.and_then(|o| o.between_bytes_timeout),
+                policy.between_bytes_timeout,
+            ),
+        };
+        Box::new(async move {
+            if !policy.allow_private_networks && !origin.is_literal_address() {
+                let resolved = tokio::time::timeout(
+                    policy.connect_timeout,
+                    tokio::net::lookup_host((origin.host.as_str(), origin.port)),
+                )
+                .await
+                .map_err(|_| HttpError::DnsTimeout)?
+                .map_err(|e| HttpError::DnsError {
+                    rcode: Some(e.to_string()),
+                    info_code: None,
+                })?;
+                for addr in resolved {
+                    if !is_public(addr.ip()) {
+                        let reason = format!("resolves to private address {}", addr.ip());
+                        tracing::warn!(%origin, %reason, "outbound request denied");
+                        events.push(PolicyEvent::OutboundDenied {
+                            origin: origin.to_string(),
+                            reason,
+                        });
+                        return Err(HttpError::HttpRequestDenied);
+                    }
+                }
+            }
+            let limit = policy.max_response_bytes;
+            let (response, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let declared = response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|len| len > limit as u64) {
+                events.push(PolicyEvent::ResponseTooLarge {
+                    origin: origin.to_string(),
+                    limit,
+                });
+                return Err(HttpError::HttpResponseBodySize(declared));
+            }
+            let origin_text = origin.to_string();
+            let response = response.map(move |body| {
+                http_body_util::Limited::new(body, limit)
+                    .map_err(move |_| {
+                        events.push(PolicyEvent::ResponseTooLarge {
+                            origin: origin_text.clone(),
+                            limit,
+                        });
+                        HttpError::HttpResponseBodySize(None)
+                    })
+                    .boxed_unsync()
+            });
+            Ok((
+                response,
+                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+            ))
+        })
+    }
+
+    fn is_supported_scheme(&mut self, scheme: &Scheme) -> bool {
+        *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(origins: &[&str]) -> OutboundPolicy {
+        OutboundPolicy {
+            allowed: origins.iter().map(|o| Origin::parse(o).unwrap()).collect(),
+            ..OutboundPolicy::default()
+        }
+    }
+
+    #[test]
+    fn origins_normalize_default_ports_and_case() {
+        let a = Origin::parse("https://API.stripe.com").unwrap();
+        let b = Origin::parse("https://api.stripe.com:443").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.to_string(), "https://api.stripe.com:443");
+        assert!(Origin::parse("https://api.stripe.com/v1").is_err());
+        assert!(Origin::parse("ftp://x.example").is_err());
+        assert!(Origin::parse("https://user:pw@x.example").is_err());
+    }
+
+    #[test]
+    fn only_allowed_origins_pass() {
+        let p = policy(&["https://api.stripe.com"]);
+        let ok: http::Uri = "https://api.stripe.com/v1/balance".parse().unwrap();
+        assert!(check_origin(&p, &ok).is_ok());
+        for denied in [
+            "http://api.stripe.com/v1/balance",
+            "https://api.stripe.com:8443/v1",
+            "https://evil.example/v1",
+            "https://api.stripe.com.evil.example/",
+        ] {
+            let uri: http::Uri = denied.parse().unwrap();
+            assert!(check_origin(&p, &uri).is_err(), "{denied} should be denied");
+        }
+    }
+
+    #[test]
+    fn explicitly_listed_loopback_is_allowed_but_private_names_are_not() {
+        let p = policy(&["http://127.0.0.1:9000"]);
+        let uri: http::Uri = "http://127.0.0.1:9000/x".parse().unwrap();
+        assert!(check_origin(&p, &uri).is_ok());
+        assert!(!is_public("10.1.2.3".parse().unwrap()));
+        assert!(!is_public("169.254.169.254".parse().unwrap()));
+        assert!(!is_public("100.64.0.1".parse().unwrap()));
+        assert!(!is_public("::1".parse().unwrap()));
+        assert!(!is_public("fd00::1".parse().unwrap()));
+        assert!(!is_public("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(is_public("34.120.1.1".parse().unwrap()));
+    }
+}

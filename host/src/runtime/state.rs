@@ -1,0 +1,174 @@
+//! Per-call store state: a locked-down WASI context, the outbound HTTP hooks,
+//! the memory limiter and the component's log sink.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::bindings::payhost::provider::{host, types};
+use super::policy::{EventLog, OutboundHooks, OutboundPolicy, PolicyEvent};
+
+/// Longest component log line kept (longer lines are truncated).
+const MAX_LOG_LINE: usize = 4 * 1024;
+/// Component log lines kept per call; the rest are counted and dropped.
+const MAX_LOG_LINES: u32 = 256;
+/// Bytes of guest stderr kept (it carries panic messages).
+pub(crate) const STDERR_CAPACITY: usize = 8 * 1024;
+
+/// Enforces the per-instance linear-memory cap and records when it bites.
+pub(crate) struct MemoryLimiter {
+    pub(crate) limit: usize,
+    pub(crate) events: EventLog,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.events.push(PolicyEvent::MemoryCap {
+                requested: desired,
+                limit: self.limit,
+            });
+            wasmtime::bail!(
+                "memory cap exceeded: wanted {desired} bytes, cap {} bytes",
+                self.limit
+            );
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The `T` of every `Store<T>` the runtime creates. One per call, dropped
+/// with the call: nothing in here outlives it.
+pub(crate) struct CallState {
+    pub(crate) provider: Arc<str>,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: OutboundHooks,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) events: EventLog,
+    pub(crate) stderr: MemoryOutputPipe,
+    log_lines: u32,
+}
+
+impl CallState {
+    pub(crate) fn new(provider: Arc<str>, policy: Arc<OutboundPolicy>, memory_cap: usize) -> Self {
+        let events = EventLog::default();
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        // No preopens, no environment, no arguments, no sockets: the only
+        // door out is wasi:http through `OutboundHooks`.
+        let wasi = WasiCtx::builder()
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .build();
+        CallState {
+            provider,
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: OutboundHooks {
+                policy,
+                events: events.clone(),
+            },
+            limiter: MemoryLimiter {
+                limit: memory_cap,
+                events: events.clone(),
+            },
+            events,
+            stderr,
+            log_lines: 0,
+        }
+    }
+
+    /// The WASI randomness context (for linking `wasi:random/insecure*`).
+    pub(crate) fn random(&mut self) -> &mut wasmtime_wasi::random::WasiRandomCtx {
+        self.wasi.random()
+    }
+
+    /// What the guest wrote to stderr (panic messages), lossily decoded.
+    pub(crate) fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.contents())
+            .trim()
+            .to_string()
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl types::Host for CallState {}
+
+impl host::Host for CallState {
+    fn log(&mut self, level: host::LogLevel, message: String) {
+        self.log_lines += 1;
+        if self.log_lines > MAX_LOG_LINES {
+            if self.log_lines == MAX_LOG_LINES + 1 {
+                tracing::warn!(provider = %self.provider, "component log budget exhausted; dropping further lines");
+            }
+            return;
+        }
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let provider = &*self.provider;
+        match level {
+            host::LogLevel::Trace => {
+                tracing::trace!(target: "payhost::component", provider, "{message}")
+            }
+            host::LogLevel::Debug => {
+                tracing::debug!(target: "payhost::component", provider, "{message}")
+            }
+            host::LogLevel::Info => {
+                tracing::info!(target: "payhost::component", provider, "{message}")
+            }
+            host::LogLevel::Warn => {
+                tracing::warn!(target: "payhost::component", provider, "{message}")
+            }
+            host::LogLevel::Error => {
+                tracing::error!(target: "payhost::component", provider, "{message}")
+            }
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! Tenancy persistence: tenants, their domains and their API keys.
+//!
+//! Owns who a tenant is (id, name, status, plan), which hosts resolve to it,
+//! and which API keys act for it. Resolution functions ([`resolve_api_key`],
+//! [`resolve_domain`]) are single indexed queries so a cache layer can sit in
+//! front of them; every write returns what a cache must invalidate.
+//!
+//! Must never: store or log an API key secret (only its SHA-256 and a short
+//! display prefix are kept), resolve a revoked key, or let one tenant read or
+//! change another tenant's keys or domains.
+
+mod api_keys;
+mod domains;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+
+use crate::store::{ParseError, Store, StoreError, UnixMillis, Violation, get_parsed, get_time};
+
+pub use crate::store::{ApiKeyId, TenantId};
+pub use api_keys::{
+    ApiKeyHash, ApiKeyInfo, ApiKeySecret, IssuedApiKey, ResolvedApiKey, RevokedApiKey,
+    issue_api_key, list_api_keys, resolve_api_key, revoke_api_key,
+};
+pub use domains::{
+    Domain, DomainChange, attach_domain, detach_domain, list_domains, move_domain, resolve_domain,
+};
+
+/// Errors of the tenancy repositories.
+#[derive(Debug, thiserror::Error)]
+pub enum TenancyError {
+    /// No tenant with this id.
+    #[error("tenant {0} not found")]
+    TenantNotFound(TenantId),
+    /// The domain belongs to another tenant; use [`move_domain`] to reassign it.
+    #[error("domain {domain} is already attached to another tenant")]
+    DomainTaken {
+        /// The contested domain.
+        domain: Domain,
+        /// Its current owner.
+        owner: TenantId,
+    },
+    /// An input did not have the required shape.
+    #[error(transparent)]
+    Invalid(#[from] ParseError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for TenancyError {
+    fn from(e: sqlx::Error) -> Self {
+        TenancyError::Store(StoreError::Database(e))
+    }
+}
+
+/// Whether a tenant may transact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantStatus {
+    /// Normal operation.
+    Active,
+    /// Blocked by the operator; its API keys still resolve so the API can say why.
+    Suspended,
+}
+
+impl TenantStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Active => "active",
+            TenantStatus::Suspended => "suspended",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        match raw {
+            "active" => Ok(TenantStatus::Active),
+            "suspended" => Ok(TenantStatus::Suspended),
+            other => Err(ParseError::new(
+                "tenant status",
+                format!("`{other}` is not active|suspended"),
+            )),
+        }
+    }
+}
+
+/// A tenant's display name: 1–200 characters after trimming, no control characters.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TenantName(String);
+
+impl TenantName {
+    /// Validates (and trims) a name.
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let name = raw.trim();
+        if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+            return Err(ParseError::new(
+                "tenant name",
+                "must be 1-200 characters without control characters",
+            ));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TenantName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TenantName({:?})", self.0)
+    }
+}
+
+impl TryFrom<String> for TenantName {
+    type Error = ParseError;
+    fn try_from(raw: String) -> Result<Self, ParseError> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<TenantName> for String {
+    fn from(n: TenantName) -> String {
+        n.0
+    }
+}
+
+/// The plan a tenant is on (features are granted per plan): 1–64 of `[a-z0-9_-]`.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PlanName(String);
+
+impl PlanName {
+    /// The plan every new tenant starts on.
+    pub fn free() -> Self {
+        Self("free".to_owned())
+    }
+
+    /// Validates a plan name.
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        if raw.is_empty()
+            || raw.len() > 64
+            || !raw
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return Err(ParseError::new(
+                "plan name",
+                "must be 1-64 characters of [a-z0-9_-]",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The plan name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PlanName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PlanName({})", self.0)
+    }
+}
+
+impl TryFrom<String> for PlanName {
+    type Error = ParseError;
+    fn try_from(raw: String) -> Result<Self, ParseError> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<PlanName> for String {
+    fn from(n: PlanName) -> String {
+        n.0
+    }
+}
+
+/// A tenant as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tenant {
+    /// Its id (`ten_…`).
+    pub id: TenantId,
+    /// Display name.
+    pub name: TenantName,
+    /// Active or suspended.
+    pub status: TenantStatus,
+    /// The plan its features come from.
+    pub plan: PlanName,
+    /// Creation time.
+    pub created_at: UnixMillis,
+    /// Last change of name, status or plan.
+    pub updated_at: UnixMillis,
+}
+
+const TENANT_COLUMNS: &str = "id, name, status, plan, created_at, updated_at";
+
+fn decode_tenant(row: &AnyRow) -> Result<Tenant, StoreError> {
+    Ok(Tenant {
+        id: get_parsed(row, "id", TenantId::parse)?,
+        name: get_parsed(row, "name", TenantName::parse)?,
+        status: get_parsed(row, "status", TenantStatus::parse)?,
+        plan: get_parsed(row, "plan", PlanName::parse)?,
+        created_at: get_time(row, "created_at")?,
+        updated_at: get_time(row, "updated_at")?,
+    })
+}
+
+/// Creates an active tenant on `plan` with a fresh id.
+pub async fn create_tenant(
+    store: &Store,
+    name: &TenantName,
+    plan: &PlanName,
+) -> Result<Tenant, TenancyError> {
+    let tenant = Tenant {
+        id: TenantId::generate(),
+        name: name.clone(),
+        status: TenantStatus::Active,
+        plan: plan.clone(),
+        created_at: UnixMillis::now(),
+        updated_at: UnixMillis::now(),
+    };
+    sqlx::query(
+        "INSERT INTO tenants (id, name, status, plan, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $5)",
+    )
+    .bind(tenant.id.as_str())
+    .bind(tenant.name.as_str())
+    .bind(tenant.status.as_str())
+    .bind(tenant.plan.as_str())
+    .bind(tenant.created_at.as_i64())
+    .execute(store.pool())
+    .await?;
+    Ok(Tenant {
+        updated_at: tenant.created_at,
+        ..tenant
+    })
+}
+
+/// The tenant with this id, if any.
+pub async fn get_tenant(store: &Store, id: &TenantId) -> Result<Option<Tenant>, TenancyError> {
+    let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
+    let row = sqlx::query(&sql)
+        .bind(id.as_str())
+        .fetch_optional(store.pool())
+        .await?;
+    Ok(row.as_ref().map(decode_tenant).transpose()?)
+}
+
+/// Every tenant, oldest first (operator listing).
+pub async fn list_tenants(store: &Store) -> Result<Vec<Tenant>, TenancyError> {
+    let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at, id");
+    let rows = sqlx::query(&sql).fetch_all(store.pool()).await?;
+    Ok(rows.iter().map(decode_tenant).collect::<Result<_, _>>()?)
+}
+
+/// Suspends or re-activates a tenant. Caches of the tenant must be invalidated.
+pub async fn set_tenant_status(
+    store: &Store,
+    id: &TenantId,
+    status: TenantStatus,
+) -> Result<Tenant, TenancyError> {
+    update_tenant(store, id, "status", status.as_str()).await
+}
+
+/// Moves a tenant to another plan. Caches of the tenant must be invalidated.
+pub async fn set_tenant_plan(
+    store: &Store,
+    id: &TenantId,
+    plan: &PlanName,
+) -> Result<Tenant, TenancyError> {
+    update_tenant(store, id, "plan", plan.as_str()).await
+}
+
+async fn update_tenant(
+    store: &Store,
+    id: &TenantId,
+    column: &'static str,
+    value: &str,
+) -> Result<Tenant, TenancyError> {
+    let sql = format!(
+        "UPDATE tenants SET {column} = $2, updated_at = $3 WHERE id = $1 RETURNING {TENANT_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(id.as_str())
+        .bind(value)
+        .bind(UnixMillis::now().as_i64())
+        .fetch_optional(store.pool())
+        .await?;
+    match row {
+        Some(row) => Ok(decode_tenant(&row)?),
+        None => Err(TenancyError::TenantNotFound(id.clone())),
+    }
+}
+
+/// Maps a foreign-key violation on `tenant_id` to [`TenancyError::TenantNotFound`].
+fn tenant_fk(err: sqlx::Error, tenant: &TenantId) -> TenancyError {
+    match crate::store::classify(&err) {
+        Some(Violation::ForeignKey { .. }) => TenancyError::TenantNotFound(tenant.clone()),
+        _ => TenancyError::Store(StoreError::Database(err)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,637 @@
+//! Stripe webhook verification and event normalization. Pure: no network,
+//! no clock (the host passes its receive time).
+//!
+//! # Verification
+//!
+//! Stripe signs each delivery with the endpoint's secret (`whsec_…`):
+//! `Stripe-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>…]`, where each `v1`
+//! is `hex(HMAC-SHA256(secret, "{t}.{raw body}"))` (several while a secret is
+//! being rolled). Checks run in this order, each failing with its own
+//! [`WebhookError`] variant:
+//!
+//! 1. header absent → `missing-signature`;
+//! 2. header unparsable, no `t`, or no `v1` → `malformed-signature`
+//!    (other schemes such as `v0` are ignored, never verified);
+//! 3. no `v1` equals the expected digest (constant-time, every `v1` tried) →
+//!    `signature-mismatch`; an empty secret never verifies;
+//! 4. `|received_at − t| > 300` → `timestamp-out-of-tolerance(received_at − t)`;
+//! 5. the verified body is not a readable event → `invalid-payload`.
+//!
+//! The signature is checked *before* the timestamp, as Stripe's own libraries
+//! do: the timestamp is only trusted once it is known to be signed, and an
+//! unsigned request learns nothing about the tolerance window.
+//!
+//! # Events
+//!
+//! | Stripe `type` | contract kind | amount |
+//! |---|---|---|
+//! | `payment_intent.succeeded` | `payment-succeeded` | `amount_received` (else `amount`) |
+//! | `payment_intent.amount_capturable_updated` | `payment-authorized` | `amount_capturable` (else `amount`) |
+//! | `payment_intent.payment_failed` | `payment-failed` | `amount` |
+//! | `payment_intent.canceled` | `payment-canceled` | `amount` |
+//! | `payment_intent.requires_action` | `payment-requires-action` | `amount` |
+//! | `charge.refunded` | `refund-succeeded` | `amount_refunded` (cumulative for the charge) |
+//! | `refund.created`, `refund.updated` | by refund status: `succeeded` → `refund-succeeded`, `pending`/`requires_action` → `refund-pending`, `failed`/`canceled` → `refund-failed` | `amount` |
+//! | `refund.failed` | `refund-failed` | `amount` |
+//! | anything else | `other` | — |
+//!
+//! `payment-reference` is the PaymentIntent id (`object.id` for intents,
+//! `object.payment_intent` for charges and refunds); `refund-reference` is the
+//! Refund id (for `charge.refunded`, the newest entry of `object.refunds.data`
+//! when Stripe included it); `order-id` comes from `metadata.order_id` and
+//! `refund-id` from `metadata.payhost_refund_id`.
+
+use payhost_provider_sdk::http::header_value;
+use payhost_provider_sdk::signature::{constant_time_eq, from_hex, hmac_sha256, to_hex};
+use payhost_provider_sdk::{EventKind, Money, WebhookError, WebhookEvent, WebhookRequest};
+use serde_json::Value;
+
+use crate::api::{ORDER_ID_KEY, REFUND_ID_KEY};
+
+/// The signature header (header names reach the component lower-case).
+pub const SIGNATURE_HEADER: &str = "stripe-signature";
+
+/// Largest accepted distance, in seconds, between the signed timestamp and
+/// the host's receive time (Stripe's default tolerance).
+pub const TOLERANCE_SECS: i64 = 300;
+
+/// Verifies and normalizes one delivery. Stripe sends one event per delivery,
+/// so the list has exactly one element.
+pub fn parse_webhook(request: &WebhookRequest) -> Result<Vec<WebhookEvent>, WebhookError> {
+    verify_signature(
+        &request.headers,
+        &request.body,
+        &request.secret,
+        request.received_at,
+    )?;
+    Ok(vec![parse_event(&request.body)?])
+}
+
+/// Checks the `Stripe-Signature` header of a delivery received at `now`
+/// (unix seconds) against `body` under `secret`; see the module docs for the
+/// order of checks.
+pub fn verify_signature(
+    headers: &[(String, String)],
+    body: &[u8],
+    secret: &str,
+    now: i64,
+) -> Result<(), WebhookError> {
+    let header = header_value(headers, SIGNATURE_HEADER).ok_or(WebhookError::MissingSignature)?;
+    let (timestamp, signatures) = parse_signature_header(header)?;
+
+    let expected = hmac_sha256(secret.as_bytes(), &signed_payload(timestamp, body));
+    // Every candidate is compared (no early exit), so timing does not reveal
+    // which one matched.
+    let matched = signatures
+        .iter()
+        .filter_map(|sig| from_hex(sig))
+        .fold(false, |found, sig| {
+            found | constant_time_eq(&expected, &sig)
+        });
+    if secret.is_empty() || !matched {
+        return Err(WebhookError::SignatureMismatch);
+    }
+
+    let age = now.saturating_sub(timestamp);
+    if age.unsigned_abs() > TOLERANCE_SECS.unsigned_abs() {
+        return Err(WebhookError::TimestampOutOfTolerance(age));
+    }
+    Ok(())
+}
+
+/// Splits `t=…,v1=…,v1=…` into the timestamp and the `v1` signatures.
+fn parse_signature_header(header: &str) -> Result<(i64, Vec<&str>), WebhookError> {
+    let malformed = |why: &str| WebhookError::MalformedSignature(why.to_owned());
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for element in header.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (key, value) = element
+            .split_once('=')
+            .ok_or_else(|| malformed("element without `=`"))?;
+        match key.trim() {
+            "t" => {
+                if timestamp.is_some() {
+                    return Err(malformed("more than one timestamp"));
+                }
+                let t = value
+                    .trim()
+                    .parse::<i64>()
+                    .map_err(|_| malformed("timestamp is not an integer"))?;
+                timestamp = Some(t);
+            }
+            "v1" => signatures.push(value.trim()),
+            // v0 (test-mode legacy) and unknown schemes are never verified.
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or_else(|| malformed("no timestamp (`t=`)"))?;
+    if signatures.is_empty() {
+        return Err(malformed("no `v1` signature"));
+    }
+    Ok((timestamp, signatures))
+}
+
+fn signed_payload(timestamp: i64, body: &[u8]) -> Vec<u8> {
+    let mut payload = format!("{timestamp}.").into_bytes();
+    payload.extend_from_slice(body);
+    payload
+}
+
+/// A `Stripe-Signature` header value for `body` signed at `timestamp`, as
+/// Stripe would send it. For tests and sandbox gateways.
+pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let digest = hmac_sha256(secret.as_bytes(), &signed_payload(timestamp, body));
+    format!("t={timestamp},v1={}", to_hex(&digest))
+}
+
+/// Normalizes a (verified) event body; see the module docs for the mapping.
+pub fn parse_event(body: &[u8]) -> Result<WebhookEvent, WebhookError> {
+    let invalid = |why: &str| WebhookError::InvalidPayload(why.to_owned());
+    let event: Value =
+        serde_json::from_slice(body).map_err(|_| invalid("the body is not a JSON event"))?;
+    let id = str_field(&event, "id").ok_or_else(|| invalid("the event has no `id`"))?;
+    let gateway_type =
+        str_field(&event, "type").ok_or_else(|| invalid("the event has no `type`"))?;
+    let object = event
+        .get("data")
+        .and_then(|d| d.get("object"))
+        .filter(|o| o.is_object())
+        .ok_or_else(|| invalid("the event has no `data.object`"))?;
+
+    let mut out = WebhookEvent {
+        id: id.to_owned(),
+        kind: EventKind::Other,
+        gateway_type: gateway_type.to_owned(),
+        payment_reference: None,
+        refund_reference: None,
+        amount: None,
+        order_id: None,
+        refund_id: None,
+    };
+
+    let intent_kind = match gateway_type {
+        "payment_intent.succeeded" => Some((EventKind::PaymentSucceeded, "amount_received")),
+        "payment_intent.amount_capturable_updated" => {
+            Some((EventKind::PaymentAuthorized, "amount_capturable"))
+        }
+        "payment_intent.payment_failed" => Some((EventKind::PaymentFailed, "amount")),
+        "payment_intent.canceled" => Some((EventKind::PaymentCanceled, "amount")),
+        "payment_intent.requires_action" => Some((EventKind::PaymentRequiresAction, "amount")),
+        _ => None,
+    };
+    if let Some((kind, amount_field)) = intent_kind {
+        out.kind = kind;
+        out.payment_reference = Some(
+            str_field(object, "id")
+                .ok_or_else(|| invalid("the PaymentIntent has no `id`"))?
+                .to_owned(),
+        );
+        out.amount = money(object, amount_field).or_else(|| money(object, "amount"));
+        out.order_id = metadata(object, ORDER_ID_KEY);
+        return Ok(out);
+    }
+
+    match gateway_type {
+        "charge.refunded" => {
+            out.kind = EventKind::RefundSucceeded;
+            out.payment_reference = id_or_object(object.get("payment_intent"));
+            out.amount = money(object, "amount_refunded");
+            out.order_id = metadata(object, ORDER_ID_KEY);
+            let newest = object
+                .get("refunds")
+                .and_then(|r| r.get("data"))
+                .and_then(Value::as_array)
+                .and_then(|list| list.first());
+            if let Some(refund) = newest {
+                out.refund_reference = str_field(refund, "id").map(str::to_owned);
+                out.refund_id = metadata(refund, REFUND_ID_KEY);
+            }
+            Ok(out)
+        }
+        "refund.created" | "refund.updated" | "refund.failed" => {
+            out.kind = if gateway_type == "refund.failed" {
+                EventKind::RefundFailed
+            } else {
+                match str_field(object, "status") {
+                    Some("succeeded") => EventKind::RefundSucceeded,
+                    Some("pending" | "requires_action") => EventKind::RefundPending,
+                    Some("failed" | "canceled") => EventKind::RefundFailed,
+                    _ => EventKind::Other,
+                }
+            };
+            out.refund_reference = Some(
+                str_field(object, "id")
+                    .ok_or_else(|| invalid("the Refund has no `id`"))?
+                    .to_owned(),
+            );
+            out.payment_reference = id_or_object(object.get("payment_intent"));
+            out.amount = money(object, "amount");
+            out.order_id = metadata(object, ORDER_ID_KEY);
+            out.refund_id = metadata(object, REFUND_ID_KEY);
+            Ok(out)
+        }
+        _ => Ok(out),
+    }
+}
+
+fn str_field<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    value
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// `object[amount_field]` with `object.currency`, upper-cased; `None` when
+/// either is missing (a zero amount counts as missing, so callers can fall
+/// back to another field).
+fn money(object: &Value, amount_field: &str) -> Option<Money> {
+    let minor = object
+        .get(amount_field)
+        .and_then(Value::as_u64)
+        .filter(|m| *m > 0)?;
+    let currency = str_field(object, "currency")?;
+    Some(Money::new(minor, currency))
+}
+
+fn metadata(object: &Value, key: &str) -> Option<String> {
+    object
+        .get("metadata")
+        .and_then(|m| str_field(m, key))
+        .map(str::to_owned)
+}
+
+/// An id field that may also arrive expanded into an object.
+fn id_or_object(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(id) if !id.is_empty() => Some(id.clone()),
+        object @ Value::Object(_) => str_field(object, "id").map(str::to_owned),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SECRET: &str = "whsec_test_secret";
+    const NOW: i64 = 1_700_000_000;
+
+    fn body() -> Vec<u8> {
+        json!({
+            "id": "evt_1",
+            "object": "event",
+            "type": "payment_intent.succeeded",
+            "created": NOW,
+            "data": { "object": {
+                "id": "pi_123", "object": "payment_intent", "amount": 2000,
+                "amount_received": 2000, "currency": "usd", "status": "succeeded",
+                "metadata": { "order_id": "ord_42" }
+            }}
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn headers(value: &str) -> Vec<(String, String)> {
+        vec![
+            ("content-type".into(), "application/json".into()),
+            (SIGNATURE_HEADER.into(), value.into()),
+        ]
+    }
+
+    fn request(signature: &str, received_at: i64) -> WebhookRequest {
+        WebhookRequest {
+            headers: headers(signature),
+            body: body(),
+            secret: SECRET.into(),
+            received_at,
+        }
+    }
+
+    fn event(kind: &str, object: Value) -> WebhookEvent {
+        let body = json!({ "id": "evt_9", "type": kind, "data": { "object": object } });
+        match parse_event(body.to_string().as_bytes()) {
+            Ok(event) => event,
+            Err(e) => panic!("{kind}: {e:?}"),
+        }
+    }
+
+    // ---- signatures ----
+
+    #[test]
+    fn valid_signature_yields_the_event() {
+        let events = parse_webhook(&request(&sign(SECRET, NOW, &body()), NOW + 10));
+        assert_eq!(
+            events,
+            Ok(vec![WebhookEvent {
+                id: "evt_1".into(),
+                kind: EventKind::PaymentSucceeded,
+                gateway_type: "payment_intent.succeeded".into(),
+                payment_reference: Some("pi_123".into()),
+                refund_reference: None,
+                amount: Some(Money::new(2000, "USD")),
+                order_id: Some("ord_42".into()),
+                refund_id: None,
+            }])
+        );
+    }
+
+    #[test]
+    fn known_stripe_signature_vector() {
+        // Computed independently: hex(HMAC-SHA256("whsec_test_secret", "1700000000.{}")).
+        let digest = to_hex(&hmac_sha256(SECRET.as_bytes(), b"1700000000.{}"));
+        assert_eq!(
+            sign(SECRET, NOW, b"{}"),
+            format!("t=1700000000,v1={digest}")
+        );
+        assert_eq!(
+            verify_signature(&headers(&sign(SECRET, NOW, b"{}")), b"{}", SECRET, NOW),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn tampered_body_is_a_mismatch() {
+        let signature = sign(SECRET, NOW, &body());
+        let mut tampered = body();
+        tampered.extend_from_slice(b" ");
+        assert_eq!(
+            verify_signature(&headers(&signature), &tampered, SECRET, NOW),
+            Err(WebhookError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn wrong_secret_is_a_mismatch() {
+        let signature = sign("whsec_other", NOW, &body());
+        assert_eq!(
+            verify_signature(&headers(&signature), &body(), SECRET, NOW),
+            Err(WebhookError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn empty_secret_never_verifies() {
+        let signature = sign("", NOW, &body());
+        assert_eq!(
+            verify_signature(&headers(&signature), &body(), "", NOW),
+            Err(WebhookError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn stale_and_future_timestamps_are_out_of_tolerance() {
+        let signature = sign(SECRET, NOW, &body());
+        assert_eq!(
+            verify_signature(&headers(&signature), &body(), SECRET, NOW + 301),
+            Err(WebhookError::TimestampOutOfTolerance(301))
+        );
+        assert_eq!(
+            verify_signature(&headers(&signature), &body(), SECRET, NOW - 400),
+            Err(WebhookError::TimestampOutOfTolerance(-400))
+        );
+        assert_eq!(
+            verify_signature(&headers(&signature), &body(), SECRET, NOW + 300),
+            Ok(()),
+            "the boundary is inclusive"
+        );
+    }
+
+    #[test]
+    fn signature_is_checked_before_the_timestamp() {
+        let forged = format!("t={},v1={}", NOW - 10_000, "00".repeat(32));
+        assert_eq!(
+            verify_signature(&headers(&forged), &body(), SECRET, NOW),
+            Err(WebhookError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn missing_header() {
+        let no_sig = vec![("content-type".to_owned(), "application/json".to_owned())];
+        assert_eq!(
+            verify_signature(&no_sig, &body(), SECRET, NOW),
+            Err(WebhookError::MissingSignature)
+        );
+    }
+
+    #[test]
+    fn header_name_is_matched_case_insensitively() {
+        let h = vec![("Stripe-Signature".to_owned(), sign(SECRET, NOW, &body()))];
+        assert_eq!(verify_signature(&h, &body(), SECRET, NOW), Ok(()));
+    }
+
+    #[test]
+    fn malformed_headers() {
+        let good = sign(SECRET, NOW, &body());
+        let v1 = good
+            .split_once(",v1=")
+            .map(|(_, v)| v.to_owned())
+            .unwrap_or_default();
+        for header in [
+            String::new(),
+            format!("v1={v1}"),                 // no timestamp
+            format!("t={NOW}"),                 // no v1
+            format!("t={NOW},v0={v1}"),         // only an ignored scheme
+            format!("t=yesterday,v1={v1}"),     // timestamp not an integer
+            format!("t={NOW},t={NOW},v1={v1}"), // two timestamps
+            format!("t={NOW},garbage,v1={v1}"), // element without '='
+        ] {
+            assert!(
+                matches!(
+                    verify_signature(&headers(&header), &body(), SECRET, NOW),
+                    Err(WebhookError::MalformedSignature(_))
+                ),
+                "{header:?} should be malformed"
+            );
+        }
+    }
+
+    #[test]
+    fn any_matching_v1_verifies_and_v0_is_ignored() {
+        let good = sign(SECRET, NOW, &body());
+        let v1 = good
+            .split_once(",v1=")
+            .map(|(_, v)| v.to_owned())
+            .unwrap_or_default();
+        let rolled = format!(
+            "t={NOW},v1={},v1={v1},v0={}",
+            "ab".repeat(32),
+            "cd".repeat(32)
+        );
+        assert_eq!(
+            verify_signature(&headers(&rolled), &body(), SECRET, NOW),
+            Ok(())
+        );
+        let not_hex = format!("t={NOW}, v1=zz, v1={v1}");
+        assert_eq!(
+            verify_signature(&headers(&not_hex), &body(), SECRET, NOW),
+            Ok(())
+        );
+        // A valid digest offered only under v0 must not verify.
+        let v0_only = format!("t={NOW},v1={},v0={v1}", "ab".repeat(32));
+        assert_eq!(
+            verify_signature(&headers(&v0_only), &body(), SECRET, NOW),
+            Err(WebhookError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn unreadable_payload_after_valid_signature() {
+        for payload in [
+            &b"not json"[..],
+            br#"{"type":"x","data":{"object":{}}}"#,
+            br#"{"id":"evt_1","type":"x"}"#,
+        ] {
+            let req = WebhookRequest {
+                headers: headers(&sign(SECRET, NOW, payload)),
+                body: payload.to_vec(),
+                secret: SECRET.into(),
+                received_at: NOW,
+            };
+            assert!(
+                matches!(parse_webhook(&req), Err(WebhookError::InvalidPayload(_))),
+                "{}",
+                String::from_utf8_lossy(payload)
+            );
+        }
+    }
+
+    // ---- event mapping ----
+
+    #[test]
+    fn payment_intent_events() {
+        let pi = json!({
+            "id": "pi_1", "amount": 5000, "amount_capturable": 5000, "amount_received": 0,
+            "currency": "eur", "metadata": { "order_id": "ord_7" }
+        });
+        for (kind, expected) in [
+            ("payment_intent.payment_failed", EventKind::PaymentFailed),
+            ("payment_intent.canceled", EventKind::PaymentCanceled),
+            (
+                "payment_intent.requires_action",
+                EventKind::PaymentRequiresAction,
+            ),
+            (
+                "payment_intent.amount_capturable_updated",
+                EventKind::PaymentAuthorized,
+            ),
+            ("payment_intent.succeeded", EventKind::PaymentSucceeded),
+        ] {
+            let e = event(kind, pi.clone());
+            assert_eq!(e.kind, expected, "{kind}");
+            assert_eq!(e.gateway_type, kind);
+            assert_eq!(e.id, "evt_9");
+            assert_eq!(e.payment_reference.as_deref(), Some("pi_1"), "{kind}");
+            assert_eq!(e.amount, Some(Money::new(5000, "EUR")), "{kind}");
+            assert_eq!(e.order_id.as_deref(), Some("ord_7"), "{kind}");
+            assert_eq!(e.refund_reference, None);
+        }
+    }
+
+    #[test]
+    fn partial_capture_reports_the_received_amount() {
+        let e = event(
+            "payment_intent.succeeded",
+            json!({ "id": "pi_1", "amount": 5000, "amount_received": 3000, "currency": "usd" }),
+        );
+        assert_eq!(e.amount, Some(Money::new(3000, "USD")));
+        assert_eq!(e.order_id, None);
+    }
+
+    #[test]
+    fn charge_refunded() {
+        let e = event(
+            "charge.refunded",
+            json!({
+                "id": "ch_1", "object": "charge", "payment_intent": "pi_1",
+                "amount": 5000, "amount_refunded": 1500, "currency": "gbp",
+                "metadata": { "order_id": "ord_7" },
+                "refunds": { "object": "list", "data": [
+                    { "id": "re_2", "metadata": { "payhost_refund_id": "rf_2" } },
+                    { "id": "re_1", "metadata": { "payhost_refund_id": "rf_1" } }
+                ]}
+            }),
+        );
+        assert_eq!(
+            e,
+            WebhookEvent {
+                id: "evt_9".into(),
+                kind: EventKind::RefundSucceeded,
+                gateway_type: "charge.refunded".into(),
+                payment_reference: Some("pi_1".into()),
+                refund_reference: Some("re_2".into()),
+                amount: Some(Money::new(1500, "GBP")),
+                order_id: Some("ord_7".into()),
+                refund_id: Some("rf_2".into()),
+            }
+        );
+        let bare = event(
+            "charge.refunded",
+            json!({ "id": "ch_1", "payment_intent": "pi_1", "amount_refunded": 100, "currency": "usd" }),
+        );
+        assert_eq!(bare.refund_reference, None);
+        assert_eq!(bare.refund_id, None);
+        assert_eq!(bare.amount, Some(Money::new(100, "USD")));
+    }
+
+    #[test]
+    fn refund_events_by_status() {
+        for (kind, status, expected) in [
+            ("refund.created", "succeeded", EventKind::RefundSucceeded),
+            ("refund.updated", "succeeded", EventKind::RefundSucceeded),
+            ("refund.created", "pending", EventKind::RefundPending),
+            (
+                "refund.updated",
+                "requires_action",
+                EventKind::RefundPending,
+            ),
+            ("refund.updated", "failed", EventKind::RefundFailed),
+            ("refund.updated", "canceled", EventKind::RefundFailed),
+            ("refund.failed", "failed", EventKind::RefundFailed),
+            ("refund.failed", "succeeded", EventKind::RefundFailed),
+        ] {
+            let e = event(
+                kind,
+                json!({
+                    "id": "re_1", "object": "refund", "status": status, "amount": 700,
+                    "currency": "usd", "payment_intent": "pi_1",
+                    "metadata": { "payhost_refund_id": "rf_1" }
+                }),
+            );
+            assert_eq!(e.kind, expected, "{kind} {status}");
+            assert_eq!(e.refund_reference.as_deref(), Some("re_1"));
+            assert_eq!(e.payment_reference.as_deref(), Some("pi_1"));
+            assert_eq!(e.amount, Some(Money::new(700, "USD")));
+            assert_eq!(e.refund_id.as_deref(), Some("rf_1"));
+        }
+    }
+
+    #[test]
+    fn expanded_payment_intent_on_a_refund() {
+        let e = event(
+            "refund.updated",
+            json!({ "id": "re_1", "status": "succeeded", "payment_intent": { "id": "pi_5" } }),
+        );
+        assert_eq!(e.payment_reference.as_deref(), Some("pi_5"));
+    }
+
+    #[test]
+    fn other_events_are_passed_through_as_other() {
+        let e = event("customer.created", json!({ "id": "cus_1" }));
+        assert_eq!(
+            e,
+            WebhookEvent {
+                id: "evt_9".into(),
+                kind: EventKind::Other,
+                gateway_type: "customer.created".into(),
+                payment_reference: None,
+                refund_reference: None,
+                amount: None,
+                order_id: None,
+                refund_id: None,
+            }
+        );
+    }
+}

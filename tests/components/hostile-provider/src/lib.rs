@@ -1,0 +1,106 @@
+//! Test component: a provider that misbehaves on request, to prove the
+//! sandbox holds. `create-payment`'s `payment-method` picks the behaviour:
+//!
+//! | payment-method   | behaviour                                              |
+//! |------------------|--------------------------------------------------------|
+//! | `loop`           | spins forever                                          |
+//! | `grow-memory`    | allocates until the memory cap stops it                |
+//! | `fetch:<url>`    | GETs `<url>` and reports the status                    |
+//! | `panic`          | panics                                                 |
+//! | `count`          | bumps a global counter and reports it in the reference |
+//! | anything else    | approves the payment                                   |
+#![allow(unsafe_code)] // the export macro expands to wit-bindgen glue
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use payhost_provider_sdk::{
+    CallContext, Capabilities, Manifest, Money, Payment, PaymentRequest, PaymentState, Provider,
+    ProviderError, Refund, RefundRequest, WebhookError, WebhookEvent, WebhookRequest, http,
+};
+
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+struct Hostile;
+
+fn unsupported<T>() -> Result<T, ProviderError> {
+    Err(ProviderError::Unsupported("hostile test component".into()))
+}
+
+impl Provider for Hostile {
+    fn manifest() -> Manifest {
+        Manifest {
+            id: "hostile".into(),
+            name: "Hostile test provider".into(),
+            version: "0.0.0".into(),
+            currencies: vec!["USD".into()],
+            credential_fields: vec![],
+            capabilities: Capabilities::empty(),
+            default_base_url: "http://127.0.0.1:9".into(),
+            default_hosts: vec![],
+        }
+    }
+
+    fn validate_credentials(_ctx: CallContext) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    fn create_payment(
+        _ctx: CallContext,
+        request: PaymentRequest,
+    ) -> Result<Payment, ProviderError> {
+        let method = request.payment_method.clone().unwrap_or_default();
+        let reference = match method.as_str() {
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "grow-memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1024 * 1024]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "panic" => panic!("hostile component panicked on purpose"),
+            "count" => format!("calls={}", CALLS.fetch_add(1, Ordering::SeqCst) + 1),
+            m if m.starts_with("fetch:") => {
+                let url = &m["fetch:".len()..];
+                match http::send(http::Request::get(url)) {
+                    Ok(resp) => format!("status={}", resp.status),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            _ => "ok".to_string(),
+        };
+        Ok(Payment {
+            reference,
+            state: PaymentState::Approved,
+            amount: request.amount,
+            captured: None,
+        })
+    }
+
+    fn capture(_: CallContext, _: String, _: Option<Money>) -> Result<Payment, ProviderError> {
+        unsupported()
+    }
+
+    fn cancel(_: CallContext, _: String) -> Result<Payment, ProviderError> {
+        unsupported()
+    }
+
+    fn get_payment(_: CallContext, _: String) -> Result<Payment, ProviderError> {
+        unsupported()
+    }
+
+    fn refund(_: CallContext, _: RefundRequest) -> Result<Refund, ProviderError> {
+        unsupported()
+    }
+
+    fn parse_webhook(_: WebhookRequest) -> Result<Vec<WebhookEvent>, WebhookError> {
+        Err(WebhookError::MissingSignature)
+    }
+}
+
+payhost_provider_sdk::export_provider!(Hostile);

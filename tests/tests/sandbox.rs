@@ -1,0 +1,235 @@
+//! The sandbox holds against hostile components: infinite loops, memory
+//! hogs, forbidden network access, panics and leaked global state each end
+//! that call only, with a typed error, and the next call works.
+
+use std::time::Instant;
+
+use payhost::runtime::contract::{
+    CallContext, CaptureMode, Money, PaymentRequest, PaymentState, ProviderError,
+};
+use payhost::runtime::{CallError, LoadError, ProviderSettings};
+use payhost_tests::{
+    HOSTILE_DEADLINE, HOSTILE_MEMORY_CAP, allowed_server, hostile, load_component, tight_runtime,
+};
+
+fn ctx() -> CallContext {
+    CallContext {
+        credentials: vec![],
+        base_url: None,
+        idempotency_key: None,
+    }
+}
+
+fn request(method: &str) -> PaymentRequest {
+    PaymentRequest {
+        amount: Money {
+            minor: 1000,
+            currency: "USD".into(),
+        },
+        order_id: "ord_test".into(),
+        description: None,
+        payment_method: Some(method.into()),
+        capture: CaptureMode::Automatic,
+        return_url: None,
+        customer: None,
+        metadata: vec![],
+    }
+}
+
+/// A well-behaved call on the same provider succeeds afterwards.
+async fn assert_still_serving() {
+    let provider = hostile().await;
+    let payment = provider
+        .create_payment(ctx(), request("ok"))
+        .await
+        .expect("a well-behaved call succeeds after a hostile one");
+    assert_eq!(payment.reference, "ok");
+    assert_eq!(payment.state, PaymentState::Approved);
+}
+
+#[tokio::test]
+async fn infinite_loop_is_stopped_near_the_deadline() {
+    let provider = hostile().await;
+    let started = Instant::now();
+    let err = provider
+        .create_payment(ctx(), request("loop"))
+        .await
+        .expect_err("an infinite loop cannot succeed");
+    let elapsed = started.elapsed();
+    assert_eq!(
+        err,
+        CallError::Deadline {
+            limit: HOSTILE_DEADLINE
+        }
+    );
+    assert!(
+        elapsed >= HOSTILE_DEADLINE,
+        "stopped before the deadline: {elapsed:?}"
+    );
+    assert!(
+        elapsed < HOSTILE_DEADLINE * 3,
+        "stopped too long after the {HOSTILE_DEADLINE:?} deadline: {elapsed:?}"
+    );
+    assert_still_serving().await;
+}
+
+#[tokio::test]
+async fn growing_memory_past_the_cap_traps() {
+    let provider = hostile().await;
+    let err = provider
+        .create_payment(ctx(), request("grow-memory"))
+        .await
+        .expect_err("a memory hog cannot succeed");
+    assert_eq!(
+        err,
+        CallError::MemoryCap {
+            limit: HOSTILE_MEMORY_CAP
+        }
+    );
+    assert_still_serving().await;
+}
+
+#[tokio::test]
+async fn request_to_a_host_off_the_allow_list_is_denied_without_connecting() {
+    let provider = hostile().await;
+    let target = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    target.set_nonblocking(true).expect("nonblocking");
+    let url = format!(
+        "http://127.0.0.1:{}/steal",
+        target.local_addr().unwrap().port()
+    );
+
+    let err = provider
+        .create_payment(ctx(), request(&format!("fetch:{url}")))
+        .await
+        .expect_err("a forbidden request cannot succeed");
+    match &err {
+        CallError::OutboundDenied { origin, reason } => {
+            assert_eq!(
+                origin,
+                &format!("http://127.0.0.1:{}", target.local_addr().unwrap().port())
+            );
+            assert!(reason.contains("allow-list"), "{reason}");
+        }
+        other => panic!("expected OutboundDenied, got {other:?}"),
+    }
+    // The call has returned, so any connection attempt would already sit in
+    // the accept queue: a non-blocking accept proves none was made.
+    match target.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Ok((_, peer)) => panic!("the forbidden target received a connection from {peer}"),
+        Err(e) => panic!("unexpected accept error: {e}"),
+    }
+    assert_still_serving().await;
+}
+
+#[tokio::test]
+async fn request_to_an_allowed_host_goes_through() {
+    let provider = hostile().await;
+    let server = allowed_server();
+    let before = server.connections();
+    let payment = provider
+        .create_payment(ctx(), request(&format!("fetch:{}/ping", server.origin)))
+        .await
+        .expect("allowed origin is reachable");
+    assert_eq!(payment.reference, "status=200");
+    assert!(server.connections() > before);
+}
+
+#[tokio::test]
+async fn panic_becomes_a_typed_trap_error() {
+    let provider = hostile().await;
+    let err = provider
+        .create_payment(ctx(), request("panic"))
+        .await
+        .expect_err("a panic cannot succeed");
+    match &err {
+        CallError::Trap(message) => assert!(
+            message.contains("hostile component panicked on purpose"),
+            "the trap should carry the panic message: {message}"
+        ),
+        other => panic!("expected Trap, got {other:?}"),
+    }
+    assert_eq!(err.code(), "provider_trapped");
+    assert_still_serving().await;
+}
+
+#[tokio::test]
+async fn guest_global_state_never_survives_between_calls() {
+    let provider = hostile().await;
+    for _ in 0..3 {
+        let payment = provider
+            .create_payment(ctx(), request("count"))
+            .await
+            .expect("count call succeeds");
+        assert_eq!(payment.reference, "calls=1", "a fresh instance every call");
+    }
+}
+
+#[tokio::test]
+async fn guest_errors_pass_through_typed() {
+    let provider = hostile().await;
+    let err = provider
+        .capture(ctx(), "pi_x".into(), None)
+        .await
+        .expect_err("hostile capture is unsupported");
+    assert_eq!(
+        err,
+        CallError::Gateway(ProviderError::Unsupported("hostile test component".into()))
+    );
+}
+
+#[tokio::test]
+async fn wrong_contract_version_is_refused_at_load_naming_the_version() {
+    let err = load_component(
+        tight_runtime(),
+        "WRONG_VERSION",
+        ProviderSettings::default(),
+    )
+    .await
+    .expect_err("a 0.9.0 component must be refused");
+    assert!(
+        matches!(&err, LoadError::UnsupportedVersion { found, .. } if found == "0.9.0"),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("wrong_version_provider.wasm"), "{message}");
+    assert!(
+        message.contains("0.9.0") && message.contains("0.1.0"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn component_without_the_gateway_export_is_refused_at_load() {
+    let err = load_component(tight_runtime(), "NO_GATEWAY", ProviderSettings::default())
+        .await
+        .expect_err("a component without the contract must be refused");
+    assert!(matches!(&err, LoadError::MissingExport { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("payhost:provider/gateway"), "{message}");
+    assert!(message.contains("test:unrelated/greeter"), "{message}");
+}
+
+#[tokio::test]
+async fn component_importing_the_filesystem_is_refused_at_load() {
+    let err = load_component(tight_runtime(), "FS_IMPORTING", ProviderSettings::default())
+        .await
+        .expect_err("a filesystem-importing component must be refused");
+    match &err {
+        LoadError::ForbiddenImport { import, .. } => {
+            assert!(import.starts_with("wasi:filesystem/"), "{import}")
+        }
+        other => panic!("expected ForbiddenImport, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn garbage_bytes_are_refused_at_load() {
+    let err = tight_runtime()
+        .load("junk.wasm", b"not wasm at all", ProviderSettings::default())
+        .await
+        .expect_err("garbage must be refused");
+    assert!(matches!(&err, LoadError::Invalid { .. }), "{err:?}");
+    assert!(err.to_string().starts_with("junk.wasm:"), "{err}");
+}

@@ -1,0 +1,402 @@
+//! The Stripe component, through the host runtime, against the sandbox Stripe
+//! on loopback: credentials, payments, capture, cancel, refunds, errors,
+//! idempotency and webhook verification.
+
+use payhost::runtime::CallError;
+use payhost::runtime::contract::{
+    CallContext, CaptureMode, Credential, Decline, EventKind, Money, NextAction, PaymentRequest,
+    PaymentState, ProviderError, RefundRequest, RefundStatus, WebhookError, WebhookRequest,
+};
+use payhost::sandbox::stripe::sign_payload;
+use payhost_tests::{rand_u64, stripe, stripe_sandbox, stripe_test_key};
+
+fn ctx(key: &str, idempotency: Option<&str>) -> CallContext {
+    CallContext {
+        credentials: vec![Credential {
+            name: "secret-key".into(),
+            value: key.into(),
+        }],
+        base_url: None,
+        idempotency_key: idempotency.map(str::to_string),
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{:016x}", rand_u64())
+}
+
+fn payment(amount: u64, method: &str, capture: CaptureMode) -> PaymentRequest {
+    PaymentRequest {
+        amount: Money {
+            minor: amount,
+            currency: "USD".into(),
+        },
+        order_id: unique("ord"),
+        description: Some("test order".into()),
+        payment_method: Some(method.into()),
+        capture,
+        return_url: Some("https://shop.example/return".into()),
+        customer: None,
+        metadata: vec![],
+    }
+}
+
+#[tokio::test]
+async fn valid_key_validates_and_invalid_key_is_rejected() {
+    let stripe = stripe().await;
+    let before = stripe_sandbox()
+        .calls()
+        .iter()
+        .filter(|c| c.path == "/v1/balance")
+        .count();
+    stripe
+        .validate_credentials(ctx(&stripe_test_key(), None))
+        .await
+        .expect("a test key is valid");
+    let err = stripe
+        .validate_credentials(ctx("sk_live_not_a_sandbox_key", None))
+        .await
+        .expect_err("a live key is rejected by the sandbox");
+    match err {
+        CallError::Gateway(ProviderError::InvalidCredentials(message)) => {
+            assert!(
+                !message.contains("sk_live_not_a_sandbox_key"),
+                "the key must not be echoed: {message}"
+            );
+        }
+        other => panic!("expected InvalidCredentials, got {other:?}"),
+    }
+    let after = stripe_sandbox()
+        .calls()
+        .iter()
+        .filter(|c| c.path == "/v1/balance")
+        .count();
+    assert!(after >= before + 2, "both validations reached the sandbox");
+}
+
+#[tokio::test]
+async fn approved_payment() {
+    let stripe = stripe().await;
+    let p = stripe
+        .create_payment(
+            ctx(&stripe_test_key(), Some(&unique("idem"))),
+            payment(2500, "pm_card_visa", CaptureMode::Automatic),
+        )
+        .await
+        .expect("approved");
+    assert!(p.reference.starts_with("pi_"), "{}", p.reference);
+    assert_eq!(p.state, PaymentState::Approved);
+    assert_eq!(
+        p.amount,
+        Money {
+            minor: 2500,
+            currency: "USD".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn declined_payment_surfaces_the_decline_code() {
+    let stripe = stripe().await;
+    let p = stripe
+        .create_payment(
+            ctx(&stripe_test_key(), Some(&unique("idem"))),
+            payment(
+                2500,
+                "pm_card_visa_chargeDeclinedInsufficientFunds",
+                CaptureMode::Automatic,
+            ),
+        )
+        .await
+        .expect("a decline is an outcome, not a call failure");
+    match p.state {
+        PaymentState::Declined(Decline { code, .. }) => assert_eq!(code, "insufficient_funds"),
+        other => panic!("expected Declined, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn requires_action_surfaces_the_redirect() {
+    let stripe = stripe().await;
+    let p = stripe
+        .create_payment(
+            ctx(&stripe_test_key(), Some(&unique("idem"))),
+            payment(
+                2500,
+                "pm_card_threeDSecure2Required",
+                CaptureMode::Automatic,
+            ),
+        )
+        .await
+        .expect("requires action");
+    match p.state {
+        PaymentState::RequiresAction(NextAction::Redirect(url)) => {
+            assert!(
+                url.starts_with(&stripe_sandbox().base_url()),
+                "redirect to the sandbox 3DS page: {url}"
+            );
+            assert!(url.contains(&p.reference), "{url}");
+        }
+        other => panic!("expected RequiresAction(Redirect), got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn manual_capture_then_capture() {
+    let stripe = stripe().await;
+    let key = stripe_test_key();
+    let p = stripe
+        .create_payment(
+            ctx(&key, Some(&unique("idem"))),
+            payment(4000, "pm_card_visa", CaptureMode::Manual),
+        )
+        .await
+        .expect("authorized");
+    assert_eq!(p.state, PaymentState::Authorized);
+    let captured = stripe
+        .capture(ctx(&key, Some(&unique("idem"))), p.reference.clone(), None)
+        .await
+        .expect("captured");
+    assert_eq!(captured.state, PaymentState::Approved);
+    assert_eq!(captured.reference, p.reference);
+}
+
+#[tokio::test]
+async fn cancel_an_authorization() {
+    let stripe = stripe().await;
+    let key = stripe_test_key();
+    let p = stripe
+        .create_payment(
+            ctx(&key, Some(&unique("idem"))),
+            payment(4000, "pm_card_visa", CaptureMode::Manual),
+        )
+        .await
+        .expect("authorized");
+    let canceled = stripe
+        .cancel(ctx(&key, Some(&unique("idem"))), p.reference.clone())
+        .await
+        .expect("canceled");
+    assert_eq!(canceled.state, PaymentState::Canceled);
+    let read = stripe
+        .get_payment(ctx(&key, None), p.reference.clone())
+        .await
+        .expect("readable");
+    assert_eq!(read.state, PaymentState::Canceled);
+}
+
+#[tokio::test]
+async fn partial_then_full_refund_and_no_more() {
+    let stripe = stripe().await;
+    let key = stripe_test_key();
+    let p = stripe
+        .create_payment(
+            ctx(&key, Some(&unique("idem"))),
+            payment(1000, "pm_card_visa", CaptureMode::Automatic),
+        )
+        .await
+        .expect("approved");
+    let refund = |amount: Option<u64>| RefundRequest {
+        payment_reference: p.reference.clone(),
+        amount: amount.map(|minor| Money {
+            minor,
+            currency: "USD".into(),
+        }),
+        reason: None,
+        refund_id: unique("rfd"),
+    };
+    let partial = stripe
+        .refund(ctx(&key, Some(&unique("idem"))), refund(Some(300)))
+        .await
+        .expect("partial refund");
+    assert!(partial.reference.starts_with("re_"));
+    assert_eq!(partial.status, RefundStatus::Succeeded);
+    assert_eq!(partial.amount.minor, 300);
+    let rest = stripe
+        .refund(ctx(&key, Some(&unique("idem"))), refund(None))
+        .await
+        .expect("refund of the remainder");
+    assert_eq!(rest.amount.minor, 700);
+    let err = stripe
+        .refund(ctx(&key, Some(&unique("idem"))), refund(Some(1)))
+        .await
+        .expect_err("nothing left to refund");
+    assert!(
+        matches!(err, CallError::Gateway(ProviderError::InvalidRequest(_))),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn retry_with_the_same_idempotency_key_never_charges_twice() {
+    let stripe = stripe().await;
+    let key = stripe_test_key();
+    let idem = unique("idem");
+    let request = payment(1500, "pm_card_visa", CaptureMode::Automatic);
+    let first = stripe
+        .create_payment(ctx(&key, Some(&idem)), request.clone())
+        .await
+        .expect("first");
+    let second = stripe
+        .create_payment(ctx(&key, Some(&idem)), request)
+        .await
+        .expect("retry");
+    assert_eq!(first.reference, second.reference);
+    let posts: Vec<_> = stripe_sandbox()
+        .calls()
+        .into_iter()
+        .filter(|c| {
+            c.method == "POST"
+                && c.idempotency_key
+                    .as_deref()
+                    .is_some_and(|k| k.contains(&idem))
+        })
+        .collect();
+    assert_eq!(
+        posts.len(),
+        2,
+        "both attempts carried a key derived from ours"
+    );
+}
+
+#[tokio::test]
+async fn gateway_failures_map_to_retriable_errors() {
+    let stripe = stripe().await;
+    let key = stripe_test_key();
+    let err = stripe
+        .create_payment(
+            ctx(&key, Some(&unique("idem"))),
+            payment(1000, "pm_sandbox_unavailable", CaptureMode::Automatic),
+        )
+        .await
+        .expect_err("5xx");
+    assert!(
+        matches!(err, CallError::Gateway(ProviderError::Unavailable(_))),
+        "{err:?}"
+    );
+    let err = stripe
+        .create_payment(
+            ctx(&key, Some(&unique("idem"))),
+            payment(1000, "pm_sandbox_rate_limited", CaptureMode::Automatic),
+        )
+        .await
+        .expect_err("429");
+    assert_eq!(err, CallError::Gateway(ProviderError::RateLimited(Some(2))));
+}
+
+const SECRET: &str = "whsec_test_secret";
+const NOW: i64 = 1_750_000_000;
+
+fn event_body() -> Vec<u8> {
+    serde_json::json!({
+        "id": "evt_123",
+        "object": "event",
+        "type": "payment_intent.succeeded",
+        "created": NOW,
+        "data": {"object": {
+            "id": "pi_123", "object": "payment_intent", "amount": 1000,
+            "amount_received": 1000, "currency": "usd", "status": "succeeded",
+            "metadata": {"order_id": "ord_42"}
+        }}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn webhook(
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    secret: &str,
+    now: i64,
+) -> WebhookRequest {
+    WebhookRequest {
+        headers,
+        body,
+        secret: secret.into(),
+        received_at: now,
+    }
+}
+
+fn signed(body: &[u8], secret: &str, t: i64) -> Vec<(String, String)> {
+    vec![("stripe-signature".into(), sign_payload(secret, t, body))]
+}
+
+#[tokio::test]
+async fn valid_webhook_is_normalized() {
+    let stripe = stripe().await;
+    let body = event_body();
+    let events = stripe
+        .parse_webhook(webhook(signed(&body, SECRET, NOW), body, SECRET, NOW + 5))
+        .await
+        .expect("valid webhook");
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!(e.id, "evt_123");
+    assert_eq!(e.kind, EventKind::PaymentSucceeded);
+    assert_eq!(e.payment_reference.as_deref(), Some("pi_123"));
+    assert_eq!(e.order_id.as_deref(), Some("ord_42"));
+    assert_eq!(
+        e.amount,
+        Some(Money {
+            minor: 1000,
+            currency: "USD".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn bad_webhooks_are_rejected_with_distinct_errors() {
+    let stripe = stripe().await;
+    let body = event_body();
+
+    let mut tampered = body.clone();
+    let pos = tampered.len() - 3;
+    tampered[pos] = b'9';
+    let tampered_err = stripe
+        .parse_webhook(webhook(signed(&body, SECRET, NOW), tampered, SECRET, NOW))
+        .await
+        .expect_err("tampered body");
+
+    let wrong_secret_err = stripe
+        .parse_webhook(webhook(
+            signed(&body, "whsec_someone_else", NOW),
+            body.clone(),
+            SECRET,
+            NOW,
+        ))
+        .await
+        .expect_err("wrong secret");
+
+    let stale_err = stripe
+        .parse_webhook(webhook(
+            signed(&body, SECRET, NOW - 301),
+            body.clone(),
+            SECRET,
+            NOW,
+        ))
+        .await
+        .expect_err("stale timestamp");
+
+    let missing_err = stripe
+        .parse_webhook(webhook(vec![], body.clone(), SECRET, NOW))
+        .await
+        .expect_err("missing header");
+
+    assert_eq!(
+        tampered_err,
+        CallError::Gateway(WebhookError::SignatureMismatch)
+    );
+    // A wrong secret is cryptographically the same failure as a tampered
+    // body (no v1 signature matches), so it lands in the same variant.
+    assert_eq!(
+        wrong_secret_err,
+        CallError::Gateway(WebhookError::SignatureMismatch)
+    );
+    assert_eq!(
+        stale_err,
+        CallError::Gateway(WebhookError::TimestampOutOfTolerance(301))
+    );
+    assert_eq!(
+        missing_err,
+        CallError::Gateway(WebhookError::MissingSignature)
+    );
+}
