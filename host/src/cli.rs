@@ -29,6 +29,8 @@ pub enum Command {
     Provider(ProviderCommand),
     /// Run only the sandbox gateways, printing their base URLs.
     Sandbox,
+    /// Apply pending database migrations and exit.
+    Migrate,
 }
 
 /// `payhost provider …`
@@ -50,6 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => crate::server::serve(config).await,
         Command::Provider(ProviderCommand::Inspect { file }) => inspect(&config, &file).await,
         Command::Sandbox => crate::server::sandbox_only().await,
+        Command::Migrate => crate::server::migrate(&config).await,
     }
 }
 

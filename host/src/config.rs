@@ -52,6 +52,25 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Per-provider operator settings, by provider id.
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Where the embedded defaults keep their files (SQLite database,
+    /// generated admin token and master key).
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default: `<data_dir>/payhost.db`.
+    pub database_url: Option<String>,
+    /// Operator API token. When unset, one is generated into
+    /// `<data_dir>/admin-token` (mode 0600) on first start.
+    pub admin_token: Option<Secret>,
+    /// Base64 32-byte key sealing gateway secrets. When unset, one is
+    /// generated into `<data_dir>/master.key` (mode 0600) on first start.
+    pub master_key: Option<Secret>,
+    /// Id stored with every ciphertext sealed by `master_key`.
+    pub master_key_id: String,
+    /// Earlier master keys by id, kept to open older ciphertexts (rotation).
+    pub retired_master_keys: BTreeMap<String, Secret>,
+    /// Optional Redis for the shared tenant cache and invalidation.
+    pub redis_url: Option<String>,
+    /// Largest accepted request body, KiB.
+    pub max_body_kib: usize,
 }
 
 /// `[limits]`: what every component call runs under.
@@ -105,6 +124,14 @@ impl Default for Config {
             providers_dir: None,
             limits: LimitsConfig::default(),
             providers: BTreeMap::new(),
+            data_dir: PathBuf::from("payhost-data"),
+            database_url: None,
+            admin_token: None,
+            master_key: None,
+            master_key_id: "k1".into(),
+            retired_master_keys: BTreeMap::new(),
+            redis_url: None,
+            max_body_kib: 64,
         }
     }
 }
@@ -173,8 +200,15 @@ impl Config {
             "CALL_DEADLINE_MS" => self.limits.call_deadline_ms = parse(value).map_err(bad)?,
             "MEMORY_CAP_MIB" => self.limits.memory_cap_mib = parse(value).map_err(bad)?,
             "MAX_INSTANCES" => self.limits.max_instances = parse(value).map_err(bad)?,
+            "DATA_DIR" => self.data_dir = PathBuf::from(value),
+            "DATABASE_URL" => self.database_url = Some(value.to_string()),
+            "ADMIN_TOKEN" => self.admin_token = Some(Secret::new(value)),
+            "MASTER_KEY" => self.master_key = Some(Secret::new(value)),
+            "MASTER_KEY_ID" => self.master_key_id = value.to_string(),
+            "REDIS_URL" => self.redis_url = Some(value.to_string()),
+            "MAX_BODY_KIB" => self.max_body_kib = parse(value).map_err(bad)?,
             // Variables for other tools (tests, logging) share the prefix.
-            _ if key.starts_with("TEST_") || key == "LOG" => {}
+            _ if key.starts_with("TEST_") || matches!(key, "LOG" | "SKIP_COMPONENT_BUILD") => {}
             _ => return Err(bad("unknown setting".into())),
         }
         Ok(())
@@ -193,6 +227,25 @@ impl Config {
         }
         if self.limits.max_instances == 0 {
             return Err(invalid("limits.max_instances", "must be > 0"));
+        }
+        if self.max_body_kib == 0 {
+            return Err(invalid("max_body_kib", "must be > 0"));
+        }
+        if let Some(t) = &self.admin_token
+            && t.expose().len() < 16
+        {
+            return Err(invalid("admin_token", "must be at least 16 characters"));
+        }
+        for (id, key) in std::iter::once((&self.master_key_id, self.master_key.as_ref()))
+            .filter_map(|(id, k)| k.map(|k| (id, k)))
+            .chain(self.retired_master_keys.iter())
+        {
+            crate::gateways::Vault::decode_key(id, key.expose()).map_err(|e| {
+                ConfigError::Invalid {
+                    key: format!("master key `{id}`"),
+                    message: e.to_string(),
+                }
+            })?;
         }
         for (id, p) in &self.providers {
             if let Some(url) = &p.base_url

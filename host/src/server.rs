@@ -1,14 +1,19 @@
-//! Assembling and running the service: runtime, providers, sandbox gateways
-//! and the HTTP API.
+//! Assembling and running the service: store, runtime, providers, vault,
+//! sandbox gateways and the HTTP API.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 
 use crate::api::{self, AppState};
-use crate::config::Config;
+use crate::checkout::Checkouts;
+use crate::config::{Config, Secret};
+use crate::gateways::{Gateways, Vault};
 use crate::runtime::{ProviderRegistry, Runtime};
 use crate::sandbox::StripeSandbox;
+use crate::store::{Store, sqlite_file_url};
 
 /// Running sandbox gateways; dropping this stops them.
 pub struct Sandboxes {
@@ -48,6 +53,84 @@ pub async fn load_providers(config: &Config) -> anyhow::Result<(Runtime, Arc<Pro
     Ok((runtime, Arc::new(registry)))
 }
 
+/// Read a secret file in `data_dir`, or create it (mode 0600) with `make`.
+fn secret_file(
+    data_dir: &Path,
+    name: &str,
+    make: impl FnOnce() -> String,
+) -> anyhow::Result<Secret> {
+    let path = data_dir.join(name);
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        return Ok(Secret::new(existing.trim()));
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let value = make();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    use std::io::Write;
+    options
+        .open(&path)
+        .and_then(|mut f| f.write_all(value.as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::warn!(path = %path.display(), "generated {name}; set it in the config for production");
+    Ok(Secret::new(value))
+}
+
+/// The vault described by `config` (generating a development key if none).
+pub fn vault(config: &Config) -> anyhow::Result<Vault> {
+    let active = match &config.master_key {
+        Some(k) => k.clone(),
+        None => secret_file(&config.data_dir, "master.key", Vault::generate_key)?,
+    };
+    let mut keys = BTreeMap::new();
+    keys.insert(
+        config.master_key_id.clone(),
+        Vault::decode_key(&config.master_key_id, active.expose())?,
+    );
+    for (id, key) in &config.retired_master_keys {
+        keys.insert(id.clone(), Vault::decode_key(id, key.expose())?);
+    }
+    Ok(Vault::new(&config.master_key_id, keys)?)
+}
+
+/// The database URL (default: SQLite in the data dir).
+pub fn database_url(config: &Config) -> anyhow::Result<String> {
+    match &config.database_url {
+        Some(url) => Ok(url.clone()),
+        None => {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+            Ok(sqlite_file_url(&config.data_dir.join("payhost.db")))
+        }
+    }
+}
+
+/// Everything the HTTP API needs, from a migrated store and loaded providers.
+pub fn app_state(
+    config: &Config,
+    store: Store,
+    providers: Arc<ProviderRegistry>,
+) -> anyhow::Result<AppState> {
+    let admin_token = match &config.admin_token {
+        Some(t) => t.clone(),
+        None => secret_file(&config.data_dir, "admin-token", || {
+            format!("adm_{}", hex::encode(rand::random::<[u8; 24]>()))
+        })?,
+    };
+    let gateways = Gateways::new(store.clone(), Arc::new(vault(config)?), providers.clone());
+    Ok(AppState {
+        checkouts: Checkouts::new(store.clone(), gateways.clone()),
+        store,
+        providers,
+        gateways,
+        admin_token,
+        max_body_bytes: config.max_body_kib * 1024,
+    })
+}
+
 /// `payhost serve`: run until Ctrl-C / SIGTERM, then drain and stop.
 pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     let sandboxes = if config.sandbox {
@@ -58,19 +141,28 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    let store = Store::connect_and_migrate(&database_url(&config)?).await?;
     let (_runtime, providers) = load_providers(&config).await?;
     for p in providers.iter() {
         tracing::info!(provider = p.id(), source = p.source(), version = %p.manifest().version, "provider loaded");
     }
+    let state = app_state(&config, store, providers)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "payhost listening");
-    let app = api::router(AppState { providers });
-    axum::serve(listener, app)
+    axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     drop(sandboxes);
+    Ok(())
+}
+
+/// `payhost migrate`: apply pending migrations and exit.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = Store::connect(&database_url(config)?).await?;
+    let report = store.migrate().await?;
+    println!("{report:?}");
     Ok(())
 }
 

@@ -196,3 +196,221 @@ pub fn rand_u64() -> u64 {
     );
     h.finish()
 }
+
+/// Every provider the API tests use, loaded once per process: the bundled
+/// Stripe (pointed at [`stripe_sandbox`]) and the hostile test provider
+/// (a second gateway for routing tests).
+pub async fn registry() -> Arc<payhost::runtime::ProviderRegistry> {
+    static CELL: OnceCell<Arc<payhost::runtime::ProviderRegistry>> = OnceCell::const_new();
+    CELL.get_or_init(|| async {
+        let mut registry = payhost::runtime::ProviderRegistry::default();
+        registry
+            .insert(
+                runtime()
+                    .load(
+                        "bundled:stripe",
+                        stripe_bytes(),
+                        ProviderSettings {
+                            base_url: Some(stripe_sandbox().base_url()),
+                            ..ProviderSettings::default()
+                        },
+                    )
+                    .await
+                    .expect("stripe loads"),
+            )
+            .expect("insert stripe");
+        let origin = payhost::runtime::Origin::parse(&allowed_server().origin).expect("origin");
+        registry
+            .insert(
+                load_component(
+                    tight_runtime(),
+                    "HOSTILE",
+                    ProviderSettings {
+                        allowed_origins: Some(vec![origin]),
+                        ..ProviderSettings::default()
+                    },
+                )
+                .await
+                .expect("hostile loads"),
+            )
+            .expect("insert hostile");
+        Arc::new(registry)
+    })
+    .await
+    .clone()
+}
+
+/// The admin token every test app uses.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A real payhost HTTP service on a loopback port with a fresh database.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// A plain HTTP client.
+    pub client: reqwest::Client,
+    /// The database (for raw-SQL assertions).
+    pub store: payhost::store::Store,
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    db: Option<payhost::store::testing::TestDb>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl TestApp {
+    /// Start the service on `db` (already migrated by `TestDb`).
+    pub async fn spawn(db: payhost::store::testing::TestDb) -> TestApp {
+        let store = db.store().clone();
+        let backend = match store.backend() {
+            payhost::store::Backend::Sqlite => "sqlite",
+            payhost::store::Backend::Postgres => "postgres",
+        };
+        let config = payhost::config::Config {
+            admin_token: Some(payhost::config::Secret::new(ADMIN_TOKEN)),
+            master_key: Some(payhost::config::Secret::new(
+                payhost::gateways::Vault::generate_key(),
+            )),
+            ..payhost::config::Config::default()
+        };
+        let state = payhost::server::app_state(&config, store.clone(), registry().await)
+            .expect("app state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            axum_serve(listener, payhost::api::router(state)).await;
+        });
+        TestApp {
+            base,
+            client: reqwest::Client::new(),
+            store,
+            backend,
+            db: Some(db),
+            server,
+        }
+    }
+
+    /// One app per available backend (SQLite always, PostgreSQL when
+    /// `PAYHOST_TEST_POSTGRES_URL` is set).
+    pub async fn each_backend() -> Vec<TestApp> {
+        let mut apps = Vec::new();
+        for db in payhost::store::testing::fresh_databases().await {
+            apps.push(TestApp::spawn(db).await);
+        }
+        apps
+    }
+
+    /// Stop the server and drop the database.
+    pub async fn finish(mut self) {
+        self.server.abort();
+        if let Some(db) = self.db.take() {
+            db.cleanup().await;
+        }
+    }
+
+    /// A request builder for `path` with optional bearer token.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let mut r = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r
+    }
+
+    /// Send and return (status, JSON body or Null).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+        let response = request.send().await.expect("request reaches the app");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    /// Operator call.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut r = self.request(method, path, Some(ADMIN_TOKEN));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        self.send(r).await
+    }
+
+    /// Tenant call.
+    pub async fn tenant(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut r = self.request(method, path, Some(key));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        self.send(r).await
+    }
+
+    /// Create a tenant and an API key; returns (tenant id, key).
+    pub async fn new_tenant(&self, name: &str) -> (String, String) {
+        let (status, tenant) = self
+            .admin(
+                reqwest::Method::POST,
+                "/admin/tenants",
+                Some(serde_json::json!({"name": name})),
+            )
+            .await;
+        assert_eq!(status, 201, "{tenant}");
+        let id = tenant["id"].as_str().expect("tenant id").to_string();
+        let (status, key) = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/admin/tenants/{id}/api-keys"),
+                Some(serde_json::json!({})),
+            )
+            .await;
+        assert_eq!(status, 201, "{key}");
+        (id, key["key"].as_str().expect("key").to_string())
+    }
+
+    /// Save Stripe settings for a tenant with a fresh sandbox key; returns the key.
+    pub async fn save_stripe(
+        &self,
+        tenant_key: &str,
+        priority: i64,
+        currencies: &[&str],
+    ) -> String {
+        let stripe_key = stripe_test_key();
+        let (status, body) = self
+            .tenant(
+                tenant_key,
+                reqwest::Method::PUT,
+                "/v1/gateways/stripe",
+                Some(serde_json::json!({
+                    "credentials": {"secret-key": stripe_key},
+                    "webhook_secret": "whsec_test_webhook_secret_value",
+                    "priority": priority,
+                    "currencies": currencies,
+                })),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        stripe_key
+    }
+}
+
+async fn axum_serve(listener: tokio::net::TcpListener, router: axum::Router) {
+    let _ = axum::serve(listener, router).await;
+}

@@ -43,7 +43,7 @@ async fn assert_still_serving() {
         .create_payment(ctx(), request("ok"))
         .await
         .expect("a well-behaved call succeeds after a hostile one");
-    assert_eq!(payment.reference, "ok");
+    assert_eq!(payment.reference, "ok-ord_test");
     assert_eq!(payment.state, PaymentState::Approved);
 }
 

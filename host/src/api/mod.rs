@@ -1,36 +1,136 @@
 //! The HTTP API: axum routers, extractors and the one error type.
 //!
+//! - `/health`: liveness, loaded providers.
+//! - `/admin/…`: the operator API (admin token).
+//! - `/v1/…`: the tenant API (tenant API key; `Idempotency-Key` honoured on
+//!   every mutation).
+//!
 //! Must never: leak a secret in a response, answer a malformed request with a
-//! 500, or let one tenant see another's data.
+//! 500, or let one tenant see another's data (every read is tenant-scoped, so
+//! another tenant's id is simply "not found").
 
 use std::sync::Arc;
 
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router, middleware};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::checkout::Checkouts;
+use crate::config::Secret;
+use crate::gateways::Gateways;
 use crate::runtime::ProviderRegistry;
+use crate::store::Store;
+use crate::tenancy::{ApiKeyHash, ResolvedApiKey};
 
+mod auth;
 mod error;
+mod errors_from;
+mod operator;
+mod tenant;
+
+pub use auth::TenantCtx;
 pub use error::{ApiError, from_json_rejection};
 
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
+    /// The database.
+    pub store: Store,
     /// Loaded provider components.
     pub providers: Arc<ProviderRegistry>,
+    /// Gateway settings (vault + live validation).
+    pub gateways: Gateways,
+    /// Checkout orchestration.
+    pub checkouts: Checkouts,
+    /// The operator's admin token.
+    pub admin_token: Secret,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    /// Resolve an API key, through the cache when there is one.
+    pub async fn resolve_api_key(
+        &self,
+        hash: &ApiKeyHash,
+    ) -> Result<Option<ResolvedApiKey>, ApiError> {
+        crate::tenancy::resolve_api_key(&self.store, hash)
+            .await
+            .map_err(|e| ApiError::internal("resolve api key", e))
+    }
+}
+
+/// A JSON body whose rejections (syntax, types, size, content type) become
+/// [`ApiError`]s with stable codes.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(JsonBody(value)),
+            Err(rejection) => Err(from_json_rejection(rejection)),
+        }
+    }
 }
 
 /// The service's router.
 pub fn router(state: AppState) -> Router {
+    let operator = Router::new()
+        .route("/admin/tenants", post(operator::create_tenant))
+        .route("/admin/tenants/{id}", get(operator::get_tenant))
+        .route("/admin/tenants/{id}/domains", post(operator::attach_domain))
+        .route(
+            "/admin/tenants/{id}/domains/{domain}",
+            delete(operator::detach_domain),
+        )
+        .route("/admin/tenants/{id}/api-keys", post(operator::issue_key))
+        .route(
+            "/admin/tenants/{id}/api-keys/{key_id}",
+            delete(operator::revoke_key),
+        )
+        .route("/admin/audit", get(operator::audit_log))
+        .route("/admin/providers", get(operator::providers))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::operator_auth,
+        ));
+    let tenant = Router::new()
+        .route("/v1/gateways", get(tenant::list_gateways))
+        .route(
+            "/v1/gateways/{provider}",
+            put(tenant::save_gateway).delete(tenant::delete_gateway),
+        )
+        .route("/v1/checkouts", post(tenant::create_checkout))
+        .route("/v1/checkouts/{id}", get(tenant::get_order))
+        .route("/v1/orders", post(tenant::create_order))
+        .route("/v1/orders/bulk", post(tenant::create_bulk_orders))
+        .route("/v1/orders/{id}", get(tenant::get_order))
+        .route("/v1/payments", get(tenant::list_payments))
+        .route("/v1/payments/{id}", get(tenant::get_payment))
+        .route("/v1/payments/{id}/refunds", post(tenant::refund))
+        .route("/v1/balance", get(tenant::balance))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::idempotency,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::tenant_auth,
+        ));
     Router::new()
         .route("/health", get(health))
+        .merge(operator)
+        .merge(tenant)
+        .fallback(|| async { ApiError::not_found("route_not_found", "no such endpoint") })
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
 }
 
-async fn health(
-    axum::extract::State(state): axum::extract::State<AppState>,
-) -> Json<serde_json::Value> {
+async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
     let providers: Vec<_> = state
         .providers
         .iter()

@@ -6,7 +6,9 @@
 //! or replace working settings with ones the gateway rejected.
 
 pub mod routing;
+pub mod settings;
 pub mod vault;
 
 pub use routing::{RouteEntry, eligible};
+pub use settings::{GatewayError, GatewayInput, GatewayView, Gateways, OpenGateway};
 pub use vault::{Sealed, Vault, VaultError, mask};

@@ -10,6 +10,7 @@
 //! change another tenant's keys or domains.
 
 mod api_keys;
+pub mod cache;
 mod domains;
 
 use std::fmt;
@@ -23,6 +24,10 @@ pub use crate::store::{ApiKeyId, TenantId};
 pub use api_keys::{
     ApiKeyHash, ApiKeyInfo, ApiKeySecret, IssuedApiKey, ResolvedApiKey, RevokedApiKey,
     issue_api_key, list_api_keys, resolve_api_key, revoke_api_key,
+};
+pub use cache::{
+    Clock, INVALIDATION_CHANNEL, Invalidation, ResolverError, ResolverOptions, SystemClock,
+    TenantResolver,
 };
 pub use domains::{
     Domain, DomainChange, attach_domain, detach_domain, list_domains, move_domain, resolve_domain,

@@ -8,7 +8,7 @@
 //! | `fetch:<url>`    | GETs `<url>` and reports the status                    |
 //! | `panic`          | panics                                                 |
 //! | `count`          | bumps a global counter and reports it in the reference |
-//! | anything else    | approves the payment                                   |
+//! | anything else    | approves the payment (reference `ok-<order id>`)        |
 #![allow(unsafe_code)] // the export macro expands to wit-bindgen glue
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,7 +72,7 @@ impl Provider for Hostile {
                     Err(e) => return Err(e.into()),
                 }
             }
-            _ => "ok".to_string(),
+            _ => format!("ok-{}", request.order_id),
         };
         Ok(Payment {
             reference,

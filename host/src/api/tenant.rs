@@ -1,0 +1,485 @@
+//! Tenant endpoints (`/v1/…`, tenant API key): gateways, checkouts, orders
+//! without a gateway, refunds, ledger reads. Every lookup is scoped to the
+//! calling tenant, so another tenant's id answers 404.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Json, response::IntoResponse, response::Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, JsonBody, TenantCtx};
+use crate::checkout::{CartItem, CheckoutOutcome, CheckoutRequest};
+use crate::gateways::GatewayInput;
+use crate::ledger::{self, Entitlement, LedgerRow, Order, OrderKind, PaymentFilter};
+use crate::runtime::contract::{CaptureMode, Customer};
+use crate::store::{Currency, OrderId, PaymentId, ProviderId};
+
+fn row_json(r: &LedgerRow) -> Value {
+    json!({
+        "id": r.id,
+        "order_id": r.order_id,
+        "kind": r.kind.as_str(),
+        "status": r.status.as_str(),
+        "amount": r.amount.minor,
+        "currency": r.amount.currency.as_str(),
+        "provider": r.provider.as_ref().map(|p| p.as_str()),
+        "gateway_reference": r.gateway_reference.as_ref().map(|g| g.as_str()),
+        "refund_of": r.refund_of,
+        "user_plan": r.entitlement.as_ref().map(|e| e.as_str()),
+        "source": r.source.as_str(),
+        "created_at": r.created_at.as_i64(),
+    })
+}
+
+fn order_json(o: &Order, rows: &[LedgerRow]) -> Value {
+    let granted: Vec<&str> = rows
+        .iter()
+        .filter(|r| {
+            r.kind == ledger::EntryKind::Product && r.status == ledger::EntryStatus::Approved
+        })
+        .filter_map(|r| r.entitlement.as_ref().map(|e| e.as_str()))
+        .collect();
+    json!({
+        "id": o.id,
+        "kind": o.kind.as_str(),
+        "status": o.status.as_str(),
+        "amount": o.amount.minor,
+        "currency": o.amount.currency.as_str(),
+        "provider": o.provider.as_ref().map(|p| p.as_str()),
+        "gateway_reference": o.gateway_reference.as_ref().map(|g| g.as_str()),
+        "customer": o.customer,
+        "metadata": o.metadata,
+        "granted_user_plans": granted,
+        "ledger": rows.iter().map(row_json).collect::<Vec<_>>(),
+        "created_at": o.created_at.as_i64(),
+    })
+}
+
+// ----- gateways -------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayBody {
+    credentials: BTreeMap<String, String>,
+    webhook_secret: Option<String>,
+    #[serde(default)]
+    priority: i64,
+    currencies: Vec<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `PUT /v1/gateways/{provider}`: validated live before it is stored.
+pub async fn save_gateway(
+    State(state): State<AppState>,
+    Extension(t): Extension<TenantCtx>,
+    Path(provider): Path<String>,
+    JsonBody(body): JsonBody<GatewayBody>,
+) -> Result<Json<Value>, ApiError> {
+    let currencies = body
+        .currencies
+        .iter()
+        .map(|c| Currency::parse(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let view = state
+        .gateways
+        .save(
+            &t.actor(),
+            &t.tenant,
+            &provider,
+            GatewayInput {
+                credentials: body.credentials,
+                webhook_secret: body.webhook_secret,
+                priority: body.priority,
+                currencies,
+                enabled: body.enabled,
+            },
+        )
+        .await?;
+    Ok(Json(json!(view)))
+}
+
+/// `GET /v1/gateways`: masked, in routing order.
+pub async fn list_gateways(
+    State(state): State<AppState>,
+    Extension(t): Extension<TenantCtx>,
+) -> Result<Json<Value>, ApiError> {
+    let items = state.gateways.list(&t.tenant).await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+/// `DELETE /v1/gateways/{provider}`
+pub async fn delete_gateway(
+    State(state): State<AppState>,
+    Extension(t): Extension<TenantCtx>,
+    Path(provider): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state
+        .gateways
+        .delete(&t.actor(), &t.tenant, &provider)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(
+            "gateway_not_configured",
+            format!("no settings for provider `{provider}`"),
+        ))
+    }
+}
+
+// ----- checkouts and orders -------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemBody {
+    /// Product name, kept in the order's metadata.
+    #[serde(default)]
+    product: Option<String>,
+    user_plan: Option<String>,
+    amount: i64,
+    #[serde(default = "one")]
+    quantity: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShippingBody {
+    #[serde(default)]
+    carrier: Option<String>,
+    amount: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerBody {
+    id: Option<String>,
+    email: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutBody {
+    currency: String,
+    items: Vec<ItemBody>,
+    shipping: Option<ShippingBody>,
+    customer: Option<CustomerBody>,
+    payment_method: Option<String>,
+    return_url: Option<String>,
+    #[serde(default)]
+    capture: Option<String>,
+}
+
+fn items(items: &[ItemBody]) -> Result<Vec<CartItem>, ApiError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| {
+            let _ = &it.product;
+            Ok(CartItem {
+                unit_amount: it.amount,
+                quantity: it.quantity,
+                user_plan: it
+                    .user_plan
+                    .as_deref()
+                    .map(Entitlement::parse)
+                    .transpose()
+                    .map_err(|e| ApiError::validation(format!("items[{i}].user_plan: {e}")))?,
+            })
+        })
+        .collect()
+}
+
+/// `POST /v1/checkouts`: routed by currency and priority; 201 when paid or
+/// awaiting action, 402 when declined, 422 when no gateway takes the currency.
+pub async fn create_checkout(
+    State(state): State<AppState>,
+    Extension(t): Extension<TenantCtx>,
+    JsonBody(body): JsonBody<CheckoutBody>,
+) -> Result<Response, ApiError> {
+    let currency = Currency::parse(&body.currency)?;
+    let capture = match body.capture.as_deref() {
+        None | Some("automatic") => CaptureMode::Automatic,
+        Some("manual") => CaptureMode::Manual,
+        Some(other) => {
+            return Err(ApiError::validation(format!(
+                "capture must be automatic or manual, not `{other}`"
+            )));
+        }
+    };
+    if let Some(s) = &body.shipping {
+        let _ = &s.carrier;
+    }
+    let request = CheckoutRequest {
+        currency,
+        items: items(&body.items)?,
+        shipping: body.shipping.as_ref().map(|s| s.amount),
+        customer: body.customer.map(|c| Customer {
+            id: c.id,
+            email: c.email,
+            name: c.name,
+        }),
+        payment_method: body.payment_method,
+        return_url: body.return_url,
+        capture,
+    };
+    let outcome = state.checkouts.checkout(&t.tenant, request).await?;
+    let (status, body) = match &outcome {
+        CheckoutOutcome::Paid { order, rows } => (StatusCode::CREATED, order_json(order, rows)),
+        CheckoutOutcome::RequiresAction { order, next_action } => {
+            let mut body = order_json(order, &[]);
+            body["next_action"] = next_action.clone();
+            (StatusCode::CREATED, body)
+        }
+        CheckoutOutcome::Pending { order } => (StatusCode::ACCEPTED, order_json(order, &[])),
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+/// `GET /v1/orders/{id}` and `GET /v1/checkouts/{id}`: the order and its rows.
+pub async fn get_order(
+    State(state): State<AppState>,
+    Extension(t): Extension<TenantCtx>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let not_found = || ApiError::not_found("order_not_found", "no such order");
+    let id = OrderId::parse(&id).map_err(|_| not_found())?;
+    let order = ledger::get_order(&state.store, &t.tenant, &id)
+        .await?
+        .ok_or_else(not_found)?;
+    let rows = ledger::rows_for_order(&state.store, &t.tenant, &id).await?;
+    Ok(Json(order_json(&order, &rows)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderBody {
+    /// `manual` or `external`.
+    kind: String,
+    currency: String,
+    items: Vec<ItemBody>,
+    customer: Option<Value>,
+    external_reference: Option<String>,
+}
+
+/// `POST /v1/orders`: a manual or external order (no gateway call; access
+/// granted at once).
+pub async fn create_order(
+    State(state): State<AppState>,
+    Extension(t): Extension<TenantCtx>,
+    JsonBody(body): JsonBody<OrderBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let kind = match body.kind.as_str() {
+        "manual" => OrderKind::Manual,
+        "external" => OrderKind::External,
+        other => {
+            return Err(ApiError::validation(format!(
+                "kind must be manual or external (use /v1/orders/bulk or /v1/checkouts), not `{other}`"
+            )));
+        }
+    };
+    let currency = Currency::parse(&body.currency)?;
+    let (order, rows) = state
+        .checkouts
+        .gateway_less(
+            &t.tenant,
+            kind,
+            currency,
+            &items(&body.items)?,
+            body.customer.unwrap_or(Value::Null),
+            body.external_reference.as_deref(),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(order_json(&order, &rows))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkUser {
+    user: String,
+    user_plan: String,
+    amount: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkBody {
+    currency: String,
+    users: Vec<BulkUser>,
+}
+
+/// `POST /v1/orders/bulk`: one gateway-less order per user, in one request.
+pub async fn create_bulk_orders(
+    State(state): State<AppState>,
+    Extension(t): Extension<TenantCtx>,
+    JsonBody(body): JsonBody<BulkBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let currency = Currency::parse(&body.currency)?;
+    if body.users.is_empty() || body.users.len() > 1000 {
+        return Err(ApiError::validation("users must list 1 to 1000 users"));
+    }
+    let mut out = Vec::with_capacity(body.users.len());
+    for (i, u) in body.users.iter().enumerate() {
+        let plan = Entitlement::parse(&u.user_plan)
+            .map_err(|e| ApiError::validation(format!("users[{i}].user_plan: {e}")))?;
+        let (order, rows) = state
+            .checkouts
+            .gateway_less(
+                &t.tenant,
+                OrderKind::Bulk,
+                currency,
+                &[CartItem {
+                    unit_amount: u.amount,
+                    quantity: 1,
+                    user_plan: Some(plan),
+                }],
+                json!({"id": u.user}),
+                None,
+            )
+            .await?;
+        out.push(order_json(&order, &rows));
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "orders": out }))))
+}
+
+// ----- payments, refunds, balance -------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundBody {
+    /// Minor units; omitted = what remains.
+    amount: Option<i64>,
+}
+
+/// `POST /v1/payments/{id}/refunds`: through the provider for gateway
+/// payments, recorded manually for gateway-less ones.
+pub async fn refund(
+    State(state): State<AppState>,
+    Extension(t): Extension<TenantCtx>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = PaymentId::parse(&id)
+        .map_err(|_| ApiError::not_found("payment_not_found", "no such payment"))?;
+    // The body is optional: empty means "refund what remains".
+    let amount = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<RefundBody>(&body)
+            .map_err(|e| {
+                if e.is_data() {
+                    ApiError::validation(e.to_string())
+                } else {
+                    ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string())
+                }
+            })?
+            .amount
+    };
+    let row = state.checkouts.refund(&t.tenant, &id, amount).await?;
+    crate::audit::record(
+        &state.store,
+        &t.actor(),
+        "payment.refunded",
+        Some(&t.tenant),
+        json!({"payment_id": id, "refund_id": row.id, "amount": row.amount.minor}),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(row_json(&row))))
+}
+
+/// `GET /v1/payments/{id}`
+pub async fn get_payment(
+    State(state): State<AppState>,
+    Extension(t): Extension<TenantCtx>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let not_found = || ApiError::not_found("payment_not_found", "no such payment");
+    let id = PaymentId::parse(&id).map_err(|_| not_found())?;
+    let row = ledger::payment(&state.store, &t.tenant, &id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(row_json(&row)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentQuery {
+    order_id: Option<String>,
+    status: Option<String>,
+    kind: Option<String>,
+    currency: Option<String>,
+    provider: Option<String>,
+    created_from: Option<i64>,
+    created_before: Option<i64>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/payments?…`: ledger rows, newest first, keyset-paginated.
+pub async fn list_payments(
+    State(state): State<AppState>,
+    Extension(t): Extension<TenantCtx>,
+    Query(q): Query<PaymentQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let filter = PaymentFilter {
+        order_id: q.order_id.as_deref().map(OrderId::parse).transpose()?,
+        kind: q
+            .kind
+            .as_deref()
+            .map(ledger::EntryKind::parse)
+            .transpose()?,
+        status: q
+            .status
+            .as_deref()
+            .map(ledger::EntryStatus::parse)
+            .transpose()?,
+        currency: q.currency.as_deref().map(Currency::parse).transpose()?,
+        provider: q.provider.as_deref().map(ProviderId::parse).transpose()?,
+        created_from: q.created_from.map(crate::store::UnixMillis),
+        created_before: q.created_before.map(crate::store::UnixMillis),
+    };
+    let page = ledger::list_payments(
+        &state.store,
+        &t.tenant,
+        &filter,
+        q.cursor.as_deref(),
+        q.limit.unwrap_or(50),
+    )
+    .await?;
+    Ok(Json(json!({
+        "items": page.items.iter().map(row_json).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor,
+    })))
+}
+
+/// `GET /v1/balance`: per currency, computed from the ledger rows.
+pub async fn balance(
+    State(state): State<AppState>,
+    Extension(t): Extension<TenantCtx>,
+) -> Result<Json<Value>, ApiError> {
+    let balances = ledger::balances(&state.store, &t.tenant).await?;
+    let items: Vec<Value> = balances
+        .iter()
+        .map(|b| {
+            json!({
+                "currency": b.currency.as_str(),
+                "paid": b.paid.minor,
+                "refunded": b.refunded.minor,
+                "net": b.net.minor,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}

@@ -1,0 +1,525 @@
+//! Checkout orchestration: route a cart to a gateway, call the provider,
+//! book the outcome in the ledger; orders without a gateway; refunds.
+//!
+//! Must never: book a row for money that did not move, charge twice for one
+//! order (every gateway call carries an idempotency key derived from the
+//! order), or let refunds exceed what was paid (the ledger enforces it; the
+//! reservation keeps two concurrent API refunds from both reaching the gateway).
+
+use serde::Serialize;
+
+use crate::gateways::{Gateways, RouteEntry, eligible};
+use crate::ledger::{
+    self, Entitlement, GatewayRef, LedgerError, LedgerRow, NewOrder, Order, OrderKind, OrderLine,
+    OrderStatus, Source,
+};
+use crate::runtime::CallError;
+use crate::runtime::contract::{
+    CaptureMode, Customer, Money as WireMoney, NextAction, PaymentRequest, PaymentState,
+    ProviderError, RefundRequest, RefundStatus,
+};
+use crate::store::{Currency, Money, OrderId, PaymentId, ProviderId, Store, TenantId};
+
+/// A line of a cart.
+#[derive(Debug, Clone)]
+pub struct CartItem {
+    /// Price of one unit, minor units.
+    pub unit_amount: i64,
+    /// Units.
+    pub quantity: i64,
+    /// The user plan this line grants, if any.
+    pub user_plan: Option<Entitlement>,
+}
+
+/// What a checkout asks for.
+#[derive(Debug, Clone)]
+pub struct CheckoutRequest {
+    pub currency: Currency,
+    pub items: Vec<CartItem>,
+    /// Carrier cost of a physical product, minor units.
+    pub shipping: Option<i64>,
+    pub customer: Option<Customer>,
+    pub payment_method: Option<String>,
+    pub return_url: Option<String>,
+    pub capture: CaptureMode,
+}
+
+/// How a checkout ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CheckoutOutcome {
+    /// Money moved; the ledger rows are booked.
+    Paid { order: Order, rows: Vec<LedgerRow> },
+    /// The customer must act; nothing booked yet.
+    RequiresAction {
+        order: Order,
+        next_action: serde_json::Value,
+    },
+    /// The gateway accepted but has not settled; nothing booked yet.
+    Pending { order: Order },
+}
+
+/// Why a checkout or refund failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no enabled gateway accepts {0}")]
+    NoRoute(String),
+    #[error("declined: {code}: {message}")]
+    Declined {
+        order: Box<Order>,
+        code: String,
+        message: String,
+    },
+    #[error("gateway unavailable: {0}")]
+    Unavailable(String),
+    #[error("gateway rate limited")]
+    RateLimited(Option<u32>),
+    #[error("gateway error ({provider}): {message}")]
+    Gateway { provider: String, message: String },
+    #[error("provider failure ({code}): {message}")]
+    Provider { code: &'static str, message: String },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Settings(#[from] crate::gateways::GatewayError),
+}
+
+/// The checkout service.
+#[derive(Clone)]
+pub struct Checkouts {
+    store: Store,
+    gateways: Gateways,
+}
+
+fn lines_of(items: &[CartItem], shipping: Option<i64>) -> Result<Vec<OrderLine>, CheckoutError> {
+    if items.is_empty() {
+        return Err(CheckoutError::Invalid(
+            "a checkout needs at least one item".into(),
+        ));
+    }
+    let mut lines = Vec::with_capacity(items.len() + 1);
+    for (i, item) in items.iter().enumerate() {
+        if item.unit_amount <= 0 || item.quantity <= 0 {
+            return Err(CheckoutError::Invalid(format!(
+                "items[{i}]: amount and quantity must be positive"
+            )));
+        }
+        let amount = item.unit_amount.checked_mul(item.quantity).ok_or_else(|| {
+            CheckoutError::Invalid(format!("items[{i}]: amount × quantity overflows"))
+        })?;
+        lines.push(OrderLine::product(amount, item.user_plan.clone()));
+    }
+    if let Some(cost) = shipping {
+        if cost <= 0 {
+            return Err(CheckoutError::Invalid(
+                "shipping.amount must be positive".into(),
+            ));
+        }
+        lines.push(OrderLine::shipping(cost));
+    }
+    Ok(lines)
+}
+
+fn next_action_json(action: &NextAction) -> serde_json::Value {
+    match action {
+        NextAction::Redirect(url) => serde_json::json!({"type": "redirect", "url": url}),
+        NextAction::SdkData(data) => serde_json::json!({"type": "sdk_data", "data": data}),
+    }
+}
+
+fn provider_failure<E: std::fmt::Debug>(e: &CallError<E>) -> CheckoutError {
+    CheckoutError::Provider {
+        code: e.code(),
+        message: e.to_string(),
+    }
+}
+
+impl Checkouts {
+    /// A checkout service.
+    pub fn new(store: Store, gateways: Gateways) -> Checkouts {
+        Checkouts { store, gateways }
+    }
+
+    /// Route, charge, book. Retriable gateway failures fall through to the
+    /// next eligible gateway with the same order (each gateway gets its own
+    /// idempotency key derived from the order, so no charge is duplicated).
+    pub async fn checkout(
+        &self,
+        tenant: &TenantId,
+        request: CheckoutRequest,
+    ) -> Result<CheckoutOutcome, CheckoutError> {
+        let lines = lines_of(&request.items, request.shipping)?;
+        let records = self.gateways.records(tenant).await?;
+        let entries: Vec<RouteEntry> = records
+            .iter()
+            .map(|r| RouteEntry {
+                provider: r.settings.provider.as_str().to_string(),
+                priority: r.settings.priority,
+                currencies: r
+                    .settings
+                    .currencies
+                    .iter()
+                    .map(|c| c.as_str().to_string())
+                    .collect(),
+                enabled: r.settings.enabled,
+            })
+            .collect();
+        let providers = self.gateways.providers();
+        let route = eligible(&entries, request.currency.as_str(), |p| {
+            providers.get(p).is_some()
+        });
+        if route.is_empty() {
+            return Err(CheckoutError::NoRoute(
+                request.currency.as_str().to_string(),
+            ));
+        }
+        let customer_json = request
+            .customer
+            .as_ref()
+            .map(|c| serde_json::json!({"id": c.id, "email": c.email, "name": c.name}))
+            .unwrap_or(serde_json::Value::Null);
+        let order = ledger::create_order(
+            &self.store,
+            tenant,
+            &NewOrder {
+                kind: OrderKind::Checkout,
+                currency: request.currency,
+                lines: lines.clone(),
+                customer: customer_json,
+                metadata: serde_json::json!({}),
+            },
+        )
+        .await?;
+        let total = order.amount.minor;
+
+        let mut last_retriable = None;
+        for entry in route {
+            let record = records
+                .iter()
+                .find(|r| r.settings.provider.as_str() == entry.provider)
+                .ok_or_else(|| CheckoutError::NoRoute(request.currency.as_str().into()))?;
+            let Some(provider) = providers.get(&entry.provider) else {
+                continue;
+            };
+            let open = self.gateways.open_record(provider, tenant, record)?;
+            let mut ctx = open.ctx;
+            ctx.idempotency_key = Some(format!("payhost-{}-{}", order.id, entry.provider));
+            let wire = PaymentRequest {
+                amount: WireMoney {
+                    minor: total as u64,
+                    currency: request.currency.as_str().to_string(),
+                },
+                order_id: order.id.to_string(),
+                description: None,
+                payment_method: request.payment_method.clone(),
+                capture: request.capture,
+                return_url: request.return_url.clone(),
+                customer: request.customer.clone(),
+                metadata: vec![("tenant_id".into(), tenant.to_string())],
+            };
+            let provider_id = record.settings.provider.clone();
+            match open.provider.create_payment(ctx, wire).await {
+                Ok(payment) => {
+                    return self
+                        .settle(
+                            tenant,
+                            order,
+                            &lines,
+                            provider_id,
+                            payment.reference,
+                            payment.state,
+                        )
+                        .await;
+                }
+                Err(CallError::Gateway(ProviderError::Unavailable(m))) => {
+                    tracing::warn!(provider = %entry.provider, order = %order.id, "gateway unavailable, trying next: {m}");
+                    last_retriable = Some(CheckoutError::Unavailable(m));
+                }
+                Err(CallError::Gateway(ProviderError::RateLimited(after))) => {
+                    last_retriable = Some(CheckoutError::RateLimited(after));
+                }
+                Err(CallError::Gateway(ProviderError::Declined(d))) => {
+                    let order = self.mark(tenant, &order.id, OrderStatus::Declined).await?;
+                    return Err(CheckoutError::Declined {
+                        order: Box::new(order),
+                        code: d.code,
+                        message: d.message,
+                    });
+                }
+                Err(CallError::Gateway(other)) => {
+                    let _ = self.mark(tenant, &order.id, OrderStatus::Canceled).await;
+                    return Err(CheckoutError::Gateway {
+                        provider: entry.provider.clone(),
+                        message: format!("{other:?}"),
+                    });
+                }
+                Err(e @ (CallError::Deadline { .. } | CallError::Instantiate(_))) => {
+                    // The gateway may or may not have charged: leave the order
+                    // pending for the janitor to reconcile via get-payment.
+                    return Err(provider_failure(&e));
+                }
+                Err(e) => {
+                    let _ = self.mark(tenant, &order.id, OrderStatus::Canceled).await;
+                    return Err(provider_failure(&e));
+                }
+            }
+        }
+        let _ = self.mark(tenant, &order.id, OrderStatus::Canceled).await;
+        Err(last_retriable
+            .unwrap_or_else(|| CheckoutError::NoRoute(request.currency.as_str().into())))
+    }
+
+    async fn mark(
+        &self,
+        tenant: &TenantId,
+        order: &OrderId,
+        to: OrderStatus,
+    ) -> Result<Order, CheckoutError> {
+        Ok(ledger::transition_order(
+            &self.store,
+            tenant,
+            order,
+            &[OrderStatus::Pending, OrderStatus::RequiresAction],
+            to,
+        )
+        .await?)
+    }
+
+    async fn settle(
+        &self,
+        tenant: &TenantId,
+        order: Order,
+        lines: &[OrderLine],
+        provider: ProviderId,
+        reference: String,
+        state: PaymentState,
+    ) -> Result<CheckoutOutcome, CheckoutError> {
+        let gateway_ref = GatewayRef::parse(&reference).map_err(|e| CheckoutError::Gateway {
+            provider: provider.as_str().to_string(),
+            message: format!("unusable payment reference: {e}"),
+        })?;
+        ledger::set_order_gateway(
+            &self.store,
+            tenant,
+            &order.id,
+            &provider,
+            Some(&gateway_ref),
+        )
+        .await?;
+        match state {
+            PaymentState::Approved => {
+                let rows: Vec<_> = lines
+                    .iter()
+                    .enumerate()
+                    .map(|(i, line)| -> Result<_, CheckoutError> {
+                        let external = GatewayRef::parse(&format!("{reference}#{i}"))
+                            .map_err(|e| CheckoutError::Invalid(e.to_string()))?;
+                        Ok(line
+                            .ledger_row(order.amount.currency, Source::Api)
+                            .via_gateway(provider.clone(), Some(gateway_ref.clone()))
+                            .with_external_ref(external))
+                    })
+                    .collect::<Result<_, _>>()?;
+                let mut tx = self.store.begin_write().await.map_err(LedgerError::from)?;
+                let booked = ledger::book_order_rows_in(&mut tx, tenant, &order.id, &rows).await?;
+                let order = ledger::transition_order_in(
+                    &mut tx,
+                    tenant,
+                    &order.id,
+                    &[OrderStatus::Pending, OrderStatus::RequiresAction],
+                    OrderStatus::Paid,
+                )
+                .await?;
+                tx.commit().await.map_err(LedgerError::from)?;
+                Ok(CheckoutOutcome::Paid {
+                    order,
+                    rows: booked,
+                })
+            }
+            PaymentState::RequiresAction(action) => {
+                let order = self
+                    .mark(tenant, &order.id, OrderStatus::RequiresAction)
+                    .await?;
+                Ok(CheckoutOutcome::RequiresAction {
+                    order,
+                    next_action: next_action_json(&action),
+                })
+            }
+            PaymentState::Pending | PaymentState::Authorized => {
+                let order = ledger::get_order(&self.store, tenant, &order.id)
+                    .await?
+                    .ok_or(LedgerError::OrderNotFound)?;
+                Ok(CheckoutOutcome::Pending { order })
+            }
+            PaymentState::Declined(d) => {
+                let order = self.mark(tenant, &order.id, OrderStatus::Declined).await?;
+                Err(CheckoutError::Declined {
+                    order: Box::new(order),
+                    code: d.code,
+                    message: d.message,
+                })
+            }
+            PaymentState::Canceled => {
+                let order = self.mark(tenant, &order.id, OrderStatus::Canceled).await?;
+                Err(CheckoutError::Declined {
+                    order: Box::new(order),
+                    code: "canceled".into(),
+                    message: "the gateway canceled the payment".into(),
+                })
+            }
+        }
+    }
+
+    /// An order without a gateway (manual, external, or one user of a bulk
+    /// order): no gateway call; rows booked at once; access granted.
+    pub async fn gateway_less(
+        &self,
+        tenant: &TenantId,
+        kind: OrderKind,
+        currency: Currency,
+        items: &[CartItem],
+        customer: serde_json::Value,
+        external_ref: Option<&str>,
+    ) -> Result<(Order, Vec<LedgerRow>), CheckoutError> {
+        if kind == OrderKind::Checkout {
+            return Err(CheckoutError::Invalid(
+                "checkout orders go through a gateway".into(),
+            ));
+        }
+        let lines = lines_of(items, None)?;
+        let metadata = match external_ref {
+            Some(r) => serde_json::json!({"external_reference": r}),
+            None => serde_json::json!({}),
+        };
+        let mut tx = self.store.begin_write().await.map_err(LedgerError::from)?;
+        let order = ledger::create_order_in(
+            &mut tx,
+            tenant,
+            &NewOrder {
+                kind,
+                currency,
+                lines: lines.clone(),
+                customer,
+                metadata,
+            },
+        )
+        .await?;
+        let rows: Vec<_> = lines
+            .iter()
+            .map(|l| l.ledger_row(currency, Source::Manual))
+            .collect();
+        let booked = ledger::book_order_rows_in(&mut tx, tenant, &order.id, &rows).await?;
+        let order = ledger::transition_order_in(
+            &mut tx,
+            tenant,
+            &order.id,
+            &[OrderStatus::Pending],
+            OrderStatus::Paid,
+        )
+        .await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok((order, booked))
+    }
+
+    /// Refund a payment row. Gateway payments are refunded through their
+    /// provider (reserve → call → book or release); gateway-less payments
+    /// are recorded as manual refunds with no gateway call.
+    pub async fn refund(
+        &self,
+        tenant: &TenantId,
+        payment: &PaymentId,
+        amount: Option<i64>,
+    ) -> Result<LedgerRow, CheckoutError> {
+        if amount.is_some_and(|a| a <= 0) {
+            return Err(CheckoutError::Invalid("amount must be positive".into()));
+        }
+        let row = ledger::payment(&self.store, tenant, payment)
+            .await?
+            .ok_or(LedgerError::PaymentNotFound)?;
+        let Some(provider_id) = row.provider.clone() else {
+            return Ok(ledger::book_refund(
+                &self.store,
+                tenant,
+                payment,
+                amount,
+                None,
+                Source::Manual,
+            )
+            .await?);
+        };
+        let reservation = ledger::reserve_refund(&self.store, tenant, payment, amount).await?;
+        let release = || async {
+            if let Err(e) = ledger::release_refund(&self.store, tenant, &reservation.id).await {
+                tracing::error!(reservation = %reservation.id, "cannot release refund hold: {e}");
+            }
+        };
+        let open = match self.gateways.open(tenant, provider_id.as_str()).await {
+            Ok(open) => open,
+            Err(e) => {
+                release().await;
+                return Err(e.into());
+            }
+        };
+        let Some(reference) = row.gateway_reference.clone() else {
+            release().await;
+            return Err(CheckoutError::Invalid(
+                "payment has no gateway reference".into(),
+            ));
+        };
+        let mut ctx = open.ctx;
+        ctx.idempotency_key = Some(format!("payhost-{}", reservation.id));
+        let request = RefundRequest {
+            payment_reference: reference.as_str().to_string(),
+            amount: Some(to_wire(reservation.amount)),
+            reason: None,
+            refund_id: reservation.id.to_string(),
+        };
+        match open.provider.refund(ctx, request).await {
+            Ok(refund)
+                if refund.status != RefundStatus::Failed
+                    && refund.status != RefundStatus::Canceled =>
+            {
+                let external = GatewayRef::parse(&refund.reference).ok();
+                Ok(ledger::complete_refund(
+                    &self.store,
+                    tenant,
+                    &reservation.id,
+                    external.as_ref(),
+                    Source::Api,
+                )
+                .await?)
+            }
+            Ok(refund) => {
+                release().await;
+                Err(CheckoutError::Gateway {
+                    provider: provider_id.as_str().into(),
+                    message: format!("refund {} ended {:?}", refund.reference, refund.status),
+                })
+            }
+            Err(CallError::Gateway(e)) => {
+                release().await;
+                Err(match e {
+                    ProviderError::Unavailable(m) => CheckoutError::Unavailable(m),
+                    ProviderError::RateLimited(a) => CheckoutError::RateLimited(a),
+                    other => CheckoutError::Gateway {
+                        provider: provider_id.as_str().into(),
+                        message: format!("{other:?}"),
+                    },
+                })
+            }
+            Err(e) => {
+                // Outcome unknown (deadline): keep the hold for the janitor.
+                Err(provider_failure(&e))
+            }
+        }
+    }
+}
+
+fn to_wire(m: Money) -> WireMoney {
+    WireMoney {
+        minor: m.minor.max(0) as u64,
+        currency: m.currency.as_str().to_string(),
+    }
+}

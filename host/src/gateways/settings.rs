@@ -1,0 +1,388 @@
+//! Saving, reading and using a tenant's gateway settings.
+//!
+//! A save validates the credentials **live** through the provider component
+//! before anything is stored; a rejected save leaves the previous settings
+//! untouched. Secrets are sealed by the [`Vault`] and only opened into a
+//! [`CallContext`] for the duration of a component call.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::vault::{Sealed, Vault, VaultError, mask};
+use crate::audit::{self, Actor};
+use crate::runtime::contract::{CallContext, Credential, ProviderError};
+use crate::runtime::{CallError, LoadedProvider, ProviderRegistry};
+use crate::store::gateways::{
+    self as repo, Ciphertext, GatewaySettingsRecord, GatewaySettingsWrite,
+};
+use crate::store::{Currency, ProviderId, Store, StoreError, TenantId};
+
+/// What a tenant submits for one gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayInput {
+    /// Credential values by field name (as the provider's manifest names them).
+    pub credentials: BTreeMap<String, String>,
+    /// The webhook signing secret, if the tenant uses webhooks.
+    pub webhook_secret: Option<String>,
+    /// Routing order, lower first.
+    pub priority: i64,
+    /// Currencies to route to this gateway; must be a subset of the provider's.
+    pub currencies: Vec<Currency>,
+    /// Whether routing may use it.
+    pub enabled: bool,
+}
+
+/// Why a gateway operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("provider `{0}` is not loaded on this host")]
+    UnknownProvider(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the gateway rejected the credentials: {0}")]
+    Rejected(String),
+    #[error("the gateway could not be reached to validate the credentials: {0}")]
+    Unreachable(String),
+    #[error("no settings for provider `{0}`")]
+    NotConfigured(String),
+    #[error("stored credentials cannot be opened: {0}")]
+    Vault(#[from] VaultError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
+}
+
+/// The settings as shown to the tenant: everything but the secrets, which
+/// are masked.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GatewayView {
+    pub provider: String,
+    pub priority: i64,
+    pub currencies: Vec<String>,
+    pub enabled: bool,
+    pub credentials: serde_json::Value,
+    pub webhook_secret: Option<String>,
+    pub updated_at: i64,
+}
+
+impl GatewayView {
+    fn of(record: &GatewaySettingsRecord) -> GatewayView {
+        let s = &record.settings;
+        GatewayView {
+            provider: s.provider.as_str().to_string(),
+            priority: s.priority,
+            currencies: s
+                .currencies
+                .iter()
+                .map(|c| c.as_str().to_string())
+                .collect(),
+            enabled: s.enabled,
+            credentials: s
+                .masked
+                .get("credentials")
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+            webhook_secret: s
+                .masked
+                .get("webhook_secret")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            updated_at: record.updated_at.as_i64(),
+        }
+    }
+}
+
+fn binding(tenant: &TenantId, provider: &str, what: &str) -> String {
+    format!("{tenant}/{provider}/{what}")
+}
+
+/// Gateway settings service: providers + vault + store.
+#[derive(Clone)]
+pub struct Gateways {
+    store: Store,
+    vault: Arc<Vault>,
+    providers: Arc<ProviderRegistry>,
+}
+
+/// A configured gateway opened for a call: the provider plus its context.
+pub struct OpenGateway {
+    /// The loaded provider component.
+    pub provider: Arc<LoadedProvider>,
+    /// Credentials (decrypted) for the call; drop it right after.
+    pub ctx: CallContext,
+    /// The decrypted webhook secret, if configured.
+    pub webhook_secret: Option<String>,
+}
+
+impl Gateways {
+    /// A service over these parts.
+    pub fn new(store: Store, vault: Arc<Vault>, providers: Arc<ProviderRegistry>) -> Gateways {
+        Gateways {
+            store,
+            vault,
+            providers,
+        }
+    }
+
+    /// The loaded providers.
+    pub fn providers(&self) -> &ProviderRegistry {
+        &self.providers
+    }
+
+    /// Validate `input` live through the provider and, only if the gateway
+    /// accepts it, store it sealed (replacing earlier settings) and audit it.
+    pub async fn save(
+        &self,
+        actor: &Actor,
+        tenant: &TenantId,
+        provider_id: &str,
+        input: GatewayInput,
+    ) -> Result<GatewayView, GatewayError> {
+        let provider = self
+            .providers
+            .get(provider_id)
+            .ok_or_else(|| GatewayError::UnknownProvider(provider_id.to_string()))?;
+        let manifest = provider.manifest();
+        for field in &manifest.credential_fields {
+            if field.required
+                && input
+                    .credentials
+                    .get(&field.name)
+                    .is_none_or(|v| v.trim().is_empty())
+            {
+                return Err(GatewayError::Invalid(format!(
+                    "credential `{}` ({}) is required",
+                    field.name, field.label
+                )));
+            }
+        }
+        if let Some(unknown) = input
+            .credentials
+            .keys()
+            .find(|k| !manifest.credential_fields.iter().any(|f| &f.name == *k))
+        {
+            return Err(GatewayError::Invalid(format!(
+                "`{unknown}` is not a credential of {}; expected one of: {}",
+                manifest.id,
+                manifest
+                    .credential_fields
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if input.currencies.is_empty() {
+            return Err(GatewayError::Invalid("currencies must not be empty".into()));
+        }
+        if let Some(c) = input
+            .currencies
+            .iter()
+            .find(|c| !manifest.currencies.iter().any(|m| m == c.as_str()))
+        {
+            return Err(GatewayError::Invalid(format!(
+                "{} does not support currency {}",
+                manifest.id,
+                c.as_str()
+            )));
+        }
+
+        let ctx = CallContext {
+            credentials: input
+                .credentials
+                .iter()
+                .map(|(name, value)| Credential {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            base_url: None,
+            idempotency_key: None,
+        };
+        match provider.validate_credentials(ctx).await {
+            Ok(()) => {}
+            Err(CallError::Gateway(ProviderError::InvalidCredentials(reason))) => {
+                return Err(GatewayError::Rejected(reason));
+            }
+            Err(CallError::Gateway(ProviderError::Unavailable(reason))) => {
+                return Err(GatewayError::Unreachable(reason));
+            }
+            Err(CallError::Gateway(ProviderError::RateLimited(_))) => {
+                return Err(GatewayError::Unreachable("rate limited".into()));
+            }
+            Err(CallError::Gateway(other)) => {
+                return Err(GatewayError::Rejected(format!("{other:?}")));
+            }
+            Err(other) => return Err(GatewayError::Unreachable(other.to_string())),
+        }
+
+        let secret_fields: Vec<&str> = manifest
+            .credential_fields
+            .iter()
+            .filter(|f| f.secret)
+            .map(|f| f.name.as_str())
+            .collect();
+        let masked_credentials: serde_json::Map<String, serde_json::Value> = input
+            .credentials
+            .iter()
+            .map(|(k, v)| {
+                let shown = if secret_fields.contains(&k.as_str()) {
+                    mask(v)
+                } else {
+                    v.clone()
+                };
+                (k.clone(), json!(shown))
+            })
+            .collect();
+        let masked = json!({
+            "credentials": masked_credentials,
+            "webhook_secret": input.webhook_secret.as_deref().map(mask),
+        });
+        let plaintext = serde_json::to_vec(&input.credentials)
+            .map_err(|e| GatewayError::Invalid(e.to_string()))?;
+        let sealed = self
+            .vault
+            .seal(&binding(tenant, provider_id, "credentials"), &plaintext);
+        let webhook = input.webhook_secret.as_ref().map(|s| {
+            self.vault.seal(
+                &binding(tenant, provider_id, "webhook_secret"),
+                s.as_bytes(),
+            )
+        });
+        let provider_id_typed =
+            ProviderId::parse(provider_id).map_err(|e| GatewayError::Invalid(e.to_string()))?;
+        let write = GatewaySettingsWrite {
+            provider: provider_id_typed,
+            priority: input.priority,
+            currencies: input.currencies.clone(),
+            enabled: input.enabled,
+            credentials: Ciphertext(sealed.bytes),
+            webhook_secret: webhook.map(|w| Ciphertext(w.bytes)),
+            key_id: sealed.key_id,
+            masked: masked.clone(),
+        };
+        let record = repo::upsert(&self.store, tenant, &write).await?;
+        audit::record(
+            &self.store,
+            actor,
+            "gateway.saved",
+            Some(tenant),
+            json!({
+                "provider": provider_id,
+                "priority": input.priority,
+                "currencies": input.currencies.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+                "enabled": input.enabled,
+                "masked": masked,
+            }),
+        )
+        .await?;
+        Ok(GatewayView::of(&record))
+    }
+
+    /// The tenant's gateways, masked, in routing order.
+    pub async fn list(&self, tenant: &TenantId) -> Result<Vec<GatewayView>, GatewayError> {
+        Ok(repo::list(&self.store, tenant)
+            .await?
+            .iter()
+            .map(GatewayView::of)
+            .collect())
+    }
+
+    /// The raw stored records (routing reads priorities and currencies).
+    pub async fn records(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<GatewaySettingsRecord>, GatewayError> {
+        Ok(repo::list(&self.store, tenant).await?)
+    }
+
+    /// Remove a gateway; `false` if it was not configured.
+    pub async fn delete(
+        &self,
+        actor: &Actor,
+        tenant: &TenantId,
+        provider_id: &str,
+    ) -> Result<bool, GatewayError> {
+        let Ok(provider) = ProviderId::parse(provider_id) else {
+            return Ok(false);
+        };
+        let removed = repo::delete(&self.store, tenant, &provider).await?;
+        if removed {
+            audit::record(
+                &self.store,
+                actor,
+                "gateway.deleted",
+                Some(tenant),
+                json!({"provider": provider_id}),
+            )
+            .await?;
+        }
+        Ok(removed)
+    }
+
+    /// Open a configured gateway for a call (decrypting its credentials).
+    pub async fn open(
+        &self,
+        tenant: &TenantId,
+        provider_id: &str,
+    ) -> Result<OpenGateway, GatewayError> {
+        let provider = self
+            .providers
+            .get(provider_id)
+            .ok_or_else(|| GatewayError::UnknownProvider(provider_id.to_string()))?;
+        let typed = ProviderId::parse(provider_id)
+            .map_err(|_| GatewayError::NotConfigured(provider_id.to_string()))?;
+        let record = repo::get(&self.store, tenant, &typed)
+            .await?
+            .ok_or_else(|| GatewayError::NotConfigured(provider_id.to_string()))?;
+        self.open_record(provider, tenant, &record)
+    }
+
+    /// Open an already-read record.
+    pub fn open_record(
+        &self,
+        provider: Arc<LoadedProvider>,
+        tenant: &TenantId,
+        record: &GatewaySettingsRecord,
+    ) -> Result<OpenGateway, GatewayError> {
+        let s = &record.settings;
+        let id = s.provider.as_str();
+        let plaintext = self.vault.open(
+            &binding(tenant, id, "credentials"),
+            &Sealed {
+                key_id: s.key_id.clone(),
+                bytes: s.credentials.0.clone(),
+            },
+        )?;
+        let credentials: BTreeMap<String, String> =
+            serde_json::from_slice(&plaintext).map_err(|_| VaultError::Corrupt)?;
+        let webhook_secret = match &s.webhook_secret {
+            Some(c) => {
+                let raw = self.vault.open(
+                    &binding(tenant, id, "webhook_secret"),
+                    &Sealed {
+                        key_id: s.key_id.clone(),
+                        bytes: c.0.clone(),
+                    },
+                )?;
+                Some(String::from_utf8(raw).map_err(|_| VaultError::Corrupt)?)
+            }
+            None => None,
+        };
+        Ok(OpenGateway {
+            provider,
+            ctx: CallContext {
+                credentials: credentials
+                    .into_iter()
+                    .map(|(name, value)| Credential { name, value })
+                    .collect(),
+                base_url: None,
+                idempotency_key: None,
+            },
+            webhook_secret,
+        })
+    }
+}

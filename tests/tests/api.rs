@@ -1,0 +1,769 @@
+//! The service over real HTTP: a real host on a loopback port with a fresh
+//! database per test (SQLite always, PostgreSQL when configured), the real
+//! Stripe component against the sandbox Stripe.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use payhost_tests::{TestApp, rand_u64, stripe_sandbox};
+
+const WEBHOOK_SECRET: &str = "whsec_test_webhook_secret_value";
+
+/// Every log line of this test process, for the secrets test.
+fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("trace")
+            .with_writer(move || LogWriter(writer.clone()))
+            .try_init();
+        buffer
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut b) = self.0.lock() {
+            b.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn cart(currency: &str, method: &str) -> Value {
+    json!({
+        "currency": currency,
+        "items": [{"product": "Pro plan", "user_plan": "pro", "amount": 1000, "quantity": 1}],
+        "payment_method": method,
+        "return_url": "https://shop.example/return",
+    })
+}
+
+async fn checkout(app: &TestApp, key: &str, body: Value) -> (u16, Value) {
+    app.tenant(key, Method::POST, "/v1/checkouts", Some(body))
+        .await
+}
+
+fn first_product_payment(order: &Value) -> String {
+    order["ledger"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["kind"] == "product"))
+        .and_then(|r| r["id"].as_str())
+        .expect("a product row")
+        .to_string()
+}
+
+#[tokio::test]
+async fn tour_checkout_with_shipping_refund_and_balance() {
+    captured_logs();
+    for app in TestApp::each_backend().await {
+        let (_, key) = app.new_tenant("Tour shop").await;
+        app.save_stripe(&key, 1, &["USD"]).await;
+        let mut body = cart("USD", "pm_card_visa");
+        body["shipping"] = json!({"carrier": "ups", "amount": 500});
+        let (status, order) = checkout(&app, &key, body).await;
+        assert_eq!(status, 201, "[{}] {order}", app.backend);
+        assert_eq!(order["status"], "paid");
+        assert_eq!(order["provider"], "stripe");
+        assert_eq!(order["amount"], 1500);
+        assert_eq!(order["granted_user_plans"], json!(["pro"]));
+        let rows = order["ledger"].as_array().expect("rows");
+        assert_eq!(rows.len(), 2, "product and carrier rows: {order}");
+        let product = rows
+            .iter()
+            .find(|r| r["kind"] == "product")
+            .expect("product");
+        let shipping = rows
+            .iter()
+            .find(|r| r["kind"] == "shipping")
+            .expect("shipping");
+        assert_eq!(product["amount"], 1000);
+        assert_eq!(product["user_plan"], "pro");
+        assert_eq!(shipping["amount"], 500);
+        assert_eq!(
+            shipping["user_plan"],
+            Value::Null,
+            "carrier row grants nothing"
+        );
+
+        let payment = first_product_payment(&order);
+        let (status, refund) = app
+            .tenant(
+                &key,
+                Method::POST,
+                &format!("/v1/payments/{payment}/refunds"),
+                Some(json!({"amount": 300})),
+            )
+            .await;
+        assert_eq!(status, 201, "{refund}");
+        assert_eq!(refund["status"], "refunded");
+        assert_eq!(refund["refund_of"], payment);
+        assert_eq!(refund["amount"], 300);
+
+        let (status, balance) = app.tenant(&key, Method::GET, "/v1/balance", None).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            balance["items"],
+            json!([{"currency": "USD", "paid": 1500, "refunded": 300, "net": 1200}])
+        );
+        // The original row is untouched.
+        let (_, original) = app
+            .tenant(&key, Method::GET, &format!("/v1/payments/{payment}"), None)
+            .await;
+        assert_eq!(original["status"], "approved");
+        assert_eq!(original["amount"], 1000);
+        app.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn routing_follows_priority_and_currency() {
+    for app in TestApp::each_backend().await {
+        let (_, key) = app.new_tenant("Routing shop").await;
+        let save_hostile = |enabled: bool| {
+            let app = &app;
+            let key = key.clone();
+            async move {
+                let (status, body) = app
+                    .tenant(
+                        &key,
+                        Method::PUT,
+                        "/v1/gateways/hostile",
+                        Some(json!({"credentials": {}, "priority": 1, "currencies": ["USD"], "enabled": enabled})),
+                    )
+                    .await;
+                assert_eq!(status, 200, "{body}");
+            }
+        };
+        save_hostile(true).await;
+        app.save_stripe(&key, 2, &["USD", "EUR"]).await;
+
+        let route = |currency: &'static str| {
+            let app = &app;
+            let key = key.clone();
+            async move {
+                let (status, body) = checkout(app, &key, cart(currency, "pm_card_visa")).await;
+                (status, body)
+            }
+        };
+        let (status, usd) = route("USD").await;
+        assert_eq!(
+            (status, usd["provider"].as_str()),
+            (201, Some("hostile")),
+            "{usd}"
+        );
+        let (status, eur) = route("EUR").await;
+        assert_eq!(
+            (status, eur["provider"].as_str()),
+            (201, Some("stripe")),
+            "{eur}"
+        );
+        let (status, jpy) = route("JPY").await;
+        assert_eq!(status, 422, "{jpy}");
+        assert_eq!(jpy["error"]["code"], "no_gateway_for_currency");
+        assert!(
+            jpy["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("JPY")
+        );
+
+        save_hostile(false).await;
+        let (status, usd) = route("USD").await;
+        assert_eq!(
+            (status, usd["provider"].as_str()),
+            (201, Some("stripe")),
+            "disabled gateway skipped: {usd}"
+        );
+
+        let (status, _) = app
+            .tenant(&key, Method::DELETE, "/v1/gateways/stripe", None)
+            .await;
+        assert_eq!(status, 204);
+        let (status, body) = route("USD").await;
+        assert_eq!(status, 422, "only a disabled gateway remains: {body}");
+        app.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn live_validation_rejects_a_bad_key_and_keeps_the_old_settings() {
+    for app in TestApp::each_backend().await {
+        let (_, key) = app.new_tenant("Validation shop").await;
+        app.save_stripe(&key, 1, &["USD"]).await;
+        let (_, before) = app.tenant(&key, Method::GET, "/v1/gateways", None).await;
+        let balance_calls = || {
+            stripe_sandbox()
+                .calls()
+                .iter()
+                .filter(|c| c.path == "/v1/balance" && !c.authorized)
+                .count()
+        };
+        let rejected_before = balance_calls();
+        let (status, body) = app
+            .tenant(
+                &key,
+                Method::PUT,
+                "/v1/gateways/stripe",
+                Some(json!({"credentials": {"secret-key": "sk_live_wrong_key_123456"}, "currencies": ["USD"]})),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["code"], "gateway_credentials_rejected");
+        assert!(!body.to_string().contains("sk_live_wrong_key_123456"));
+        assert!(
+            balance_calls() > rejected_before,
+            "the sandbox saw the live validation call"
+        );
+        let (_, after) = app.tenant(&key, Method::GET, "/v1/gateways", None).await;
+        assert_eq!(before, after, "old settings untouched");
+        let (status, order) = checkout(&app, &key, cart("USD", "pm_card_visa")).await;
+        assert_eq!(status, 201, "old settings still work: {order}");
+        app.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn declines_and_required_actions_book_nothing() {
+    for app in TestApp::each_backend().await {
+        let (_, key) = app.new_tenant("Decline shop").await;
+        app.save_stripe(&key, 1, &["USD"]).await;
+        let (status, body) = checkout(
+            &app,
+            &key,
+            cart("USD", "pm_card_visa_chargeDeclinedInsufficientFunds"),
+        )
+        .await;
+        assert_eq!(status, 402, "{body}");
+        assert_eq!(body["error"]["code"], "payment_declined");
+        assert_eq!(
+            body["error"]["details"]["decline_code"],
+            "insufficient_funds"
+        );
+
+        let (status, body) =
+            checkout(&app, &key, cart("USD", "pm_card_threeDSecure2Required")).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["status"], "requires_action");
+        assert_eq!(body["next_action"]["type"], "redirect");
+        assert!(
+            body["next_action"]["url"]
+                .as_str()
+                .unwrap_or("")
+                .contains("/sandbox/3ds/")
+        );
+
+        let (_, payments) = app.tenant(&key, Method::GET, "/v1/payments", None).await;
+        assert_eq!(payments["items"], json!([]), "no ledger row for either");
+        app.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn tenants_cannot_see_each_other_and_bad_keys_get_401() {
+    for app in TestApp::each_backend().await {
+        let (a_id, a) = app.new_tenant("Tenant A").await;
+        let (_, b) = app.new_tenant("Tenant B").await;
+        app.save_stripe(&a, 1, &["USD"]).await;
+        let (_, order) = checkout(&app, &a, cart("USD", "pm_card_visa")).await;
+        let order_id = order["id"].as_str().expect("order id").to_string();
+        let payment = first_product_payment(&order);
+
+        // B's key on A's resources: 404 and nothing of A's.
+        for (method, path, body) in [
+            (Method::GET, format!("/v1/orders/{order_id}"), None),
+            (Method::GET, format!("/v1/checkouts/{order_id}"), None),
+            (Method::GET, format!("/v1/payments/{payment}"), None),
+            (
+                Method::POST,
+                format!("/v1/payments/{payment}/refunds"),
+                Some(json!({"amount": 1})),
+            ),
+            (Method::DELETE, "/v1/gateways/stripe".to_string(), None),
+        ] {
+            let (status, body) = app.tenant(&b, method.clone(), &path, body).await;
+            assert_eq!(status, 404, "[{}] {method} {path}: {body}", app.backend);
+            assert!(!body.to_string().contains(&order_id));
+        }
+        for path in ["/v1/gateways", "/v1/payments", "/v1/balance"] {
+            let (status, body) = app.tenant(&b, Method::GET, path, None).await;
+            assert_eq!(status, 200);
+            assert_eq!(
+                body["items"],
+                json!([]),
+                "{path} shows B nothing of A: {body}"
+            );
+        }
+        // A's data is intact after B's attempts.
+        let (_, gateways) = app.tenant(&a, Method::GET, "/v1/gateways", None).await;
+        assert_eq!(gateways["items"].as_array().map(Vec::len), Some(1));
+        let (_, p) = app
+            .tenant(&a, Method::GET, &format!("/v1/payments/{payment}"), None)
+            .await;
+        assert_eq!(p["amount"], 1000);
+
+        // No key, a garbage key, and a revoked key: 401 everywhere.
+        let (status, issued) = app
+            .admin(
+                Method::POST,
+                &format!("/admin/tenants/{a_id}/api-keys"),
+                Some(json!({"label": "temp"})),
+            )
+            .await;
+        assert_eq!(status, 201);
+        let revoked = issued["key"].as_str().expect("key").to_string();
+        let (status, _) = app
+            .admin(
+                Method::DELETE,
+                &format!(
+                    "/admin/tenants/{a_id}/api-keys/{}",
+                    issued["id"].as_str().expect("id")
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(status, 204);
+        let endpoints = [
+            (Method::GET, "/v1/gateways".to_string()),
+            (Method::PUT, "/v1/gateways/stripe".to_string()),
+            (Method::DELETE, "/v1/gateways/stripe".to_string()),
+            (Method::POST, "/v1/checkouts".to_string()),
+            (Method::GET, format!("/v1/checkouts/{order_id}")),
+            (Method::POST, "/v1/orders".to_string()),
+            (Method::POST, "/v1/orders/bulk".to_string()),
+            (Method::GET, format!("/v1/orders/{order_id}")),
+            (Method::GET, "/v1/payments".to_string()),
+            (Method::GET, format!("/v1/payments/{payment}")),
+            (Method::POST, format!("/v1/payments/{payment}/refunds")),
+            (Method::GET, "/v1/balance".to_string()),
+        ];
+        for (method, path) in &endpoints {
+            for token in [None, Some("ph_not_a_real_key"), Some(revoked.as_str())] {
+                let (status, body) = app
+                    .send(app.request(method.clone(), path, token).json(&json!({})))
+                    .await;
+                assert_eq!(status, 401, "{method} {path} with {token:?}: {body}");
+                assert_eq!(body["error"]["code"], "unauthorized");
+            }
+        }
+        // The operator API wants the admin token, not a tenant key.
+        let (status, _) = app
+            .send(
+                app.request(Method::POST, "/admin/tenants", Some(&a))
+                    .json(&json!({"name": "x"})),
+            )
+            .await;
+        assert_eq!(status, 401);
+        app.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn raw_sql_cannot_change_or_delete_ledger_rows() {
+    for app in TestApp::each_backend().await {
+        let (_, key) = app.new_tenant("Ledger shop").await;
+        let (status, order) = app
+            .tenant(
+                &key,
+                Method::POST,
+                "/v1/orders",
+                Some(json!({"kind": "manual", "currency": "USD", "items": [{"amount": 700, "user_plan": "basic"}]})),
+            )
+            .await;
+        assert_eq!(status, 201, "{order}");
+        let payment = first_product_payment(&order);
+        let update = sqlx::query("UPDATE payments SET amount_minor = 1 WHERE id = $1")
+            .bind(&payment)
+            .execute(app.store.pool())
+            .await;
+        assert!(update.is_err(), "[{}] UPDATE must fail", app.backend);
+        let delete = sqlx::query("DELETE FROM payments WHERE id = $1")
+            .bind(&payment)
+            .execute(app.store.pool())
+            .await;
+        assert!(delete.is_err(), "[{}] DELETE must fail", app.backend);
+        let (_, row) = app
+            .tenant(&key, Method::GET, &format!("/v1/payments/{payment}"), None)
+            .await;
+        assert_eq!(row["amount"], 700);
+        app.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn fifty_concurrent_partial_refunds_never_exceed_the_payment() {
+    for app in TestApp::each_backend().await {
+        let (_, key) = app.new_tenant("Refund shop").await;
+        app.save_stripe(&key, 1, &["USD"]).await;
+        let (status, order) = checkout(&app, &key, cart("USD", "pm_card_visa")).await;
+        assert_eq!(status, 201, "{order}");
+        let payment = first_product_payment(&order);
+        let app = Arc::new(app);
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let app = app.clone();
+            let key = key.clone();
+            let path = format!("/v1/payments/{payment}/refunds");
+            tasks.push(tokio::spawn(async move {
+                app.tenant(&key, Method::POST, &path, Some(json!({"amount": 30})))
+                    .await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            let (status, body) = t.await.expect("task");
+            match status {
+                201 => ok += 1,
+                422 => assert_eq!(body["error"]["code"], "refund_exceeds_paid", "{body}"),
+                other => panic!("unexpected {other}: {body}"),
+            }
+        }
+        assert_eq!(
+            ok, 33,
+            "[{}] exactly the refunds that fit in 1000",
+            app.backend
+        );
+        let (_, balance) = app.tenant(&key, Method::GET, "/v1/balance", None).await;
+        assert_eq!(balance["items"][0]["refunded"], 990);
+        let app = Arc::try_unwrap(app).ok().expect("sole owner");
+        app.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_once_rejects_reuse_and_in_flight_duplicates() {
+    for app in TestApp::each_backend().await {
+        let (_, key) = app.new_tenant("Idempotent shop").await;
+        app.save_stripe(&key, 2, &["USD"]).await;
+        let idem = format!("order-{:x}", rand_u64());
+        let send = |body: Value, idem: String| {
+            let app = &app;
+            let key = key.clone();
+            async move {
+                let response = app
+                    .request(Method::POST, "/v1/checkouts", Some(&key))
+                    .header("Idempotency-Key", idem)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("send");
+                let replayed = response.headers().get("idempotent-replayed").is_some();
+                (
+                    response.status().as_u16(),
+                    replayed,
+                    response.text().await.expect("body"),
+                )
+            }
+        };
+        let (s1, r1, b1) = send(cart("USD", "pm_card_visa"), idem.clone()).await;
+        let (s2, r2, b2) = send(cart("USD", "pm_card_visa"), idem.clone()).await;
+        assert_eq!((s1, r1), (201, false), "{b1}");
+        assert_eq!((s2, r2), (201, true));
+        assert_eq!(b1, b2, "identical response");
+        let (_, payments) = app.tenant(&key, Method::GET, "/v1/payments", None).await;
+        assert_eq!(
+            payments["items"].as_array().map(Vec::len),
+            Some(1),
+            "booked once"
+        );
+
+        let (s3, _, b3) = send(cart("USD", "pm_card_mastercard"), idem.clone()).await;
+        assert_eq!(s3, 422, "{b3}");
+        assert!(b3.contains("idempotency_key_reused"));
+
+        // In flight: the hostile gateway spins until its deadline, so the
+        // first request is certainly still running when the second arrives.
+        let (status, _) = app
+            .tenant(
+                &key,
+                Method::PUT,
+                "/v1/gateways/hostile",
+                Some(json!({"credentials": {}, "priority": 1, "currencies": ["USD"]})),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let slow_key = format!("slow-{:x}", rand_u64());
+        let (a, b) = tokio::join!(
+            send(cart("USD", "loop"), slow_key.clone()),
+            send(cart("USD", "loop"), slow_key.clone()),
+        );
+        let mut statuses = [a.0, b.0];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [409, 502],
+            "one runs into the gateway deadline, the duplicate gets 409: {} / {}",
+            a.2,
+            b.2
+        );
+        let conflict = if a.0 == 409 { &a.2 } else { &b.2 };
+        assert!(
+            conflict.contains("idempotency_request_in_flight"),
+            "{conflict}"
+        );
+        app.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn manual_bulk_and_external_orders_grant_access_without_a_gateway() {
+    for app in TestApp::each_backend().await {
+        let (_, key) = app.new_tenant("Offline shop").await;
+        let (status, manual) = app
+            .tenant(
+                &key,
+                Method::POST,
+                "/v1/orders",
+                Some(json!({"kind": "manual", "currency": "EUR", "items": [{"amount": 900, "user_plan": "pro"}], "customer": {"id": "u1"}})),
+            )
+            .await;
+        assert_eq!(status, 201, "{manual}");
+        let (status, external) = app
+            .tenant(
+                &key,
+                Method::POST,
+                "/v1/orders",
+                Some(json!({"kind": "external", "currency": "EUR", "items": [{"amount": 400, "user_plan": "team"}], "external_reference": "inv-77"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{external}");
+        let (status, bulk) = app
+            .tenant(
+                &key,
+                Method::POST,
+                "/v1/orders/bulk",
+                Some(json!({"currency": "EUR", "users": [
+                    {"user": "u2", "user_plan": "pro", "amount": 100},
+                    {"user": "u3", "user_plan": "pro", "amount": 100},
+                    {"user": "u4", "user_plan": "basic", "amount": 50}
+                ]})),
+            )
+            .await;
+        assert_eq!(status, 201, "{bulk}");
+        let mut orders = vec![manual, external];
+        orders.extend(bulk["orders"].as_array().cloned().unwrap_or_default());
+        assert_eq!(orders.len(), 5);
+        for o in &orders {
+            assert_eq!(o["status"], "paid", "{o}");
+            assert_eq!(o["provider"], Value::Null);
+            assert_eq!(o["granted_user_plans"].as_array().map(Vec::len), Some(1));
+            for row in o["ledger"].as_array().expect("rows") {
+                assert_eq!(row["provider"], Value::Null);
+                assert_eq!(row["source"], "manual");
+            }
+            let id = o["id"].as_str().expect("id");
+            assert!(
+                !stripe_sandbox().calls().iter().any(|c| {
+                    c.path.contains(id)
+                        || c.idempotency_key.as_deref().is_some_and(|k| k.contains(id))
+                }),
+                "the sandbox saw no call for {id}"
+            );
+        }
+        // A manual refund of a gateway-less payment: recorded, no gateway.
+        let payment = first_product_payment(&orders[0]);
+        let (status, refund) = app
+            .tenant(
+                &key,
+                Method::POST,
+                &format!("/v1/payments/{payment}/refunds"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 201, "{refund}");
+        assert_eq!(refund["amount"], 900);
+        assert_eq!(refund["source"], "manual");
+        let (_, balance) = app.tenant(&key, Method::GET, "/v1/balance", None).await;
+        assert_eq!(
+            balance["items"],
+            json!([{"currency": "EUR", "paid": 1550, "refunded": 900, "net": 650}])
+        );
+        app.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_responses_logs_or_the_database() {
+    let logs = captured_logs();
+    for app in TestApp::each_backend().await {
+        let (tenant, key) = app.new_tenant("Secret shop").await;
+        let stripe_key = app.save_stripe(&key, 1, &["USD"]).await;
+        let mut responses = Vec::new();
+        responses.push(app.tenant(&key, Method::GET, "/v1/gateways", None).await.1);
+        responses.push(checkout(&app, &key, cart("USD", "pm_card_visa")).await.1);
+        responses.push(
+            app.tenant(
+                &key,
+                Method::PUT,
+                "/v1/gateways/stripe",
+                Some(json!({"credentials": {"secret-key": stripe_key}, "webhook_secret": WEBHOOK_SECRET, "currencies": ["USD"], "priority": 3})),
+            )
+            .await
+            .1,
+        );
+        responses.push(
+            app.admin(
+                Method::GET,
+                &format!("/admin/audit?tenant_id={tenant}"),
+                None,
+            )
+            .await
+            .1,
+        );
+        let masked = responses[0]["items"][0]["credentials"]["secret-key"]
+            .as_str()
+            .expect("masked key shown")
+            .to_string();
+        assert!(
+            masked.contains('…') && masked.len() < stripe_key.len(),
+            "{masked}"
+        );
+        for r in &responses {
+            let text = r.to_string();
+            assert!(
+                !text.contains(&stripe_key),
+                "response leaks the key: {text}"
+            );
+            assert!(
+                !text.contains(WEBHOOK_SECRET),
+                "response leaks the webhook secret: {text}"
+            );
+        }
+        let rows = sqlx::query("SELECT credentials_ciphertext, webhook_secret_ciphertext, masked FROM gateway_settings")
+            .fetch_all(app.store.pool())
+            .await
+            .expect("read settings");
+        assert_eq!(rows.len(), 1);
+        for row in &rows {
+            use sqlx::Row;
+            let creds: Vec<u8> = row.try_get("credentials_ciphertext").expect("bytes");
+            let hook: Vec<u8> = row.try_get("webhook_secret_ciphertext").expect("bytes");
+            let masked: String = row.try_get("masked").expect("text");
+            for blob in [&creds, &hook, &masked.as_bytes().to_vec()] {
+                for secret in [stripe_key.as_bytes(), WEBHOOK_SECRET.as_bytes()] {
+                    assert!(
+                        !blob.windows(secret.len()).any(|w| w == secret),
+                        "[{}] plaintext secret in the database",
+                        app.backend
+                    );
+                }
+            }
+        }
+        let audit = sqlx::query("SELECT details FROM audit_events")
+            .fetch_all(app.store.pool())
+            .await
+            .expect("audit");
+        for row in &audit {
+            use sqlx::Row;
+            let details: String = row.try_get("details").expect("text");
+            assert!(!details.contains(&stripe_key) && !details.contains(WEBHOOK_SECRET));
+        }
+        let log = String::from_utf8_lossy(&logs.lock().expect("logs")).to_string();
+        assert!(!log.is_empty(), "logs were captured");
+        assert!(!log.contains(&stripe_key), "a log line leaks the key");
+        assert!(
+            !log.contains(WEBHOOK_SECRET),
+            "a log line leaks the webhook secret"
+        );
+        app.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_never_500() {
+    for app in TestApp::each_backend().await {
+        let (_, key) = app.new_tenant("Input shop").await;
+        let raw = |body: &'static str| {
+            app.request(Method::POST, "/v1/checkouts", Some(&key))
+                .header("content-type", "application/json")
+                .body(body)
+        };
+        let (status, body) = app.send(raw("{not json")).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("malformed_json"))
+        );
+        let (status, body) = app.send(raw(r#"{"currency": 5, "items": []}"#)).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (422, Some("validation_failed"))
+        );
+        let (status, body) = app
+            .send(raw(r#"{"currency": "usd", "items": [{"amount": 1}]}"#))
+            .await;
+        assert_eq!(status, 422, "lower-case currency is rejected: {body}");
+        let (status, body) = app
+            .send(raw(r#"{"currency": "USD", "items": [{"amount": -5}]}"#))
+            .await;
+        assert_eq!(status, 422, "{body}");
+        let huge = format!(
+            r#"{{"currency":"USD","items":[],"pad":"{}"}}"#,
+            "x".repeat(200_000)
+        );
+        let (status, body) = app
+            .send(
+                app.request(Method::POST, "/v1/checkouts", Some(&key))
+                    .header("content-type", "application/json")
+                    .body(huge),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (413, Some("body_too_large"))
+        );
+        let (status, body) = app
+            .tenant(
+                &key,
+                Method::PUT,
+                "/v1/gateways/nope",
+                Some(json!({"credentials": {}, "currencies": ["USD"]})),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("provider_not_found"))
+        );
+        let (status, body) = app
+            .tenant(
+                &key,
+                Method::PUT,
+                "/v1/gateways/stripe",
+                Some(json!({"credentials": {"secret-key": "sk_test_x"}, "currencies": ["XYZ"]})),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        let (status, body) = app
+            .tenant(&key, Method::GET, "/v1/orders/ord_doesnotexist", None)
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("order_not_found"))
+        );
+        let (status, body) = app.tenant(&key, Method::GET, "/v1/nope", None).await;
+        assert_eq!(status, 404, "{body}");
+        let (status, body) = app
+            .admin(Method::GET, "/admin/tenants/ten_missing", None)
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("tenant_not_found"))
+        );
+        let (status, _) = app
+            .send(
+                app.request(Method::POST, "/admin/tenants", None)
+                    .json(&json!({"name": "x"})),
+            )
+            .await;
+        assert_eq!(status, 401);
+        app.finish().await;
+    }
+}
