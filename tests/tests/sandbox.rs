@@ -94,10 +94,8 @@ async fn request_to_a_host_off_the_allow_list_is_denied_without_connecting() {
     let provider = hostile().await;
     let target = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     target.set_nonblocking(true).expect("nonblocking");
-    let url = format!(
-        "http://127.0.0.1:{}/steal",
-        target.local_addr().unwrap().port()
-    );
+    let port = target.local_addr().expect("local addr").port();
+    let url = format!("http://127.0.0.1:{port}/steal");
 
     let err = provider
         .create_payment(ctx(), request(&format!("fetch:{url}")))
@@ -105,10 +103,7 @@ async fn request_to_a_host_off_the_allow_list_is_denied_without_connecting() {
         .expect_err("a forbidden request cannot succeed");
     match &err {
         CallError::OutboundDenied { origin, reason } => {
-            assert_eq!(
-                origin,
-                &format!("http://127.0.0.1:{}", target.local_addr().unwrap().port())
-            );
+            assert_eq!(origin, &format!("http://127.0.0.1:{port}"));
             assert!(reason.contains("allow-list"), "{reason}");
         }
         other => panic!("expected OutboundDenied, got {other:?}"),
