@@ -114,6 +114,10 @@ pub enum ResolverError {
     /// Subscribing to [`INVALIDATION_CHANNEL`] on PostgreSQL failed.
     #[error("listening on PostgreSQL channel {INVALIDATION_CHANNEL} failed: {0}")]
     Listen(#[source] sqlx::Error),
+    /// A cache entry could not be encoded for L2 (not expected: entries are
+    /// validated ids and enums).
+    #[error("cannot encode a tenant cache entry: {0}")]
+    Encode(#[from] serde_json::Error),
     /// Subscribing to [`INVALIDATION_CHANNEL`] on PostgreSQL timed out.
     #[error("listening on PostgreSQL channel {INVALIDATION_CHANNEL} timed out")]
     ListenTimeout,
@@ -1153,15 +1157,7 @@ impl RedisL2 {
         value: &Option<Cached>,
         ttl: Duration,
     ) -> Result<(), ResolverError> {
-        let json =
-            serde_json::to_string(&L2Entry::of(value)).map_err(|e| ResolverError::Redis {
-                action: "encode",
-                source: redis::RedisError::from((
-                    redis::ErrorKind::TypeError,
-                    "cannot encode L2 entry",
-                    e.to_string(),
-                )),
-            })?;
+        let json = serde_json::to_string(&L2Entry::of(value))?;
         let l2_key = key.l2_key();
         let mut pipe = redis::pipe();
         pipe.atomic();
