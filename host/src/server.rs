@@ -14,6 +14,7 @@ use crate::gateways::{Gateways, Vault};
 use crate::runtime::{ProviderRegistry, Runtime};
 use crate::sandbox::StripeSandbox;
 use crate::store::{Store, sqlite_file_url};
+use crate::tenancy::{ResolverOptions, TenantResolver};
 
 /// Running sandbox gateways; dropping this stops them.
 pub struct Sandboxes {
@@ -109,11 +110,23 @@ pub fn database_url(config: &Config) -> anyhow::Result<String> {
 }
 
 /// Everything the HTTP API needs, from a migrated store and loaded providers.
-pub fn app_state(
+/// Starts the tenant-cache invalidation listener (PostgreSQL NOTIFY or Redis
+/// pub/sub) when the deployment has more than one possible instance.
+pub async fn app_state(
     config: &Config,
+    database_url: &str,
     store: Store,
     providers: Arc<ProviderRegistry>,
 ) -> anyhow::Result<AppState> {
+    let resolver = TenantResolver::new(
+        store.clone(),
+        ResolverOptions {
+            redis_url: config.redis_url.clone(),
+            ..ResolverOptions::default()
+        }
+        .with_database_url(database_url),
+    )?;
+    resolver.start_invalidation_listener().await?;
     let admin_token = match &config.admin_token {
         Some(t) => t.clone(),
         None => secret_file(&config.data_dir, "admin-token", || {
@@ -128,6 +141,7 @@ pub fn app_state(
         gateways,
         admin_token,
         max_body_bytes: config.max_body_kib * 1024,
+        resolver,
     })
 }
 
@@ -141,12 +155,13 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let store = Store::connect_and_migrate(&database_url(&config)?).await?;
+    let url = database_url(&config)?;
+    let store = Store::connect_and_migrate(&url).await?;
     let (_runtime, providers) = load_providers(&config).await?;
     for p in providers.iter() {
         tracing::info!(provider = p.id(), source = p.source(), version = %p.manifest().version, "provider loaded");
     }
-    let state = app_state(&config, store, providers)?;
+    let state = app_state(&config, &url, store, providers).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

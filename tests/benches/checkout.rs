@@ -34,7 +34,9 @@ fn cart() -> serde_json::Value {
 
 async fn checkout_once(app: &TestApp, key: &str) -> Duration {
     let t = Instant::now();
-    let (status, body) = app.tenant(key, Method::POST, "/v1/checkouts", Some(cart())).await;
+    let (status, body) = app
+        .tenant(key, Method::POST, "/v1/checkouts", Some(cart()))
+        .await;
     assert_eq!(status, 201, "{body}");
     t.elapsed()
 }

@@ -261,18 +261,36 @@ impl TestApp {
     /// Start the service on `db` (already migrated by `TestDb`).
     pub async fn spawn(db: payhost::store::testing::TestDb) -> TestApp {
         let store = db.store().clone();
+        let url = db.url().to_string();
+        let mut app = TestApp::start(store, &url).await;
+        app.db = Some(db);
+        app
+    }
+
+    /// A second instance of the service on the same database (another
+    /// "host" behind the load balancer). Its database is not dropped on
+    /// `finish`; the first instance owns it.
+    pub async fn sibling(&self, database_url: &str) -> TestApp {
+        TestApp::start(self.store.clone(), database_url).await
+    }
+
+    /// The database URL this app uses (for [`TestApp::sibling`]).
+    pub fn database_url(&self) -> Option<String> {
+        self.db.as_ref().map(|d| d.url().to_string())
+    }
+
+    async fn start(store: payhost::store::Store, url: &str) -> TestApp {
         let backend = match store.backend() {
             payhost::store::Backend::Sqlite => "sqlite",
             payhost::store::Backend::Postgres => "postgres",
         };
         let config = payhost::config::Config {
             admin_token: Some(payhost::config::Secret::new(ADMIN_TOKEN)),
-            master_key: Some(payhost::config::Secret::new(
-                payhost::gateways::Vault::generate_key(),
-            )),
+            master_key: Some(payhost::config::Secret::new(shared_master_key())),
             ..payhost::config::Config::default()
         };
-        let state = payhost::server::app_state(&config, store.clone(), registry().await)
+        let state = payhost::server::app_state(&config, url, store.clone(), registry().await)
+            .await
             .expect("app state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -286,7 +304,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             store,
             backend,
-            db: Some(db),
+            db: None,
             server,
         }
     }
@@ -409,6 +427,14 @@ impl TestApp {
         assert_eq!(status, 200, "{body}");
         stripe_key
     }
+}
+
+/// One master key per test process, so sibling instances can open each
+/// other's ciphertexts.
+fn shared_master_key() -> String {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(payhost::gateways::Vault::generate_key)
+        .clone()
 }
 
 async fn axum_serve(listener: tokio::net::TcpListener, router: axum::Router) {

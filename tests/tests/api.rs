@@ -767,3 +767,70 @@ async fn bad_input_gets_clear_errors_never_500() {
         app.finish().await;
     }
 }
+
+async fn whoami(app: &TestApp, domain: &str) -> (u16, Value) {
+    let req = app
+        .request(Method::GET, "/public/tenant", None)
+        .header("host", domain);
+    app.send(req).await
+}
+
+#[tokio::test]
+async fn a_moved_domain_stops_resolving_on_a_second_instance() {
+    for app in TestApp::each_backend().await {
+        let url = app.database_url().expect("owned database");
+        let second = app.sibling(&url).await;
+        let (a, _) = app.new_tenant("Domain A").await;
+        let (b, _) = app.new_tenant("Domain B").await;
+        let domain = format!("shop-{:x}.example.com", rand_u64());
+        let (status, body) = app
+            .admin(
+                Method::POST,
+                &format!("/admin/tenants/{a}/domains"),
+                Some(json!({"domain": domain})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        // Both instances resolve (and cache) the domain to A.
+        assert_eq!(whoami(&app, &domain).await.1["tenant_id"], a.as_str());
+        assert_eq!(whoami(&second, &domain).await.1["tenant_id"], a.as_str());
+
+        // Move it: A detaches, B attaches — through the first instance only.
+        let (status, _) = app
+            .admin(
+                Method::DELETE,
+                &format!("/admin/tenants/{a}/domains/{domain}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 204);
+        let (status, _) = app
+            .admin(
+                Method::POST,
+                &format!("/admin/tenants/{b}/domains"),
+                Some(json!({"domain": domain})),
+            )
+            .await;
+        assert_eq!(status, 201);
+        assert_eq!(whoami(&app, &domain).await.1["tenant_id"], b.as_str());
+
+        if app.backend == "postgres" {
+            // The second instance hears the invalidation (NOTIFY) and stops
+            // serving the old owner: poll for it, bounded.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let (_, body) = whoami(&second, &domain).await;
+                if body["tenant_id"] == b.as_str() {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "second instance still resolves the old owner: {body}"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+        second.finish().await;
+        app.finish().await;
+    }
+}

@@ -22,7 +22,7 @@ use crate::config::Secret;
 use crate::gateways::Gateways;
 use crate::runtime::ProviderRegistry;
 use crate::store::Store;
-use crate::tenancy::{ApiKeyHash, ResolvedApiKey};
+use crate::tenancy::{ApiKeyHash, ResolvedApiKey, TenantResolver};
 
 mod auth;
 mod error;
@@ -48,6 +48,8 @@ pub struct AppState {
     pub admin_token: Secret,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Cache-first tenant resolution (API key, Host header).
+    pub resolver: TenantResolver,
 }
 
 impl AppState {
@@ -56,7 +58,8 @@ impl AppState {
         &self,
         hash: &ApiKeyHash,
     ) -> Result<Option<ResolvedApiKey>, ApiError> {
-        crate::tenancy::resolve_api_key(&self.store, hash)
+        self.resolver
+            .resolve_api_key(hash)
             .await
             .map_err(|e| ApiError::internal("resolve api key", e))
     }
@@ -123,11 +126,31 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .route("/health", get(health))
+        .route("/public/tenant", get(public_tenant))
         .merge(operator)
         .merge(tenant)
         .fallback(|| async { ApiError::not_found("route_not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
+}
+
+/// `GET /public/tenant`: which tenant this Host (custom domain or
+/// subdomain) belongs to. Public; answers only the tenant id.
+async fn public_tenant(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .ok_or_else(|| ApiError::bad_request("missing Host header"))?;
+    let tenant = state
+        .resolver
+        .resolve_host(host)
+        .await
+        .map_err(|e| ApiError::internal("resolve host", e))?
+        .ok_or_else(|| ApiError::not_found("tenant_not_found", "no tenant for this host"))?;
+    Ok(Json(json!({ "tenant_id": tenant })))
 }
 
 async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {

@@ -85,7 +85,9 @@ pub struct NewDomain {
 }
 
 async fn invalidate(state: &AppState, change: &DomainChange) {
-    let _ = (state, change);
+    if let Err(e) = state.resolver.invalidate_domain_change(change).await {
+        tracing::warn!("tenant cache invalidation incomplete (other instances expire by TTL): {e}");
+    }
 }
 
 /// `POST /admin/tenants/{id}/domains`: attach a custom domain or subdomain.
@@ -181,7 +183,9 @@ pub async fn revoke_key(
     let revoked = tenancy::revoke_api_key(&state.store, &tenant.id, &key)
         .await?
         .ok_or_else(|| ApiError::not_found("api_key_not_found", "no such API key"))?;
-    let _ = &revoked.hash;
+    if let Err(e) = state.resolver.invalidate_api_key(&revoked.hash).await {
+        tracing::warn!("tenant cache invalidation incomplete (other instances expire by TTL): {e}");
+    }
     audit::record(
         &state.store,
         &operator(),
