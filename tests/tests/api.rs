@@ -108,6 +108,11 @@ async fn tour_checkout_with_shipping_refund_and_balance() {
         assert_eq!(refund["status"], "refunded");
         assert_eq!(refund["refund_of"], payment);
         assert_eq!(refund["amount"], 300);
+        let order_id = order["id"].as_str().expect("order id");
+        let (_, after) = app
+            .tenant(&key, Method::GET, &format!("/v1/orders/{order_id}"), None)
+            .await;
+        assert_eq!(after["status"], "partially_refunded");
 
         let (status, balance) = app.tenant(&key, Method::GET, "/v1/balance", None).await;
         assert_eq!(status, 200);

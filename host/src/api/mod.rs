@@ -80,6 +80,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Query parameters whose rejections become [`ApiError`]s (400 `bad_query`).
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(QueryParams(value)),
+            Err(rejection) => Err(ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "bad_query",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
 /// The service's router.
 pub fn router(state: AppState) -> Router {
     let operator = Router::new()

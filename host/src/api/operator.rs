@@ -2,12 +2,12 @@
 //! audit log, loaded providers.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, JsonBody};
+use super::{ApiError, AppState, JsonBody, QueryParams};
 use crate::audit::{self, Actor, AuditFilter};
 use crate::store::{ApiKeyId, TenantId};
 use crate::tenancy::{self, Domain, DomainChange, PlanName, Tenant, TenantName};
@@ -209,7 +209,7 @@ pub struct AuditQuery {
 /// `GET /admin/audit?tenant_id=&action=&cursor=&limit=`
 pub async fn audit_log(
     State(state): State<AppState>,
-    Query(q): Query<AuditQuery>,
+    QueryParams(q): QueryParams<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let filter = AuditFilter {
         tenant_id: q.tenant_id.as_deref().map(tenant_id).transpose()?,

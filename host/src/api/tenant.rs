@@ -4,18 +4,26 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::{Json, response::IntoResponse, response::Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, JsonBody, TenantCtx};
+use super::{ApiError, AppState, JsonBody, QueryParams, TenantCtx};
 use crate::checkout::{CartItem, CheckoutOutcome, CheckoutRequest};
 use crate::gateways::GatewayInput;
 use crate::ledger::{self, Entitlement, LedgerRow, Order, OrderKind, PaymentFilter};
 use crate::runtime::contract::{CaptureMode, Customer};
 use crate::store::{Currency, OrderId, PaymentId, ProviderId};
+
+/// The client's `Idempotency-Key`, for deriving gateway keys.
+fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
 
 fn row_json(r: &LedgerRow) -> Value {
     json!({
@@ -207,6 +215,7 @@ fn items(items: &[ItemBody]) -> Result<Vec<CartItem>, ApiError> {
 pub async fn create_checkout(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody<CheckoutBody>,
 ) -> Result<Response, ApiError> {
     let currency = Currency::parse(&body.currency)?;
@@ -234,6 +243,7 @@ pub async fn create_checkout(
         payment_method: body.payment_method,
         return_url: body.return_url,
         capture,
+        idempotency_key: idempotency_key(&headers),
     };
     let outcome = state.checkouts.checkout(&t.tenant, request).await?;
     let (status, body) = match &outcome {
@@ -330,10 +340,24 @@ pub async fn create_bulk_orders(
     if body.users.is_empty() || body.users.len() > 1000 {
         return Err(ApiError::validation("users must list 1 to 1000 users"));
     }
-    let mut out = Vec::with_capacity(body.users.len());
+    // Validate every entry before booking any.
+    let mut plans = Vec::with_capacity(body.users.len());
     for (i, u) in body.users.iter().enumerate() {
-        let plan = Entitlement::parse(&u.user_plan)
-            .map_err(|e| ApiError::validation(format!("users[{i}].user_plan: {e}")))?;
+        plans.push(
+            Entitlement::parse(&u.user_plan)
+                .map_err(|e| ApiError::validation(format!("users[{i}].user_plan: {e}")))?,
+        );
+        if u.amount <= 0 {
+            return Err(ApiError::validation(format!(
+                "users[{i}].amount must be positive"
+            )));
+        }
+        if u.user.trim().is_empty() {
+            return Err(ApiError::validation(format!("users[{i}].user is empty")));
+        }
+    }
+    let mut out = Vec::with_capacity(body.users.len());
+    for (u, plan) in body.users.iter().zip(plans) {
         let (order, rows) = state
             .checkouts
             .gateway_less(
@@ -369,6 +393,7 @@ pub async fn refund(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = PaymentId::parse(&id)
@@ -387,15 +412,23 @@ pub async fn refund(
             })?
             .amount
     };
-    let row = state.checkouts.refund(&t.tenant, &id, amount).await?;
-    crate::audit::record(
+    let row = state
+        .checkouts
+        .refund(&t.tenant, &id, amount, idempotency_key(&headers).as_deref())
+        .await?;
+    // The refund is booked: an audit failure must not turn it into an error
+    // the client would retry.
+    if let Err(e) = crate::audit::record(
         &state.store,
         &t.actor(),
         "payment.refunded",
         Some(&t.tenant),
         json!({"payment_id": id, "refund_id": row.id, "amount": row.amount.minor}),
     )
-    .await?;
+    .await
+    {
+        tracing::error!(refund = %row.id, "refund booked but not audited: {e}");
+    }
     Ok((StatusCode::CREATED, Json(row_json(&row))))
 }
 
@@ -431,7 +464,7 @@ pub struct PaymentQuery {
 pub async fn list_payments(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
-    Query(q): Query<PaymentQuery>,
+    QueryParams(q): QueryParams<PaymentQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let filter = PaymentFilter {
         order_id: q.order_id.as_deref().map(OrderId::parse).transpose()?,

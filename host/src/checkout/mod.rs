@@ -42,6 +42,29 @@ pub struct CheckoutRequest {
     pub payment_method: Option<String>,
     pub return_url: Option<String>,
     pub capture: CaptureMode,
+    /// The client's `Idempotency-Key`, if any. Gateway idempotency keys are
+    /// derived from it, so a client retry that reaches the gateway again
+    /// (even as a new order) replays the first charge instead of making a
+    /// second one.
+    pub idempotency_key: Option<String>,
+}
+
+/// The idempotency key sent to a gateway for one operation: derived from the
+/// client's key when there is one (stable across client retries), else from
+/// our own id for the operation. Never longer than 64 characters.
+pub fn gateway_key(
+    tenant: &TenantId,
+    client_key: Option<&str>,
+    fallback: &str,
+    scope: &str,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let basis = match client_key {
+        Some(k) => format!("client:{tenant}:{k}:{scope}"),
+        None => format!("own:{tenant}:{fallback}:{scope}"),
+    };
+    let digest = Sha256::digest(basis.as_bytes());
+    format!("payhost-{}", &hex::encode(digest)[..48])
 }
 
 /// How a checkout ended.
@@ -129,6 +152,20 @@ fn next_action_json(action: &NextAction) -> serde_json::Value {
     }
 }
 
+/// A provider error as text for a client: the variant and the gateway's
+/// message (the bundled components scrub secrets from it).
+fn describe(e: &ProviderError) -> String {
+    match e {
+        ProviderError::InvalidCredentials(m) => format!("invalid credentials: {m}"),
+        ProviderError::Declined(d) => format!("declined: {}: {}", d.code, d.message),
+        ProviderError::InvalidRequest(m) => format!("invalid request: {m}"),
+        ProviderError::Unavailable(m) => format!("unavailable: {m}"),
+        ProviderError::RateLimited(_) => "rate limited".into(),
+        ProviderError::Unsupported(m) => format!("unsupported: {m}"),
+        ProviderError::Internal(m) => format!("internal: {m}"),
+    }
+}
+
 fn provider_failure<E: std::fmt::Debug>(e: &CallError<E>) -> CheckoutError {
     CheckoutError::Provider {
         code: e.code(),
@@ -142,9 +179,12 @@ impl Checkouts {
         Checkouts { store, gateways }
     }
 
-    /// Route, charge, book. Retriable gateway failures fall through to the
-    /// next eligible gateway with the same order (each gateway gets its own
-    /// idempotency key derived from the order, so no charge is duplicated).
+    /// Route, charge, book. A gateway that provably did not process the
+    /// charge (rate limited, or its component could not even start) falls
+    /// through to the next eligible gateway with the same order. When the
+    /// outcome is unknown (5xx, deadline, sandbox violation after a request
+    /// went out) the order stays `pending` for reconciliation and nothing is
+    /// booked: falling through there could charge at two gateways.
     pub async fn checkout(
         &self,
         tenant: &TenantId,
@@ -205,7 +245,12 @@ impl Checkouts {
             };
             let open = self.gateways.open_record(provider, tenant, record)?;
             let mut ctx = open.ctx;
-            ctx.idempotency_key = Some(format!("payhost-{}-{}", order.id, entry.provider));
+            ctx.idempotency_key = Some(gateway_key(
+                tenant,
+                request.idempotency_key.as_deref(),
+                order.id.as_str(),
+                &format!("checkout:{}", entry.provider),
+            ));
             let wire = PaymentRequest {
                 amount: WireMoney {
                     minor: total as u64,
@@ -223,22 +268,18 @@ impl Checkouts {
             match open.provider.create_payment(ctx, wire).await {
                 Ok(payment) => {
                     return self
-                        .settle(
-                            tenant,
-                            order,
-                            &lines,
-                            provider_id,
-                            payment.reference,
-                            payment.state,
-                        )
+                        .settle(tenant, order, &lines, provider_id, payment)
                         .await;
                 }
-                Err(CallError::Gateway(ProviderError::Unavailable(m))) => {
-                    tracing::warn!(provider = %entry.provider, order = %order.id, "gateway unavailable, trying next: {m}");
-                    last_retriable = Some(CheckoutError::Unavailable(m));
-                }
+                // 429: the gateway did not process it; the next one may.
                 Err(CallError::Gateway(ProviderError::RateLimited(after))) => {
+                    tracing::warn!(provider = %entry.provider, order = %order.id, "gateway rate limited, trying next");
                     last_retriable = Some(CheckoutError::RateLimited(after));
+                }
+                // The component never ran: nothing was sent.
+                Err(e @ CallError::Instantiate(_)) => {
+                    tracing::warn!(provider = %entry.provider, order = %order.id, "provider could not start, trying next: {e}");
+                    last_retriable = Some(provider_failure(&e));
                 }
                 Err(CallError::Gateway(ProviderError::Declined(d))) => {
                     let order = self.mark(tenant, &order.id, OrderStatus::Declined).await?;
@@ -248,21 +289,44 @@ impl Checkouts {
                         message: d.message,
                     });
                 }
-                Err(CallError::Gateway(other)) => {
+                // The gateway refused the request itself: nothing charged.
+                Err(CallError::Gateway(
+                    e @ (ProviderError::InvalidCredentials(_)
+                    | ProviderError::InvalidRequest(_)
+                    | ProviderError::Unsupported(_)),
+                )) => {
                     let _ = self.mark(tenant, &order.id, OrderStatus::Canceled).await;
                     return Err(CheckoutError::Gateway {
                         provider: entry.provider.clone(),
-                        message: format!("{other:?}"),
+                        message: describe(&e),
                     });
                 }
-                Err(e @ (CallError::Deadline { .. } | CallError::Instantiate(_))) => {
-                    // The gateway may or may not have charged: leave the order
-                    // pending for the janitor to reconcile via get-payment.
-                    return Err(provider_failure(&e));
-                }
+                // Unknown outcome: the gateway may have charged. Keep the
+                // order pending (with its provider recorded) for
+                // reconciliation; a client retry with the same
+                // Idempotency-Key reaches the gateway with the same key.
                 Err(e) => {
-                    let _ = self.mark(tenant, &order.id, OrderStatus::Canceled).await;
-                    return Err(provider_failure(&e));
+                    if let Err(err) = ledger::set_order_gateway(
+                        &self.store,
+                        tenant,
+                        &order.id,
+                        &provider_id,
+                        None,
+                    )
+                    .await
+                    {
+                        tracing::error!(order = %order.id, "cannot record the gateway of a pending order: {err}");
+                    }
+                    return Err(match e {
+                        CallError::Gateway(ProviderError::Unavailable(m)) => {
+                            CheckoutError::Unavailable(m)
+                        }
+                        CallError::Gateway(other) => CheckoutError::Gateway {
+                            provider: entry.provider.clone(),
+                            message: describe(&other),
+                        },
+                        other => provider_failure(&other),
+                    });
                 }
             }
         }
@@ -293,13 +357,39 @@ impl Checkouts {
         order: Order,
         lines: &[OrderLine],
         provider: ProviderId,
-        reference: String,
-        state: PaymentState,
+        payment: crate::runtime::contract::Payment,
     ) -> Result<CheckoutOutcome, CheckoutError> {
-        let gateway_ref = GatewayRef::parse(&reference).map_err(|e| CheckoutError::Gateway {
-            provider: provider.as_str().to_string(),
-            message: format!("unusable payment reference: {e}"),
+        let reference = payment.reference;
+        let state = payment.state;
+        let gateway_ref = GatewayRef::parse(&reference).map_err(|e| CheckoutError::Provider {
+            code: "provider_bad_reference",
+            message: format!("{provider}: unusable payment reference: {e}"),
         })?;
+        // Book only what the gateway says moved: a component reporting
+        // another amount or currency leaves the order pending.
+        if payment.amount.minor != order.amount.minor.max(0) as u64
+            || payment.amount.currency != order.amount.currency.as_str()
+        {
+            ledger::set_order_gateway(
+                &self.store,
+                tenant,
+                &order.id,
+                &provider,
+                Some(&gateway_ref),
+            )
+            .await?;
+            return Err(CheckoutError::Provider {
+                code: "provider_amount_mismatch",
+                message: format!(
+                    "{provider} reported {} {} for order {} of {} {}",
+                    payment.amount.minor,
+                    payment.amount.currency,
+                    order.id,
+                    order.amount.minor,
+                    order.amount.currency.as_str()
+                ),
+            });
+        }
         ledger::set_order_gateway(
             &self.store,
             tenant,
@@ -314,8 +404,13 @@ impl Checkouts {
                     .iter()
                     .enumerate()
                     .map(|(i, line)| -> Result<_, CheckoutError> {
-                        let external = GatewayRef::parse(&format!("{reference}#{i}"))
-                            .map_err(|e| CheckoutError::Invalid(e.to_string()))?;
+                        let external =
+                            GatewayRef::parse(&format!("{reference}#{i}")).map_err(|e| {
+                                CheckoutError::Provider {
+                                    code: "provider_bad_reference",
+                                    message: e.to_string(),
+                                }
+                            })?;
                         Ok(line
                             .ledger_row(order.amount.currency, Source::Api)
                             .via_gateway(provider.clone(), Some(gateway_ref.clone()))
@@ -431,6 +526,7 @@ impl Checkouts {
         tenant: &TenantId,
         payment: &PaymentId,
         amount: Option<i64>,
+        client_key: Option<&str>,
     ) -> Result<LedgerRow, CheckoutError> {
         if amount.is_some_and(|a| a <= 0) {
             return Err(CheckoutError::Invalid("amount must be positive".into()));
@@ -438,6 +534,55 @@ impl Checkouts {
         let row = ledger::payment(&self.store, tenant, payment)
             .await?
             .ok_or(LedgerError::PaymentNotFound)?;
+        let refunded = self
+            .refund_row(tenant, &row, payment, amount, client_key)
+            .await?;
+        self.update_order_after_refund(tenant, &row.order_id).await;
+        Ok(refunded)
+    }
+
+    /// Orders are workflow state: after a refund, mark the order
+    /// `partially_refunded` or `refunded` from the ledger's sums.
+    async fn update_order_after_refund(&self, tenant: &TenantId, order: &OrderId) {
+        let rows = match ledger::rows_for_order(&self.store, tenant, order).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(%order, "cannot read rows to update the order after a refund: {e}");
+                return;
+            }
+        };
+        let sum = |status| -> i64 {
+            rows.iter()
+                .filter(|r| r.status == status)
+                .map(|r| r.amount.minor)
+                .sum()
+        };
+        let status = if sum(ledger::EntryStatus::Refunded) >= sum(ledger::EntryStatus::Approved) {
+            OrderStatus::Refunded
+        } else {
+            OrderStatus::PartiallyRefunded
+        };
+        if let Err(e) = ledger::transition_order(
+            &self.store,
+            tenant,
+            order,
+            &[OrderStatus::Paid, OrderStatus::PartiallyRefunded],
+            status,
+        )
+        .await
+        {
+            tracing::warn!(%order, "order status not updated after refund: {e}");
+        }
+    }
+
+    async fn refund_row(
+        &self,
+        tenant: &TenantId,
+        row: &LedgerRow,
+        payment: &PaymentId,
+        amount: Option<i64>,
+        client_key: Option<&str>,
+    ) -> Result<LedgerRow, CheckoutError> {
         let Some(provider_id) = row.provider.clone() else {
             return Ok(ledger::book_refund(
                 &self.store,
@@ -469,7 +614,12 @@ impl Checkouts {
             ));
         };
         let mut ctx = open.ctx;
-        ctx.idempotency_key = Some(format!("payhost-{}", reservation.id));
+        ctx.idempotency_key = Some(gateway_key(
+            tenant,
+            client_key,
+            reservation.id.as_str(),
+            &format!("refund:{payment}"),
+        ));
         let request = RefundRequest {
             payment_reference: reference.as_str().to_string(),
             amount: Some(to_wire(reservation.amount)),
@@ -481,12 +631,18 @@ impl Checkouts {
                 if refund.status != RefundStatus::Failed
                     && refund.status != RefundStatus::Canceled =>
             {
-                let external = GatewayRef::parse(&refund.reference).ok();
+                // The refund reference is what a webhook echo is matched on;
+                // an unusable one must not be dropped silently.
+                let external =
+                    GatewayRef::parse(&refund.reference).map_err(|e| CheckoutError::Provider {
+                        code: "provider_bad_reference",
+                        message: format!("refund reference: {e}"),
+                    })?;
                 Ok(ledger::complete_refund(
                     &self.store,
                     tenant,
                     &reservation.id,
-                    external.as_ref(),
+                    Some(&external),
                     Source::Api,
                 )
                 .await?)
@@ -505,7 +661,7 @@ impl Checkouts {
                     ProviderError::RateLimited(a) => CheckoutError::RateLimited(a),
                     other => CheckoutError::Gateway {
                         provider: provider_id.as_str().into(),
-                        message: format!("{other:?}"),
+                        message: describe(&other),
                     },
                 })
             }
@@ -521,5 +677,27 @@ fn to_wire(m: Money) -> WireMoney {
     WireMoney {
         minor: m.minor.max(0) as u64,
         currency: m.currency.as_str().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_keys_follow_the_client_key_and_stay_tenant_scoped() {
+        let a = TenantId::parse("ten_a1").unwrap();
+        let b = TenantId::parse("ten_b2").unwrap();
+        let k1 = gateway_key(&a, Some("order-1"), "ord_x", "checkout:stripe");
+        // A retry is a new order, but the same client key: same gateway key.
+        assert_eq!(k1, gateway_key(&a, Some("order-1"), "ord_y", "checkout:stripe"));
+        assert_ne!(k1, gateway_key(&b, Some("order-1"), "ord_x", "checkout:stripe"));
+        assert_ne!(k1, gateway_key(&a, Some("order-1"), "ord_x", "checkout:paddle"));
+        // Without a client key, our own id decides.
+        assert_ne!(
+            gateway_key(&a, None, "ord_x", "checkout:stripe"),
+            gateway_key(&a, None, "ord_y", "checkout:stripe")
+        );
+        assert!(k1.len() <= 64);
     }
 }

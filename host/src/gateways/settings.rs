@@ -19,8 +19,8 @@ use crate::store::gateways::{
 };
 use crate::store::{Currency, ProviderId, Store, StoreError, TenantId};
 
-/// What a tenant submits for one gateway.
-#[derive(Debug, Clone)]
+/// What a tenant submits for one gateway. No `Debug`: it holds secrets.
+#[derive(Clone)]
 pub struct GatewayInput {
     /// Credential values by field name (as the provider's manifest names them).
     pub credentials: BTreeMap<String, String>,
@@ -214,9 +214,23 @@ impl Gateways {
                 return Err(GatewayError::Unreachable("rate limited".into()));
             }
             Err(CallError::Gateway(other)) => {
-                return Err(GatewayError::Rejected(format!("{other:?}")));
+                return Err(GatewayError::Rejected(match other {
+                    ProviderError::InvalidRequest(m)
+                    | ProviderError::Unsupported(m)
+                    | ProviderError::Internal(m) => m,
+                    ProviderError::Declined(d) => format!("{}: {}", d.code, d.message),
+                    _ => "rejected".into(),
+                }));
             }
-            Err(other) => return Err(GatewayError::Unreachable(other.to_string())),
+            // Sandbox outcomes carry component output (stderr): log it,
+            // answer only the stable code.
+            Err(other) => {
+                tracing::warn!(
+                    provider = provider_id,
+                    "credential validation failed: {other}"
+                );
+                return Err(GatewayError::Unreachable(other.code().to_string()));
+            }
         }
 
         let secret_fields: Vec<&str> = manifest

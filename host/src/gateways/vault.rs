@@ -144,15 +144,16 @@ impl Vault {
     }
 }
 
-/// Show only enough of a secret to recognise it: `sk_t…4242`.
+/// Show only enough of a secret to recognise it: the last four characters,
+/// and only for secrets of 16 or more characters (`…4242`); shorter ones
+/// show nothing.
 pub fn mask(secret: &str) -> String {
     let chars: Vec<char> = secret.chars().collect();
-    if chars.len() <= 8 {
+    if chars.len() < 16 {
         return "****".to_string();
     }
-    let head: String = chars[..4].iter().collect();
     let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}…{tail}")
+    format!("…{tail}")
 }
 
 #[cfg(test)]
@@ -218,7 +219,8 @@ mod tests {
 
     #[test]
     fn masking_keeps_only_the_edges() {
-        assert_eq!(mask("sk_test_51Habcdef4242"), "sk_t…4242");
-        assert_eq!(mask("short"), "****");
+        assert_eq!(mask("sk_test_51Habcdef4242"), "…4242");
+        assert_eq!(mask("sk_test_123456789"), "…6789");
+        assert_eq!(mask("fifteen_chars_x"), "****");
     }
 }

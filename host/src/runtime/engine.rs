@@ -162,9 +162,10 @@ impl Runtime {
         &self,
         provider: Arc<str>,
         policy: Arc<OutboundPolicy>,
+        secrets: Vec<String>,
     ) -> Store<CallState> {
         let limits = &self.inner.limits;
-        let state = CallState::new(provider, policy, limits.memory_cap_bytes);
+        let state = CallState::new(provider, policy, limits.memory_cap_bytes, secrets);
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         let ticks =

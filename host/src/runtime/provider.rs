@@ -217,6 +217,7 @@ impl Runtime {
             Arc::from("(loading)"),
             "manifest",
             no_network.clone(),
+            Vec::new(),
             |p, s| {
                 Box::pin(async move {
                     let m = p.payhost_provider_gateway().call_manifest(s).await?;
@@ -304,13 +305,14 @@ async fn call<T, E, F>(
     provider: Arc<str>,
     op: &'static str,
     policy: Arc<OutboundPolicy>,
+    secrets: Vec<String>,
     f: F,
 ) -> Result<T, CallError<E>>
 where
     E: fmt::Debug,
     F: for<'a> FnOnce(&'a Provider, &'a mut Store<CallState>) -> CallFuture<'a, T, E>,
 {
-    let mut store = runtime.new_store(provider.clone(), policy);
+    let mut store = runtime.new_store(provider.clone(), policy, secrets);
     let limit = runtime.inner.limits.call_deadline;
     let span = tracing::info_span!("provider_call", provider = %provider, op);
     let started = Instant::now();
@@ -367,7 +369,11 @@ fn classify<T, E>(
         }
         Ok(Ok(r)) => Ok(r),
     };
-    for event in events {
+    // A denied or oversized request reported as the cause of a guest
+    // failure is the host's verdict; a guest that still succeeded keeps its
+    // result (the hook has logged the denial).
+    let guest_failed = !matches!(guest, Ok(Ok(_)));
+    for event in events.iter().filter(|_| guest_failed) {
         match event {
             PolicyEvent::OutboundDenied { origin, reason } => {
                 return Err(CallError::OutboundDenied {
@@ -399,6 +405,15 @@ fn classify<T, E>(
     }
 }
 
+/// The credential values of a call, to scrub from component output.
+fn secrets_of(ctx: &CallContext) -> Vec<String> {
+    ctx.credentials
+        .iter()
+        .filter(|c| c.value.len() >= 4)
+        .map(|c| c.value.clone())
+        .collect()
+}
+
 impl LoadedProvider {
     /// The provider's id (`stripe`).
     pub fn id(&self) -> &str {
@@ -427,7 +442,12 @@ impl LoadedProvider {
         ctx
     }
 
-    async fn networked<T, F>(&self, op: &'static str, f: F) -> Result<T, CallError<ProviderError>>
+    async fn networked<T, F>(
+        &self,
+        op: &'static str,
+        secrets: Vec<String>,
+        f: F,
+    ) -> Result<T, CallError<ProviderError>>
     where
         F: for<'a> FnOnce(
             &'a Provider,
@@ -440,6 +460,7 @@ impl LoadedProvider {
             self.id.clone(),
             op,
             self.policy.clone(),
+            secrets,
             f,
         )
         .await
@@ -451,7 +472,7 @@ impl LoadedProvider {
         ctx: CallContext,
     ) -> Result<(), CallError<ProviderError>> {
         let ctx = self.with_base_url(ctx);
-        self.networked("validate-credentials", move |p, s| {
+        self.networked("validate-credentials", secrets_of(&ctx), move |p, s| {
             Box::pin(async move {
                 p.payhost_provider_gateway()
                     .call_validate_credentials(s, &ctx)
@@ -468,7 +489,7 @@ impl LoadedProvider {
         request: PaymentRequest,
     ) -> Result<Payment, CallError<ProviderError>> {
         let ctx = self.with_base_url(ctx);
-        self.networked("create-payment", move |p, s| {
+        self.networked("create-payment", secrets_of(&ctx), move |p, s| {
             Box::pin(async move {
                 p.payhost_provider_gateway()
                     .call_create_payment(s, &ctx, &request)
@@ -486,7 +507,7 @@ impl LoadedProvider {
         amount: Option<super::bindings::contract::Money>,
     ) -> Result<Payment, CallError<ProviderError>> {
         let ctx = self.with_base_url(ctx);
-        self.networked("capture", move |p, s| {
+        self.networked("capture", secrets_of(&ctx), move |p, s| {
             Box::pin(async move {
                 p.payhost_provider_gateway()
                     .call_capture(s, &ctx, &reference, amount.as_ref())
@@ -503,7 +524,7 @@ impl LoadedProvider {
         reference: String,
     ) -> Result<Payment, CallError<ProviderError>> {
         let ctx = self.with_base_url(ctx);
-        self.networked("cancel", move |p, s| {
+        self.networked("cancel", secrets_of(&ctx), move |p, s| {
             Box::pin(async move {
                 p.payhost_provider_gateway()
                     .call_cancel(s, &ctx, &reference)
@@ -520,7 +541,7 @@ impl LoadedProvider {
         reference: String,
     ) -> Result<Payment, CallError<ProviderError>> {
         let ctx = self.with_base_url(ctx);
-        self.networked("get-payment", move |p, s| {
+        self.networked("get-payment", secrets_of(&ctx), move |p, s| {
             Box::pin(async move {
                 p.payhost_provider_gateway()
                     .call_get_payment(s, &ctx, &reference)
@@ -537,7 +558,7 @@ impl LoadedProvider {
         request: RefundRequest,
     ) -> Result<Refund, CallError<ProviderError>> {
         let ctx = self.with_base_url(ctx);
-        self.networked("refund", move |p, s| {
+        self.networked("refund", secrets_of(&ctx), move |p, s| {
             Box::pin(async move {
                 p.payhost_provider_gateway()
                     .call_refund(s, &ctx, &request)
@@ -558,6 +579,7 @@ impl LoadedProvider {
             self.id.clone(),
             "parse-webhook",
             self.no_network.clone(),
+            vec![request.secret.clone()],
             move |p, s| {
                 Box::pin(async move {
                     p.payhost_provider_gateway()
@@ -577,6 +599,7 @@ impl LoadedProvider {
             self.id.clone(),
             "manifest",
             self.no_network.clone(),
+            Vec::new(),
             |p, s| {
                 Box::pin(async move {
                     let m = p.payhost_provider_gateway().call_manifest(s).await?;

@@ -18,22 +18,26 @@ const MAX_LOG_LINES: u32 = 256;
 /// Bytes of guest stderr kept (it carries panic messages).
 pub(crate) const STDERR_CAPACITY: usize = 8 * 1024;
 
-/// Enforces the per-instance linear-memory cap and records when it bites.
+/// Enforces the per-instance linear-memory cap (summed over all of the
+/// instance's memories) and records when it bites.
 pub(crate) struct MemoryLimiter {
     pub(crate) limit: usize,
     pub(crate) events: EventLog,
+    /// Bytes of linear memory granted so far in this store.
+    used: usize,
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.limit {
             self.events.push(PolicyEvent::MemoryCap {
-                requested: desired,
+                requested: total,
                 limit: self.limit,
             });
             wasmtime::bail!(
@@ -41,6 +45,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
                 self.limit
             );
         }
+        self.used = total;
         Ok(true)
     }
 
@@ -66,10 +71,18 @@ pub(crate) struct CallState {
     pub(crate) events: EventLog,
     pub(crate) stderr: MemoryOutputPipe,
     log_lines: u32,
+    /// Secret values handed to this call; scrubbed from anything the
+    /// component writes to the host's logs or error messages.
+    secrets: Vec<String>,
 }
 
 impl CallState {
-    pub(crate) fn new(provider: Arc<str>, policy: Arc<OutboundPolicy>, memory_cap: usize) -> Self {
+    pub(crate) fn new(
+        provider: Arc<str>,
+        policy: Arc<OutboundPolicy>,
+        memory_cap: usize,
+        secrets: Vec<String>,
+    ) -> Self {
         let events = EventLog::default();
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         // No preopens, no environment, no arguments, no sockets: the only
@@ -93,10 +106,12 @@ impl CallState {
             limiter: MemoryLimiter {
                 limit: memory_cap,
                 events: events.clone(),
+                used: 0,
             },
             events,
             stderr,
             log_lines: 0,
+            secrets,
         }
     }
 
@@ -105,11 +120,21 @@ impl CallState {
         self.wasi.random()
     }
 
-    /// What the guest wrote to stderr (panic messages), lossily decoded.
+    /// What the guest wrote to stderr (panic messages), lossily decoded
+    /// and scrubbed of the call's secrets.
     pub(crate) fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents())
-            .trim()
-            .to_string()
+        self.scrub(String::from_utf8_lossy(&self.stderr.contents()).trim())
+    }
+
+    /// `text` with every secret of this call replaced by `[redacted]`.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for secret in &self.secrets {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "[redacted]");
+            }
+        }
+        out
     }
 }
 
@@ -143,7 +168,7 @@ impl host::Host for CallState {
             }
             return;
         }
-        let mut message = message;
+        let mut message = self.scrub(&message);
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
             while !message.is_char_boundary(cut) {
