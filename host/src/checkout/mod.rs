@@ -690,9 +690,18 @@ mod tests {
         let b = TenantId::parse("ten_b2").unwrap();
         let k1 = gateway_key(&a, Some("order-1"), "ord_x", "checkout:stripe");
         // A retry is a new order, but the same client key: same gateway key.
-        assert_eq!(k1, gateway_key(&a, Some("order-1"), "ord_y", "checkout:stripe"));
-        assert_ne!(k1, gateway_key(&b, Some("order-1"), "ord_x", "checkout:stripe"));
-        assert_ne!(k1, gateway_key(&a, Some("order-1"), "ord_x", "checkout:paddle"));
+        assert_eq!(
+            k1,
+            gateway_key(&a, Some("order-1"), "ord_y", "checkout:stripe")
+        );
+        assert_ne!(
+            k1,
+            gateway_key(&b, Some("order-1"), "ord_x", "checkout:stripe")
+        );
+        assert_ne!(
+            k1,
+            gateway_key(&a, Some("order-1"), "ord_x", "checkout:paddle")
+        );
         // Without a client key, our own id decides.
         assert_ne!(
             gateway_key(&a, None, "ord_x", "checkout:stripe"),
