@@ -390,14 +390,16 @@ impl Checkouts {
                 ),
             });
         }
-        ledger::set_order_gateway(
-            &self.store,
-            tenant,
-            &order.id,
-            &provider,
-            Some(&gateway_ref),
-        )
-        .await?;
+        if !matches!(state, PaymentState::Approved) {
+            ledger::set_order_gateway(
+                &self.store,
+                tenant,
+                &order.id,
+                &provider,
+                Some(&gateway_ref),
+            )
+            .await?;
+        }
         match state {
             PaymentState::Approved => {
                 let rows: Vec<_> = lines
@@ -418,6 +420,15 @@ impl Checkouts {
                     })
                     .collect::<Result<_, _>>()?;
                 let mut tx = self.store.begin_write().await.map_err(LedgerError::from)?;
+                // Gateway reference, rows and status: one commit.
+                ledger::set_order_gateway_in(
+                    &mut tx,
+                    tenant,
+                    &order.id,
+                    &provider,
+                    Some(&gateway_ref),
+                )
+                .await?;
                 let booked = ledger::book_order_rows_in(&mut tx, tenant, &order.id, &rows).await?;
                 let order = ledger::transition_order_in(
                     &mut tx,

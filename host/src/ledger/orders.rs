@@ -420,6 +420,21 @@ pub async fn set_order_gateway(
     provider: &ProviderId,
     gateway_reference: Option<&GatewayRef>,
 ) -> Result<Order, LedgerError> {
+    let mut tx = store.begin_write().await?;
+    let order = set_order_gateway_in(&mut tx, tenant, id, provider, gateway_reference).await?;
+    tx.commit().await?;
+    Ok(order)
+}
+
+/// [`set_order_gateway`] inside the caller's transaction (so a checkout
+/// records the gateway and books its rows in one commit).
+pub async fn set_order_gateway_in(
+    tx: &mut WriteTx,
+    tenant: &TenantId,
+    id: &OrderId,
+    provider: &ProviderId,
+    gateway_reference: Option<&GatewayRef>,
+) -> Result<Order, LedgerError> {
     let sql = format!(
         "UPDATE orders SET provider = $3, gateway_reference = $4, updated_at = $5 \
           WHERE tenant_id = $1 AND id = $2 RETURNING {ORDER_COLUMNS}"
@@ -430,7 +445,7 @@ pub async fn set_order_gateway(
         .bind(provider.as_str())
         .bind(gateway_reference.map(GatewayRef::as_str))
         .bind(UnixMillis::now().as_i64())
-        .fetch_optional(store.pool())
+        .fetch_optional(tx.conn())
         .await
         .map_err(|e| match classify(&e) {
             Some(Violation::Unique { .. }) => LedgerError::Duplicate { existing: None },
