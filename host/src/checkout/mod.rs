@@ -367,9 +367,10 @@ impl Checkouts {
         })?;
         // Book only what the gateway says moved: a component reporting
         // another amount or currency leaves the order pending.
-        if payment.amount.minor != order.amount.minor.max(0) as u64
-            || payment.amount.currency != order.amount.currency.as_str()
-        {
+        let mismatch = payment.amount.minor != order.amount.minor.max(0) as u64
+            || payment.amount.currency != order.amount.currency.as_str();
+        // The approved path records the reference in its booking commit.
+        if mismatch || !matches!(state, PaymentState::Approved) {
             ledger::set_order_gateway(
                 &self.store,
                 tenant,
@@ -378,6 +379,8 @@ impl Checkouts {
                 Some(&gateway_ref),
             )
             .await?;
+        }
+        if mismatch {
             return Err(CheckoutError::Provider {
                 code: "provider_amount_mismatch",
                 message: format!(
@@ -389,16 +392,6 @@ impl Checkouts {
                     order.amount.currency.as_str()
                 ),
             });
-        }
-        if !matches!(state, PaymentState::Approved) {
-            ledger::set_order_gateway(
-                &self.store,
-                tenant,
-                &order.id,
-                &provider,
-                Some(&gateway_ref),
-            )
-            .await?;
         }
         match state {
             PaymentState::Approved => {
