@@ -18,6 +18,7 @@ fn build_components(workspace: &Path, packages: &[&str]) -> Vec<PathBuf> {
         .nth(4)
         .unwrap_or(&out_dir)
         .join("wasm-components");
+    ensure_wasm_target();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
@@ -54,6 +55,46 @@ fn build_components(workspace: &Path, packages: &[&str]) -> Vec<PathBuf> {
                 .join(format!("{}.wasm", p.replace('-', "_")))
         })
         .collect()
+}
+
+/// rust-toolchain.toml lists wasm32-wasip2, but rustup only installs listed
+/// targets together with a toolchain it installs itself; a machine that
+/// already had the toolchain lacks the target. Add it (through rustup, for
+/// the toolchain this build runs on) so `cargo test` works on a fresh
+/// machine with no other step.
+fn ensure_wasm_target() {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let Some(sysroot) = sysroot else { return };
+    if sysroot.join("lib/rustlib/wasm32-wasip2").is_dir() {
+        return;
+    }
+    // host/ and tests/ build scripts may both get here at once; the loser
+    // of rustup's install lock fails, so retry until the target is there.
+    for attempt in 1..=10 {
+        let mut cmd = Command::new("rustup");
+        cmd.args(["target", "add", "wasm32-wasip2"]);
+        if let Ok(toolchain) = std::env::var("RUSTUP_TOOLCHAIN") {
+            cmd.args(["--toolchain", &toolchain]);
+        }
+        let status = cmd.status();
+        if sysroot.join("lib/rustlib/wasm32-wasip2/lib").is_dir()
+            && status.as_ref().is_ok_and(|s| s.success())
+        {
+            return;
+        }
+        if status.is_err() || attempt == 10 {
+            // The nested build then fails with rustc's own message.
+            println!("cargo:warning=`rustup target add wasm32-wasip2` failed: {status:?}");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
 }
 
 /// Ask cargo to rerun the build script when anything under these paths changes.
