@@ -412,23 +412,25 @@ impl Checkouts {
                             .with_external_ref(external))
                     })
                     .collect::<Result<_, _>>()?;
+                // Gateway reference, status and rows: one commit, three
+                // statements (the update returns the order the rows need).
                 let mut tx = self.store.begin_write().await.map_err(LedgerError::from)?;
-                // Gateway reference, rows and status: one commit.
-                ledger::set_order_gateway_in(
-                    &mut tx,
-                    tenant,
-                    &order.id,
-                    &provider,
-                    Some(&gateway_ref),
-                )
-                .await?;
-                let booked = ledger::book_order_rows_in(&mut tx, tenant, &order.id, &rows).await?;
-                let order = ledger::transition_order_in(
+                let order = ledger::transition_routed_order_in(
                     &mut tx,
                     tenant,
                     &order.id,
                     &[OrderStatus::Pending, OrderStatus::RequiresAction],
                     OrderStatus::Paid,
+                    &provider,
+                    &gateway_ref,
+                )
+                .await?;
+                let booked = ledger::book_rows_of_in(
+                    &mut tx,
+                    tenant,
+                    &order.id,
+                    order.amount.currency,
+                    &rows,
                 )
                 .await?;
                 tx.commit().await.map_err(LedgerError::from)?;

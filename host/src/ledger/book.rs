@@ -142,27 +142,47 @@ pub struct RefundReservation {
 }
 
 async fn insert_row(tx: &mut WriteTx, row: &LedgerRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    insert_rows(tx, std::slice::from_ref(row)).await
+}
+
+/// Columns of one `payments` insert, in bind order.
+const INSERT_COLUMNS: usize = 14;
+
+/// Inserts `rows` with one multi-row `INSERT` (one round trip).
+async fn insert_rows(tx: &mut WriteTx, rows: &[LedgerRow]) -> Result<(), sqlx::Error> {
+    let values: Vec<String> = (0..rows.len())
+        .map(|r| {
+            let params: Vec<String> = (1..=INSERT_COLUMNS)
+                .map(|c| format!("${}", r * INSERT_COLUMNS + c))
+                .collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    let sql = format!(
         "INSERT INTO payments (id, tenant_id, order_id, kind, status, amount_minor, currency, \
              provider, gateway_reference, refund_of, entitlement, source, external_ref, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(row.id.as_str())
-    .bind(row.tenant_id.as_str())
-    .bind(row.order_id.as_str())
-    .bind(row.kind.as_str())
-    .bind(row.status.as_str())
-    .bind(row.amount.minor)
-    .bind(row.amount.currency.as_str())
-    .bind(row.provider.as_ref().map(ProviderId::as_str))
-    .bind(row.gateway_reference.as_ref().map(GatewayRef::as_str))
-    .bind(row.refund_of.as_ref().map(PaymentId::as_str))
-    .bind(row.entitlement.as_ref().map(Entitlement::as_str))
-    .bind(row.source.as_str())
-    .bind(row.external_ref.as_ref().map(GatewayRef::as_str))
-    .bind(row.created_at.as_i64())
-    .execute(tx.conn())
-    .await?;
+         VALUES {}",
+        values.join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for row in rows {
+        query = query
+            .bind(row.id.as_str())
+            .bind(row.tenant_id.as_str())
+            .bind(row.order_id.as_str())
+            .bind(row.kind.as_str())
+            .bind(row.status.as_str())
+            .bind(row.amount.minor)
+            .bind(row.amount.currency.as_str())
+            .bind(row.provider.as_ref().map(ProviderId::as_str))
+            .bind(row.gateway_reference.as_ref().map(GatewayRef::as_str))
+            .bind(row.refund_of.as_ref().map(PaymentId::as_str))
+            .bind(row.entitlement.as_ref().map(Entitlement::as_str))
+            .bind(row.source.as_str())
+            .bind(row.external_ref.as_ref().map(GatewayRef::as_str))
+            .bind(row.created_at.as_i64());
+    }
+    query.execute(tx.conn()).await?;
     Ok(())
 }
 
@@ -230,15 +250,14 @@ pub async fn book_order_rows(
 
 /// [`book_order_rows`] inside the caller's transaction (e.g. with the order's
 /// status change). On error the caller must roll back (drop the transaction).
+/// A reference already booked fails with `Duplicate { existing: None }` (the
+/// unique index decides; [`book_order_rows`] names the winner afterwards).
 pub async fn book_order_rows_in(
     tx: &mut WriteTx,
     tenant: &TenantId,
     order: &OrderId,
     rows: &[NewLedgerRow],
 ) -> Result<Vec<LedgerRow>, LedgerError> {
-    if rows.is_empty() {
-        return Err(LedgerError::Invalid("nothing to book".into()));
-    }
     let order_row = sqlx::query("SELECT currency FROM orders WHERE tenant_id = $1 AND id = $2")
         .bind(tenant.as_str())
         .bind(order.as_str())
@@ -246,7 +265,21 @@ pub async fn book_order_rows_in(
         .await?
         .ok_or(LedgerError::OrderNotFound)?;
     let currency = get_parsed(&order_row, "currency", Currency::parse)?;
+    book_rows_of_in(tx, tenant, order, currency, rows).await
+}
 
+/// [`book_order_rows_in`] for an order the caller read (or updated) in the
+/// same transaction, so its currency is known: one round trip for all rows.
+pub async fn book_rows_of_in(
+    tx: &mut WriteTx,
+    tenant: &TenantId,
+    order: &OrderId,
+    currency: Currency,
+    rows: &[NewLedgerRow],
+) -> Result<Vec<LedgerRow>, LedgerError> {
+    if rows.is_empty() {
+        return Err(LedgerError::Invalid("nothing to book".into()));
+    }
     for row in rows {
         if row.amount.minor <= 0 {
             return Err(LedgerError::Invalid(format!(
@@ -260,20 +293,11 @@ pub async fn book_order_rows_in(
                 got: row.amount.currency,
             });
         }
-        if let Some(external_ref) = &row.external_ref
-            && let Some(existing) =
-                find_external_in(tx.conn(), tenant, row.provider.as_ref(), external_ref).await?
-        {
-            return Err(LedgerError::Duplicate {
-                existing: Some(existing),
-            });
-        }
     }
-
     let now = UnixMillis::now();
-    let mut booked = Vec::with_capacity(rows.len());
-    for row in rows {
-        let entry = LedgerRow {
+    let booked: Vec<LedgerRow> = rows
+        .iter()
+        .map(|row| LedgerRow {
             id: PaymentId::generate(),
             tenant_id: tenant.clone(),
             order_id: order.clone(),
@@ -287,12 +311,11 @@ pub async fn book_order_rows_in(
             source: row.source,
             external_ref: row.external_ref.clone(),
             created_at: now,
-        };
-        insert_row(tx, &entry)
-            .await
-            .map_err(|e| insert_error(e, None))?;
-        booked.push(entry);
-    }
+        })
+        .collect();
+    insert_rows(tx, &booked)
+        .await
+        .map_err(|e| insert_error(e, None))?;
     Ok(booked)
 }
 

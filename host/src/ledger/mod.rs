@@ -24,12 +24,13 @@ use crate::store::{ParseError, StoreError};
 pub use crate::store::{Currency, Money, OrderId, PaymentId, ProviderId, RefundReservationId};
 pub use book::{
     NewLedgerRow, RefundReservation, book_order_rows, book_order_rows_in, book_refund,
-    complete_refund, release_refund, reserve_refund, stale_reservations,
+    book_rows_of_in, complete_refund, release_refund, reserve_refund, stale_reservations,
 };
 pub use orders::{
     LineKind, NewOrder, Order, OrderKind, OrderLine, OrderStatus, create_order, create_order_in,
     find_order_by_gateway_reference, get_order, set_order_gateway, set_order_gateway_in,
     set_order_status, set_order_status_in, transition_order, transition_order_in,
+    transition_routed_order_in,
 };
 pub use read::{
     Balance, LedgerRow, PaymentFilter, RefundSummary, balances, find_by_external_ref,

@@ -217,16 +217,15 @@ fn decode_order(row: &AnyRow) -> Result<Order, StoreError> {
     })
 }
 
-/// Creates a `pending` order for `tenant`.
+/// Creates a `pending` order for `tenant`. One `INSERT` is atomic on its
+/// own, so this runs without an explicit transaction (on the checkout path
+/// that saves the `BEGIN` and `COMMIT` round trips).
 pub async fn create_order(
     store: &Store,
     tenant: &TenantId,
     order: &NewOrder,
 ) -> Result<Order, LedgerError> {
-    let mut tx = store.begin_write().await?;
-    let created = create_order_in(&mut tx, tenant, order).await?;
-    tx.commit().await?;
-    Ok(created)
+    insert_order(store.pool(), tenant, order).await
 }
 
 /// [`create_order`] inside the caller's transaction, e.g. a manual order that
@@ -236,6 +235,17 @@ pub async fn create_order_in(
     tenant: &TenantId,
     order: &NewOrder,
 ) -> Result<Order, LedgerError> {
+    insert_order(tx.conn(), tenant, order).await
+}
+
+async fn insert_order<'e, E>(
+    executor: E,
+    tenant: &TenantId,
+    order: &NewOrder,
+) -> Result<Order, LedgerError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
     let amount_minor = total(&order.lines).map_err(LedgerError::Invalid)?;
     let lines =
         serde_json::to_string(&order.lines).map_err(|e| LedgerError::Invalid(e.to_string()))?;
@@ -269,7 +279,7 @@ pub async fn create_order_in(
         .bind(created.customer.to_string())
         .bind(created.metadata.to_string())
         .bind(now.as_i64())
-        .execute(tx.conn())
+        .execute(executor)
         .await
         .map_err(|e| match classify(&e) {
             Some(Violation::ForeignKey { .. }) => {
@@ -377,12 +387,52 @@ pub async fn transition_order_in(
     from: &[OrderStatus],
     to: OrderStatus,
 ) -> Result<Order, LedgerError> {
+    transition(tx, tenant, id, from, to, None).await
+}
+
+/// [`transition_order_in`] that also records the gateway and its payment
+/// reference, in the same statement: a paid checkout's routing and status
+/// change cost one round trip.
+pub async fn transition_routed_order_in(
+    tx: &mut WriteTx,
+    tenant: &TenantId,
+    id: &OrderId,
+    from: &[OrderStatus],
+    to: OrderStatus,
+    provider: &ProviderId,
+    gateway_reference: &GatewayRef,
+) -> Result<Order, LedgerError> {
+    transition(
+        tx,
+        tenant,
+        id,
+        from,
+        to,
+        Some((provider, gateway_reference)),
+    )
+    .await
+}
+
+async fn transition(
+    tx: &mut WriteTx,
+    tenant: &TenantId,
+    id: &OrderId,
+    from: &[OrderStatus],
+    to: OrderStatus,
+    route: Option<(&ProviderId, &GatewayRef)>,
+) -> Result<Order, LedgerError> {
     if from.is_empty() {
         return Err(LedgerError::Invalid("no source status given".into()));
     }
-    let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 5)).collect();
+    let first = if route.is_some() { 7 } else { 5 };
+    let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", i + first)).collect();
+    let set_route = if route.is_some() {
+        ", provider = $5, gateway_reference = $6"
+    } else {
+        ""
+    };
     let sql = format!(
-        "UPDATE orders SET status = $3, updated_at = $4 \
+        "UPDATE orders SET status = $3, updated_at = $4{set_route} \
           WHERE tenant_id = $1 AND id = $2 AND status IN ({}) \
          RETURNING {ORDER_COLUMNS}",
         placeholders.join(", ")
@@ -392,10 +442,20 @@ pub async fn transition_order_in(
         .bind(id.as_str())
         .bind(to.as_str())
         .bind(UnixMillis::now().as_i64());
+    if let Some((provider, reference)) = route {
+        query = query.bind(provider.as_str()).bind(reference.as_str());
+    }
     for status in from {
         query = query.bind(status.as_str());
     }
-    if let Some(row) = query.fetch_optional(tx.conn()).await? {
+    let row = query
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(|e| match classify(&e) {
+            Some(Violation::Unique { .. }) => LedgerError::Duplicate { existing: None },
+            _ => LedgerError::from(e),
+        })?;
+    if let Some(row) = row {
         return Ok(decode_order(&row)?);
     }
     let current = sqlx::query("SELECT status FROM orders WHERE tenant_id = $1 AND id = $2")

@@ -106,8 +106,12 @@ pub async fn find_by_external_ref(
     provider: Option<&ProviderId>,
     external_ref: &GatewayRef,
 ) -> Result<Option<LedgerRow>, LedgerError> {
-    let mut conn = store.pool().acquire().await.map_err(StoreError::from)?;
-    let id = find_external_in(&mut conn, tenant, provider, external_ref).await?;
+    // The connection goes back before `payment` takes one: holding it
+    // while acquiring another deadlocks a busy pool.
+    let id = {
+        let mut conn = store.pool().acquire().await.map_err(StoreError::from)?;
+        find_external_in(&mut conn, tenant, provider, external_ref).await?
+    };
     match id {
         Some(id) => payment(store, tenant, &id).await,
         None => Ok(None),
