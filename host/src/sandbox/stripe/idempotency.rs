@@ -7,7 +7,7 @@
 //! parameters, for 24 hours) or the claim is *released* (nothing saved: the
 //! request failed before the endpoint ran, or with a 5xx).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
@@ -64,16 +64,27 @@ pub(crate) enum Claim {
 #[derive(Debug, Default)]
 pub(crate) struct IdempotencyTable {
     entries: HashMap<String, Entry>,
+    /// Saved keys, oldest first, so expiry pops from the front instead of
+    /// scanning every key on every request.
+    saved_order: VecDeque<(Instant, String)>,
 }
 
 impl IdempotencyTable {
     /// Looks `key` up at time `now`, claiming it when free. Saved responses
     /// older than [`RETENTION`] are forgotten first, so the key is free again.
     pub(crate) fn claim(&mut self, key: &str, now: Instant) -> Claim {
-        self.entries.retain(|_, entry| match entry {
-            Entry::InFlight => true,
-            Entry::Saved(saved) => now.saturating_duration_since(saved.saved_at) < RETENTION,
-        });
+        while let Some((saved_at, _)) = self.saved_order.front() {
+            if now.saturating_duration_since(*saved_at) < RETENTION {
+                break;
+            }
+            let Some((saved_at, old)) = self.saved_order.pop_front() else {
+                break;
+            };
+            // Only the save this queue entry stands for expires.
+            if matches!(self.entries.get(&old), Some(Entry::Saved(s)) if s.saved_at == saved_at) {
+                self.entries.remove(&old);
+            }
+        }
         match self.entries.get(key) {
             Some(Entry::InFlight) => Claim::InUse,
             Some(Entry::Saved(saved)) => Claim::Saved(saved.clone()),
@@ -86,6 +97,7 @@ impl IdempotencyTable {
 
     /// Saves the response of the request that claimed `key`.
     pub(crate) fn save(&mut self, key: &str, saved: Saved) {
+        self.saved_order.push_back((saved.saved_at, key.to_owned()));
         self.entries.insert(key.to_owned(), Entry::Saved(saved));
     }
 
