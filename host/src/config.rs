@@ -35,8 +35,9 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Everything `payhost serve` needs.
-#[derive(Debug, Clone, Deserialize)]
+/// Everything `payhost serve` needs. Its `Debug` hides secrets and the
+/// passwords of the database and Redis URLs.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address the HTTP API listens on.
@@ -71,6 +72,49 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Largest accepted request body, KiB.
     pub max_body_kib: usize,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = |u: &Option<String>| u.as_deref().map(redact_url_password);
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("sandbox", &self.sandbox)
+            .field("bundled_providers", &self.bundled_providers)
+            .field("providers_dir", &self.providers_dir)
+            .field("limits", &self.limits)
+            .field("providers", &self.providers)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &url(&self.database_url))
+            .field("admin_token", &self.admin_token)
+            .field("master_key", &self.master_key)
+            .field("master_key_id", &self.master_key_id)
+            .field("retired_master_keys", &self.retired_master_keys)
+            .field("redis_url", &url(&self.redis_url))
+            .field("max_body_kib", &self.max_body_kib)
+            .finish()
+    }
+}
+
+/// `scheme://user:password@host/…` with the password replaced by `***`.
+pub fn redact_url_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
 }
 
 /// `[limits]`: what every component call runs under.
@@ -308,6 +352,33 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_hides_url_passwords_and_secrets() {
+        let config = Config {
+            database_url: Some("postgres://app:pg-pass-1@db.internal:5432/pay".into()),
+            redis_url: Some("redis://:redis-pass-2@cache:6379/0".into()),
+            admin_token: Some(Secret::new("admin-token-3")),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        for secret in ["pg-pass-1", "redis-pass-2", "admin-token-3"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+        assert!(
+            shown.contains("postgres://app:***@db.internal:5432/pay"),
+            "{shown}"
+        );
+        assert!(shown.contains("redis://:***@cache:6379/0"), "{shown}");
+        assert_eq!(
+            redact_url_password("sqlite:///var/lib/payhost/a@b.db"),
+            "sqlite:///var/lib/payhost/a@b.db"
+        );
+        assert_eq!(
+            redact_url_password("postgres://u@h/db"),
+            "postgres://u@h/db"
+        );
+    }
 
     fn write(text: &str) -> tempfile_path::TempPath {
         tempfile_path::TempPath::with(text)
