@@ -451,10 +451,7 @@ async fn transition(
     let row = query
         .fetch_optional(tx.conn())
         .await
-        .map_err(|e| match classify(&e) {
-            Some(Violation::Unique { .. }) => LedgerError::Duplicate { existing: None },
-            _ => LedgerError::from(e),
-        })?;
+        .map_err(routing_error)?;
     if let Some(row) = row {
         return Ok(decode_order(&row)?);
     }
@@ -468,6 +465,15 @@ async fn transition(
             current: get_parsed(&row, "status", OrderStatus::parse)?,
         }),
         None => Err(LedgerError::OrderNotFound),
+    }
+}
+
+/// A gateway reference already recorded on another order of the tenant is
+/// a duplicate; anything else is a storage error.
+fn routing_error(e: sqlx::Error) -> LedgerError {
+    match classify(&e) {
+        Some(Violation::Unique { .. }) => LedgerError::Duplicate { existing: None },
+        _ => LedgerError::from(e),
     }
 }
 
@@ -507,10 +513,7 @@ pub async fn set_order_gateway_in(
         .bind(UnixMillis::now().as_i64())
         .fetch_optional(tx.conn())
         .await
-        .map_err(|e| match classify(&e) {
-            Some(Violation::Unique { .. }) => LedgerError::Duplicate { existing: None },
-            _ => LedgerError::from(e),
-        })?;
+        .map_err(routing_error)?;
     match row {
         Some(row) => Ok(decode_order(&row)?),
         None => Err(LedgerError::OrderNotFound),
