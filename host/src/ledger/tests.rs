@@ -6,9 +6,8 @@ use std::collections::HashSet;
 use sqlx::Row;
 
 use super::*;
-use crate::store::testing::each_backend;
+use crate::store::testing::{each_backend, tenant};
 use crate::store::{Backend, Store, TenantId, UnixMillis, Violation, classify};
-use crate::tenancy::{PlanName, TenantName, create_tenant};
 
 fn eur() -> Currency {
     Currency::parse("EUR").expect("EUR")
@@ -24,17 +23,6 @@ fn stripe() -> ProviderId {
 
 fn gref(s: &str) -> GatewayRef {
     GatewayRef::parse(s).expect("gateway ref")
-}
-
-async fn tenant(store: &Store, name: &str) -> TenantId {
-    create_tenant(
-        store,
-        &TenantName::parse(name).expect("name"),
-        &PlanName::free(),
-    )
-    .await
-    .expect("tenant")
-    .id
 }
 
 async fn order(

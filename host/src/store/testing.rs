@@ -16,7 +16,7 @@ use std::time::Duration;
 use rand::RngCore;
 use sqlx::{AnyConnection, Connection};
 
-use super::{Backend, Store, StoreError};
+use super::{Backend, Store, StoreError, TenantId};
 
 /// Environment variable naming a PostgreSQL server for tests,
 /// e.g. `postgres://postgres@127.0.0.1:5432/test`.
@@ -156,10 +156,20 @@ where
     F: Fn(Store) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    each_backend_with_url(|store, _url| test(store)).await
+}
+
+/// [`each_backend`] that also hands `test` the database's URL, for tests
+/// that open a second store or instance on the same database.
+pub async fn each_backend_with_url<F, Fut>(test: F)
+where
+    F: Fn(Store, String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut dbs = fresh_databases().await.into_iter();
     while let Some(db) = dbs.next() {
         let backend: Backend = db.store().backend();
-        let outcome = tokio::spawn(test(db.store().clone())).await;
+        let outcome = tokio::spawn(test(db.store().clone(), db.url().to_string())).await;
         db.cleanup().await;
         if let Err(e) = outcome {
             // Remove the databases the remaining backends would have used.
@@ -173,4 +183,16 @@ where
             panic!("test on the {backend} backend was cancelled: {e}");
         }
     }
+}
+
+/// A new tenant called `name` on the free plan.
+pub async fn tenant(store: &Store, name: &str) -> TenantId {
+    crate::tenancy::create_tenant(
+        store,
+        &crate::tenancy::TenantName::parse(name).expect("name"),
+        &crate::tenancy::PlanName::free(),
+    )
+    .await
+    .expect("create tenant")
+    .id
 }

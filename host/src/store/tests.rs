@@ -7,20 +7,8 @@ use sqlx::Row;
 
 use super::gateways::{self, Ciphertext, GatewaySettingsWrite};
 use super::idempotency::{self, Begin, IN_FLIGHT_LEASE, IdempotencyKey, RequestHash};
-use super::testing::{TestDb, each_backend};
+use super::testing::{TestDb, each_backend, tenant};
 use super::*;
-use crate::tenancy::{PlanName, TenantName, create_tenant};
-
-async fn tenant(store: &Store, name: &str) -> TenantId {
-    create_tenant(
-        store,
-        &TenantName::parse(name).expect("name"),
-        &PlanName::free(),
-    )
-    .await
-    .expect("create tenant")
-    .id
-}
 
 #[tokio::test]
 async fn migrations_apply_once_and_rerun_as_a_no_op() {

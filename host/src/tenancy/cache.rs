@@ -1321,19 +1321,40 @@ async fn redis_listen_loop(
         if !flush(&weak) {
             return;
         }
-        let mut backoff = LISTEN_BACKOFF_MIN;
-        pubsub = loop {
-            if !back_off(&mut backoff, &mut shutdown).await {
-                return;
-            }
-            match redis_subscribe(&client).await {
-                Ok(pubsub) => break pubsub,
-                Err(e) => tracing::warn!(error = %e, "tenant cache: redis resubscribe failed"),
-            }
+        let Some(next) = reconnect(&mut shutdown, "redis resubscribe", || {
+            redis_subscribe(&client)
+        })
+        .await
+        else {
+            return;
         };
+        pubsub = next;
         // Broadcasts sent while unsubscribed are lost: forget what they may have named.
         if !flush(&weak) {
             return;
+        }
+    }
+}
+
+/// Calls `connect` after each back-off step until it succeeds, or `None`
+/// once the resolver shuts down.
+async fn reconnect<T, E, Fut>(
+    shutdown: &mut watch::Receiver<()>,
+    what: &str,
+    mut connect: impl FnMut() -> Fut,
+) -> Option<T>
+where
+    E: std::fmt::Display,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut backoff = LISTEN_BACKOFF_MIN;
+    loop {
+        if !back_off(&mut backoff, shutdown).await {
+            return None;
+        }
+        match connect().await {
+            Ok(connected) => return Some(connected),
+            Err(e) => tracing::warn!(error = %e, "tenant cache: {what} failed"),
         }
     }
 }
@@ -1367,16 +1388,11 @@ async fn pg_listen_loop(
                 if !flush(&weak) {
                     return;
                 }
-                let mut backoff = LISTEN_BACKOFF_MIN;
-                listener = loop {
-                    if !back_off(&mut backoff, &mut shutdown).await {
-                        return;
-                    }
-                    match pg_subscribe(&url).await {
-                        Ok(listener) => break listener,
-                        Err(e) => tracing::warn!(error = %e, "tenant cache: re-LISTEN failed"),
-                    }
+                let Some(next) = reconnect(&mut shutdown, "re-LISTEN", || pg_subscribe(&url)).await
+                else {
+                    return;
                 };
+                listener = next;
                 if !flush(&weak) {
                     return;
                 }
@@ -1393,10 +1409,10 @@ mod tests {
     use std::future::Future;
 
     use super::*;
-    use crate::store::testing::{POSTGRES_URL_ENV, TestDb, fresh_databases};
+    use crate::store::testing::{POSTGRES_URL_ENV, TestDb, each_backend_with_url, tenant};
     use crate::tenancy::{
-        ApiKeyId, IssuedApiKey, PlanName, TenantName, attach_domain, create_tenant, detach_domain,
-        issue_api_key, move_domain, revoke_api_key, set_tenant_status,
+        ApiKeyId, IssuedApiKey, attach_domain, detach_domain, issue_api_key, move_domain,
+        revoke_api_key, set_tenant_status,
     };
 
     /// Environment variable naming a Redis server for tests, e.g. `redis://127.0.0.1:6379`.
@@ -1442,44 +1458,21 @@ mod tests {
         F: Fn(Store, ResolverOptions) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let mut dbs = fresh_databases().await.into_iter();
-        while let Some(db) = dbs.next() {
-            let backend = db.store().backend();
+        each_backend_with_url(|store, url| {
             let opts = ResolverOptions {
                 ttl: LONG_TTL,
                 ..ResolverOptions::default()
             }
-            .with_database_url(db.url());
-            let outcome = tokio::spawn(test(db.store().clone(), opts)).await;
-            db.cleanup().await;
-            if let Err(e) = outcome {
-                for rest in dbs {
-                    rest.cleanup().await;
-                }
-                eprintln!("test failed on the {backend} backend");
-                if e.is_panic() {
-                    std::panic::resume_unwind(e.into_panic());
-                }
-                panic!("test on the {backend} backend was cancelled: {e}");
-            }
-        }
+            .with_database_url(&url);
+            test(store, opts)
+        })
+        .await
     }
 
     fn random_domain() -> Domain {
         let mut bytes = [0u8; 6];
         rand::rng().fill_bytes(&mut bytes);
         Domain::parse(&format!("shop-{}.example.com", hex::encode(bytes))).expect("domain")
-    }
-
-    async fn tenant(store: &Store, name: &str) -> TenantId {
-        create_tenant(
-            store,
-            &TenantName::parse(name).expect("name"),
-            &PlanName::free(),
-        )
-        .await
-        .expect("tenant")
-        .id
     }
 
     async fn key(store: &Store, tenant: &TenantId) -> IssuedApiKey {

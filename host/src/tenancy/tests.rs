@@ -4,18 +4,7 @@
 use sqlx::Row;
 
 use super::*;
-use crate::store::testing::each_backend;
-
-async fn tenant(store: &Store, name: &str) -> TenantId {
-    create_tenant(
-        store,
-        &TenantName::parse(name).expect("name"),
-        &PlanName::free(),
-    )
-    .await
-    .expect("tenant")
-    .id
-}
+use crate::store::testing::{each_backend, tenant};
 
 fn domain(raw: &str) -> Domain {
     Domain::parse(raw).expect("domain")
