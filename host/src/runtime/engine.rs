@@ -9,6 +9,7 @@ use wasmtime::{
 };
 
 use super::bindings::payhost::provider::{host, types};
+use super::outbound::ConnectionPool;
 use super::policy::OutboundPolicy;
 use super::state::CallState;
 
@@ -59,6 +60,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<CallState>,
     pub(crate) limits: SandboxLimits,
+    /// Keep-alive connections for every provider's outbound requests.
+    pub(crate) connections: Arc<ConnectionPool>,
     /// Held only for its `Drop`, which stops the epoch thread.
     _ticker: Ticker,
 }
@@ -161,6 +164,7 @@ impl Runtime {
                 engine,
                 linker,
                 limits,
+                connections: Arc::default(),
                 _ticker: Ticker(stop),
             }),
         })
@@ -185,7 +189,13 @@ impl Runtime {
         secrets: Vec<String>,
     ) -> Store<CallState> {
         let limits = &self.inner.limits;
-        let state = CallState::new(provider, policy, limits.memory_cap_bytes, secrets);
+        let state = CallState::new(
+            provider,
+            policy,
+            self.inner.connections.clone(),
+            limits.memory_cap_bytes,
+            secrets,
+        );
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         let ticks =

@@ -14,6 +14,7 @@
 mod bindings;
 mod bundled;
 mod engine;
+mod outbound;
 mod policy;
 mod provider;
 mod registry;

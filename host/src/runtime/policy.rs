@@ -17,6 +17,8 @@ use http::uri::Scheme;
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::outbound::{ConnectionPool, SendError, Timeouts};
+
 /// Something the host stopped a component from doing during one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PolicyEvent {
@@ -124,9 +126,24 @@ impl Origin {
         Some(Origin { scheme, host, port })
     }
 
+    /// The host name or IP literal (IPv6 without brackets), lowercase.
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port (the scheme's default when the URL named none).
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether requests to it use TLS.
+    pub(crate) fn is_https(&self) -> bool {
+        self.scheme == "https"
+    }
+
     /// The host is an IP literal or `localhost`: naming it on the allow-list
     /// is an explicit decision to reach that address.
-    fn is_literal_address(&self) -> bool {
+    pub(crate) fn is_literal_address(&self) -> bool {
         self.host == "localhost" || self.host.parse::<IpAddr>().is_ok()
     }
 }
@@ -187,6 +204,7 @@ impl Default for OutboundPolicy {
 pub(crate) struct OutboundHooks {
     pub(crate) policy: Arc<OutboundPolicy>,
     pub(crate) events: EventLog,
+    pub(crate) pool: Arc<ConnectionPool>,
 }
 
 /// Why a request may not leave, decided before any I/O.
@@ -235,8 +253,8 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
-fn clamp(guest: Option<Duration>, cap: Duration) -> Option<Duration> {
-    Some(guest.map_or(cap, |g| g.min(cap)))
+fn clamp(guest: Option<Duration>, cap: Duration) -> Duration {
+    guest.map_or(cap, |g| g.min(cap))
 }
 
 type SendFuture = Box<
@@ -269,47 +287,38 @@ impl WasiHttpHooks for OutboundHooks {
                 return Box::new(async { Err(HttpError::HttpRequestDenied) });
             }
         };
-        let options = RequestOptions {
-            connect_timeout: clamp(
+        let timeouts = Timeouts {
+            connect: clamp(
                 options.and_then(|o| o.connect_timeout),
                 policy.connect_timeout,
             ),
-            first_byte_timeout: clamp(
+            first_byte: clamp(
                 options.and_then(|o| o.first_byte_timeout),
                 policy.first_byte_timeout,
             ),
-            between_bytes_timeout: clamp(
+            between_bytes: clamp(
                 options.and_then(|o| o.between_bytes_timeout),
                 policy.between_bytes_timeout,
             ),
         };
+        let pool = self.pool.clone();
         Box::new(async move {
-            if !policy.allow_private_networks && !origin.is_literal_address() {
-                let resolved = tokio::time::timeout(
-                    policy.connect_timeout,
-                    tokio::net::lookup_host((origin.host.as_str(), origin.port)),
-                )
-                .await
-                .map_err(|_| HttpError::DnsTimeout)?
-                .map_err(|e| HttpError::DnsError {
-                    rcode: Some(e.to_string()),
-                    info_code: None,
-                })?;
-                for addr in resolved {
-                    if !is_public(addr.ip()) {
-                        let reason = format!("resolves to private address {}", addr.ip());
-                        tracing::warn!(%origin, %reason, "outbound request denied");
-                        events.push(PolicyEvent::OutboundDenied {
-                            origin: origin.to_string(),
-                            reason,
-                        });
-                        return Err(HttpError::HttpRequestDenied);
-                    }
-                }
-            }
             let limit = policy.max_response_bytes;
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let response = match pool
+                .send(&origin, policy.allow_private_networks, request, timeouts)
+                .await
+            {
+                Ok(response) => response,
+                Err(SendError::Http(e)) => return Err(e),
+                Err(SendError::Denied(reason)) => {
+                    tracing::warn!(%origin, %reason, "outbound request denied");
+                    events.push(PolicyEvent::OutboundDenied {
+                        origin: origin.to_string(),
+                        reason,
+                    });
+                    return Err(HttpError::HttpRequestDenied);
+                }
+            };
             let declared = response
                 .headers()
                 .get(http::header::CONTENT_LENGTH)
@@ -325,15 +334,22 @@ impl WasiHttpHooks for OutboundHooks {
             let origin_text = origin.to_string();
             let response = response.map(move |body| {
                 http_body_util::Limited::new(body, limit)
-                    .map_err(move |_| {
-                        events.push(PolicyEvent::ResponseTooLarge {
-                            origin: origin_text.clone(),
-                            limit,
-                        });
-                        HttpError::HttpResponseBodySize(None)
+                    .map_err(move |e| match e.downcast::<HttpError>() {
+                        // The connection's own failure (timeout, reset).
+                        Ok(inner) => *inner,
+                        Err(_) => {
+                            events.push(PolicyEvent::ResponseTooLarge {
+                                origin: origin_text.clone(),
+                                limit,
+                            });
+                            HttpError::HttpResponseBodySize(None)
+                        }
                     })
                     .boxed_unsync()
             });
+            // The connection is driven by its own task (it outlives this
+            // response when it goes back to the pool).
+            let io = async { Ok(()) };
             Ok((
                 response,
                 Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,

@@ -9,6 +9,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::payhost::provider::{host, types};
+use super::outbound::ConnectionPool;
 use super::policy::{EventLog, OutboundHooks, OutboundPolicy, PolicyEvent};
 
 /// Longest component log line kept (longer lines are truncated).
@@ -80,6 +81,7 @@ impl CallState {
     pub(crate) fn new(
         provider: Arc<str>,
         policy: Arc<OutboundPolicy>,
+        connections: Arc<ConnectionPool>,
         memory_cap: usize,
         secrets: Vec<String>,
     ) -> Self {
@@ -102,6 +104,7 @@ impl CallState {
             hooks: OutboundHooks {
                 policy,
                 events: events.clone(),
+                pool: connections,
             },
             limiter: MemoryLimiter {
                 limit: memory_cap,
