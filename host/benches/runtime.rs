@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use payhost::runtime::contract::WebhookRequest;
+use payhost::runtime::contract::{CallContext, WebhookRequest};
 use payhost::runtime::{BUNDLED, ProviderSettings, Runtime, SandboxLimits};
 
 fn stats(mut samples: Vec<Duration>) -> (Duration, Duration) {
@@ -61,12 +61,18 @@ fn main() {
             secret: secret.into(),
             received_at: now,
         };
-        let events = stripe.parse_webhook(request.clone()).await.expect("valid webhook");
+        // A valid delivery never reaches the network, so no credentials.
+        let no_credentials = CallContext {
+            credentials: vec![],
+            base_url: None,
+            idempotency_key: None,
+        };
+        let events = stripe.parse_webhook(no_credentials.clone(), request.clone()).await.expect("valid webhook");
         assert_eq!(events.len(), 1);
         let mut samples = Vec::with_capacity(iterations);
         for _ in 0..iterations {
             let t = Instant::now();
-            stripe.parse_webhook(request.clone()).await.expect("webhook");
+            stripe.parse_webhook(no_credentials.clone(), request.clone()).await.expect("webhook");
             samples.push(t.elapsed());
         }
         let (median, p99) = stats(samples);

@@ -325,7 +325,10 @@ async fn valid_webhook_is_normalized() {
     let stripe = stripe().await;
     let body = event_body();
     let events = stripe
-        .parse_webhook(webhook(signed(&body, SECRET, NOW), body, SECRET, NOW + 5))
+        .parse_webhook(
+            no_credentials(),
+            webhook(signed(&body, SECRET, NOW), body, SECRET, NOW + 5),
+        )
         .await
         .expect("valid webhook");
     assert_eq!(events.len(), 1);
@@ -343,53 +346,91 @@ async fn valid_webhook_is_normalized() {
     );
 }
 
+/// A context with no credentials: the component cannot ask the gateway
+/// anything, so a valid delivery must need no network at all.
+fn no_credentials() -> CallContext {
+    CallContext {
+        credentials: vec![],
+        base_url: None,
+        idempotency_key: None,
+    }
+}
+
+/// Pays through the component and returns the sandbox's
+/// `payment_intent.succeeded` event for it, exactly as it is delivered.
+async fn delivered_event(key: &str) -> (Vec<u8>, i64) {
+    let stripe = stripe().await;
+    let paid = stripe
+        .create_payment(
+            ctx(key, Some(&unique("idem"))),
+            payment(1800, "pm_card_visa", CaptureMode::Automatic),
+        )
+        .await
+        .expect("approved");
+    let event = stripe_sandbox()
+        .events()
+        .into_iter()
+        .find(|e| {
+            e["type"] == "payment_intent.succeeded" && e["data"]["object"]["id"] == paid.reference
+        })
+        .expect("the sandbox emitted the success event");
+    let created = event["created"].as_i64().expect("created");
+    (event.to_string().into_bytes(), created)
+}
+
+/// How often the sandbox was asked for the event in `body`.
+fn times_fetched(body: &[u8]) -> usize {
+    let event: serde_json::Value = serde_json::from_slice(body).expect("event JSON");
+    let path = format!("/v1/events/{}", event["id"].as_str().expect("event id"));
+    stripe_sandbox()
+        .calls()
+        .iter()
+        .filter(|c| c.path == path)
+        .count()
+}
+
 #[tokio::test]
 async fn bad_webhooks_are_rejected_with_distinct_errors() {
     let stripe = stripe().await;
-    let body = event_body();
+    let key = stripe_test_key();
+    let (body, t) = delivered_event(&key).await;
+    let parse = |headers, body, now| {
+        stripe.parse_webhook(ctx(&key, None), webhook(headers, body, SECRET, now))
+    };
 
-    let mut tampered = body.clone();
-    let pos = tampered.len() - 3;
-    tampered[pos] = b'9';
-    let tampered_err = stripe
-        .parse_webhook(webhook(signed(&body, SECRET, NOW), tampered, SECRET, NOW))
+    let genuine = parse(signed(&body, SECRET, t), body.clone(), t + 5).await;
+    assert_eq!(genuine.expect("genuine and signed").len(), 1);
+
+    // The amount was changed after Stripe signed the body.
+    let tampered = String::from_utf8(body.clone())
+        .unwrap()
+        .replace("\"amount_received\":1800", "\"amount_received\":18");
+    assert_ne!(tampered.as_bytes(), &body[..]);
+    let tampered_err = parse(signed(&body, SECRET, t), tampered.into_bytes(), t)
         .await
         .expect_err("tampered body");
 
-    let wrong_secret_err = stripe
-        .parse_webhook(webhook(
-            signed(&body, "whsec_someone_else", NOW),
-            body.clone(),
-            SECRET,
-            NOW,
-        ))
+    // The genuine body, signed with a secret the host does not hold.
+    let wrong_secret_err = parse(signed(&body, "whsec_someone_else", t), body.clone(), t)
         .await
         .expect_err("wrong secret");
 
-    let stale_err = stripe
-        .parse_webhook(webhook(
-            signed(&body, SECRET, NOW - 301),
-            body.clone(),
-            SECRET,
-            NOW,
-        ))
+    let stale_err = parse(signed(&body, SECRET, t - 301), body.clone(), t)
         .await
         .expect_err("stale timestamp");
 
-    let missing_err = stripe
-        .parse_webhook(webhook(vec![], body.clone(), SECRET, NOW))
+    let missing_err = parse(vec![], body.clone(), t)
         .await
         .expect_err("missing header");
 
-    assert_eq!(
-        tampered_err,
-        CallError::Gateway(WebhookError::SignatureMismatch)
-    );
-    // A wrong secret is cryptographically the same failure as a tampered
-    // body (no v1 signature matches), so it lands in the same variant.
+    assert_eq!(tampered_err, CallError::Gateway(WebhookError::TamperedBody));
     assert_eq!(
         wrong_secret_err,
-        CallError::Gateway(WebhookError::SignatureMismatch)
+        CallError::Gateway(WebhookError::WrongSecret)
+    );
+    assert!(
+        times_fetched(&body) >= 2,
+        "both mismatches asked the sandbox for the event"
     );
     assert_eq!(
         stale_err,
@@ -398,5 +439,56 @@ async fn bad_webhooks_are_rejected_with_distinct_errors() {
     assert_eq!(
         missing_err,
         CallError::Gateway(WebhookError::MissingSignature)
+    );
+}
+
+#[tokio::test]
+async fn a_forged_event_is_tampered_and_an_unanswerable_mismatch_stays_undetermined() {
+    let stripe = stripe().await;
+    let key = stripe_test_key();
+    let (body, t) = delivered_event(&key).await;
+
+    // An event id Stripe never issued, signed with a guessed secret.
+    let forged = String::from_utf8(body.clone()).unwrap().replacen(
+        "\"id\":\"evt_",
+        "\"id\":\"evt_forged",
+        1,
+    );
+    let forged_err = stripe
+        .parse_webhook(
+            ctx(&key, None),
+            webhook(
+                signed(forged.as_bytes(), "whsec_guess", t),
+                forged.into_bytes(),
+                SECRET,
+                t,
+            ),
+        )
+        .await
+        .expect_err("forged event");
+    assert_eq!(forged_err, CallError::Gateway(WebhookError::TamperedBody));
+
+    // Without credentials nobody can be asked: the plain mismatch.
+    let before = times_fetched(&body);
+    let undetermined = stripe
+        .parse_webhook(
+            no_credentials(),
+            webhook(
+                signed(&body, "whsec_someone_else", t),
+                body.clone(),
+                SECRET,
+                t,
+            ),
+        )
+        .await
+        .expect_err("wrong secret, no credentials");
+    assert_eq!(
+        undetermined,
+        CallError::Gateway(WebhookError::SignatureMismatch)
+    );
+    assert_eq!(
+        times_fetched(&body),
+        before,
+        "no credentials, no gateway call"
     );
 }

@@ -177,7 +177,7 @@ pub struct OutboundPolicy {
 }
 
 impl OutboundPolicy {
-    /// A policy that allows nothing (used for `manifest` and `parse-webhook`
+    /// A policy that allows nothing (used for `manifest`
     /// style calls that must not touch the network).
     pub fn deny_all() -> OutboundPolicy {
         OutboundPolicy {

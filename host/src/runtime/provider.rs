@@ -568,22 +568,29 @@ impl LoadedProvider {
         .await
     }
 
-    /// Verify and normalize a webhook. Runs with no network access.
+    /// Verify and normalize a webhook. `ctx` carries the tenant's
+    /// credentials so that, on a signature mismatch only, the component can
+    /// ask the gateway whether the body is genuine (`tampered-body` vs
+    /// `wrong-secret`); it gets the provider's usual outbound allow-list.
     pub async fn parse_webhook(
         &self,
+        ctx: CallContext,
         request: WebhookRequest,
     ) -> Result<Vec<WebhookEvent>, CallError<WebhookError>> {
+        let ctx = self.with_base_url(ctx);
+        let mut secrets = secrets_of(&ctx);
+        secrets.push(request.secret.clone());
         call(
             &self.runtime,
             &self.pre,
             self.id.clone(),
             "parse-webhook",
-            self.no_network.clone(),
-            vec![request.secret.clone()],
+            self.policy.clone(),
+            secrets,
             move |p, s| {
                 Box::pin(async move {
                     p.payhost_provider_gateway()
-                        .call_parse_webhook(s, &request)
+                        .call_parse_webhook(s, &ctx, &request)
                         .await
                 })
             },

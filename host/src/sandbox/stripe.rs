@@ -18,7 +18,9 @@
 //! - **Endpoints**: `GET /v1/balance`; `POST /v1/payment_intents`,
 //!   `GET /v1/payment_intents/{id}`, `POST /v1/payment_intents/{id}/confirm`,
 //!   `/capture`, `/cancel`; `POST /v1/refunds`, `GET /v1/refunds/{id}`;
-//!   `GET /v1/charges/{id}`. Anything else is 404 `invalid_request_error`.
+//!   `GET /v1/charges/{id}`; `GET /v1/events/{id}` (the event as first
+//!   rendered, `resource_missing` for another account's or an unknown id).
+//!   Anything else is 404 `invalid_request_error`.
 //! - **Outcomes** are decided by Stripe's test PaymentMethods: `pm_card_visa`,
 //!   `pm_card_visa_debit`, `pm_card_mastercard`, `pm_card_amex` approve;
 //!   `pm_card_visa_chargeDeclined` / `pm_card_chargeDeclined` decline
@@ -239,9 +241,10 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Turns what an operation emitted into events: records them, then spawns
-    /// one delivery per subscribed endpoint. Never waits for delivery.
-    pub(crate) fn publish(&self, emitted: Vec<Emitted>, cause: &Cause) {
+    /// Turns what an operation on `account` emitted into events: records
+    /// them (globally and on the account, for `GET /v1/events/{id}`), then
+    /// spawns one delivery per subscribed endpoint. Never waits for delivery.
+    pub(crate) fn publish(&self, account: &AccountId, emitted: Vec<Emitted>, cause: &Cause) {
         if emitted.is_empty() {
             return;
         }
@@ -258,6 +261,7 @@ impl Shared {
                         body: body.clone(),
                     });
                 }
+                state.account(account).record_event(&event);
                 state.events.push(event);
             }
             deliveries
@@ -308,6 +312,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/refunds", post(handlers::create_refund))
         .route("/v1/refunds/{id}", get(handlers::retrieve_refund))
         .route("/v1/charges/{id}", get(handlers::retrieve_charge))
+        .route("/v1/events/{id}", get(handlers::retrieve_event))
         .route("/sandbox/3ds/{id}", get(handlers::three_d_secure))
         .fallback(handlers::unrecognized)
         .method_not_allowed_fallback(handlers::unrecognized)
@@ -1616,6 +1621,34 @@ mod tests {
             .await;
         assert_eq!(by_charge.status, StatusCode::NOT_FOUND);
         assert_eq!(client.get(KEY, &path).await.status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn events_can_be_retrieved_by_their_own_account_only() {
+        let (sandbox, client) = sandbox().await;
+        let created = client
+            .create(&[
+                ("amount", "1500"),
+                ("currency", "usd"),
+                ("payment_method", "pm_card_visa"),
+                ("confirm", "true"),
+            ])
+            .await;
+        assert_eq!(created.status, StatusCode::OK);
+        let emitted = sandbox.events();
+        let event = emitted.last().expect("the payment emitted events");
+        let path = format!("/v1/events/{}", event["id"].as_str().unwrap());
+
+        let own = client.get(KEY, &path).await;
+        assert_eq!(own.status, StatusCode::OK);
+        assert_eq!(&own.json, event, "the event as it was delivered");
+
+        for (key, path) in [(OTHER_KEY, path.as_str()), (KEY, "/v1/events/evt_unknown")] {
+            let missing = client.get(key, path).await;
+            assert_eq!(missing.status, StatusCode::NOT_FOUND);
+            assert_eq!(missing.json["error"]["code"], "resource_missing");
+            assert_eq!(missing.json["error"]["type"], "invalid_request_error");
+        }
     }
 
     #[tokio::test]

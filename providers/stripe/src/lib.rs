@@ -31,7 +31,7 @@
 //! | `cancel` | `POST /v1/payment_intents/{id}/cancel` |
 //! | `get-payment` | `GET /v1/payment_intents/{id}` |
 //! | `refund` | `POST /v1/refunds` (`payment_intent`, `amount`, `reason`, `metadata[payhost_refund_id]`) |
-//! | `parse-webhook` | `Stripe-Signature` check + event mapping, no network |
+//! | `parse-webhook` | `Stripe-Signature` check + event mapping; on a mismatch only, `GET /v1/events/{id}` to tell `tampered-body` from `wrong-secret` |
 //!
 //! Status and error mappings are tabulated on [`api::payment_from_intent`],
 //! [`api::error_from_response`] and in [`webhook`].
@@ -162,8 +162,44 @@ impl Provider for Stripe {
         ))
     }
 
-    fn parse_webhook(request: WebhookRequest) -> Result<Vec<WebhookEvent>, WebhookError> {
-        webhook::parse_webhook(&request)
+    fn parse_webhook(
+        ctx: CallContext,
+        request: WebhookRequest,
+    ) -> Result<Vec<WebhookEvent>, WebhookError> {
+        match webhook::parse_webhook(&request) {
+            Err(WebhookError::SignatureMismatch) => Err(diagnose_mismatch(&ctx, &request.body)),
+            other => other,
+        }
+    }
+}
+
+/// Asks Stripe for its copy of the event an unverified body claims to be
+/// (`GET /v1/events/{id}`, with `Stripe-Account` for Connect events) and
+/// lets [`webhook::diagnose_mismatch`] decide between `tampered-body`,
+/// `wrong-secret` and an undetermined `signature-mismatch`. The id was
+/// checked to be `evt_` + alphanumerics before it reaches the path.
+fn diagnose_mismatch(ctx: &CallContext, body: &[u8]) -> WebhookError {
+    let Some(claim) = webhook::claimed_event(body) else {
+        // Stripe never sends a body without an `evt_` id.
+        return WebhookError::TamperedBody;
+    };
+    let Ok(client) = Client::new(ctx) else {
+        return WebhookError::SignatureMismatch;
+    };
+    let path = format!("/v1/events/{}", claim.id);
+    let mut request = client.request(Request::get(format!("{}{path}", client.base)));
+    if let Some(account) = &claim.account {
+        request = request.header("stripe-account", account.as_str());
+    }
+    match client.send("GET", &path, request) {
+        Ok(response) => webhook::diagnose_mismatch(
+            body,
+            Some(webhook::GatewayCopy {
+                status: response.status,
+                body: &response.body,
+            }),
+        ),
+        Err(_) => webhook::diagnose_mismatch(body, None),
     }
 }
 
@@ -292,6 +328,44 @@ mod tests {
             Err(ProviderError::InvalidCredentials(
                 "missing credential `secret-key`".into()
             ))
+        );
+    }
+
+    #[test]
+    fn a_mismatch_is_diagnosed_only_as_far_as_the_gateway_can_answer() {
+        let unsigned = |body: &str| WebhookRequest {
+            headers: vec![("stripe-signature".into(), "t=1,v1=00".into())],
+            body: body.as_bytes().to_vec(),
+            secret: "whsec_1".into(),
+            received_at: 1,
+        };
+        let no_key = CallContext {
+            credentials: vec![],
+            base_url: None,
+            idempotency_key: None,
+        };
+        // Not a Stripe event at all: no need to ask anyone.
+        assert_eq!(
+            Stripe::parse_webhook(no_key.clone(), unsigned("{\"id\":\"../balance\"}")),
+            Err(WebhookError::TamperedBody)
+        );
+        // A plausible event but nobody to ask (no key; natively no network).
+        let event = "{\"id\":\"evt_1\",\"type\":\"x\",\"data\":{\"object\":{}}}";
+        assert_eq!(
+            Stripe::parse_webhook(no_key, unsigned(event)),
+            Err(WebhookError::SignatureMismatch)
+        );
+        let unreachable = CallContext {
+            credentials: vec![payhost_provider_sdk::Credential {
+                name: SECRET_KEY.into(),
+                value: "sk_test_123".into(),
+            }],
+            base_url: Some("http://127.0.0.1:1".into()),
+            idempotency_key: None,
+        };
+        assert_eq!(
+            Stripe::parse_webhook(unreachable, unsigned(event)),
+            Err(WebhookError::SignatureMismatch)
         );
     }
 

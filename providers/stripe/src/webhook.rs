@@ -1,5 +1,7 @@
-//! Stripe webhook verification and event normalization. Pure: no network,
-//! no clock (the host passes its receive time).
+//! Stripe webhook verification, event normalization and the diagnosis of a
+//! signature mismatch. Pure: no network, no clock (the host passes its
+//! receive time; `lib.rs` makes the one `GET /v1/events/{id}` a diagnosis
+//! needs).
 //!
 //! # Verification
 //!
@@ -13,7 +15,9 @@
 //! 2. header unparsable, no `t`, or no `v1` → `malformed-signature`
 //!    (other schemes such as `v0` are ignored, never verified);
 //! 3. no `v1` equals the expected digest (constant-time, every `v1` tried) →
-//!    `signature-mismatch`; an empty secret never verifies;
+//!    `signature-mismatch`; an empty secret never verifies. The component
+//!    then asks Stripe about the claimed event ([`diagnose_mismatch`]) to
+//!    answer `tampered-body` or `wrong-secret` where it can;
 //! 4. `|received_at − t| > 300` → `timestamp-out-of-tolerance(received_at − t)`;
 //! 5. the verified body is not a readable event → `invalid-payload`.
 //!
@@ -97,6 +101,103 @@ pub fn verify_signature(
         return Err(WebhookError::TimestampOutOfTolerance(age));
     }
     Ok(())
+}
+
+/// What a delivery whose signature did not verify claims to be: the event id
+/// and, for Connect events, the connected account (`Stripe-Account`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedEvent {
+    pub id: String,
+    pub account: Option<String>,
+}
+
+/// Reads the claim of an *unverified* body. `None` when the body cannot be a
+/// Stripe event at all (not JSON, no `id`, or an id that is not Stripe's
+/// `evt_` + alphanumerics), which is then itself the proof of tampering.
+/// The id goes into a URL path, so anything else is refused, never escaped.
+pub fn claimed_event(body: &[u8]) -> Option<ClaimedEvent> {
+    let event: Value = serde_json::from_slice(body).ok()?;
+    let id = str_field(&event, "id").filter(|id| is_stripe_id(id, "evt_"))?;
+    let account = str_field(&event, "account")
+        .filter(|a| is_stripe_id(a, "acct_"))
+        .map(str::to_owned);
+    Some(ClaimedEvent {
+        id: id.to_owned(),
+        account,
+    })
+}
+
+fn is_stripe_id(id: &str, prefix: &str) -> bool {
+    id.len() <= 255
+        && id
+            .strip_prefix(prefix)
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Stripe's answer to `GET /v1/events/{id}`, after a signature mismatch.
+pub struct GatewayCopy<'a> {
+    pub status: u16,
+    pub body: &'a [u8],
+}
+
+/// Turns a signature mismatch into the most precise rejection the gateway's
+/// answer supports:
+///
+/// | Stripe says | rejection |
+/// |---|---|
+/// | the body is no Stripe event ([`claimed_event`] is `None`) | `tampered-body` |
+/// | 200 with the same event ([`same_event`]) | `wrong-secret` |
+/// | 200 with a different event | `tampered-body` |
+/// | 404 `resource_missing` (no such event in this account) | `tampered-body` |
+/// | anything else (401, 429, 5xx, unreachable: `None`) | `signature-mismatch` |
+///
+/// Every outcome is a rejection: a body the gateway vouches for still came
+/// without a valid signature, and is never turned into events.
+pub fn diagnose_mismatch(body: &[u8], copy: Option<GatewayCopy<'_>>) -> WebhookError {
+    match copy {
+        Some(GatewayCopy {
+            status: 200,
+            body: theirs,
+        }) => match same_event(body, theirs) {
+            Some(true) => WebhookError::WrongSecret,
+            Some(false) => WebhookError::TamperedBody,
+            // A 200 that is no event (a proxy's page) vouches for nothing.
+            None => WebhookError::SignatureMismatch,
+        },
+        Some(GatewayCopy {
+            status: 404,
+            body: theirs,
+        }) if is_resource_missing(theirs) => WebhookError::TamperedBody,
+        _ => WebhookError::SignatureMismatch,
+    }
+}
+
+/// Whether a delivered body and Stripe's copy of the event describe the same
+/// event: equal `id`, `type`, `created`, `livemode`, `account` and `data`
+/// (the object and `previous_attributes`). `pending_webhooks` is left out
+/// because it counts down as deliveries succeed; `request` and `api_version`
+/// because they describe the rendering, not the event. `None` when Stripe's
+/// copy is not an event object at all.
+pub fn same_event(ours: &[u8], theirs: &[u8]) -> Option<bool> {
+    const FIELDS: [&str; 6] = ["id", "type", "created", "livemode", "account", "data"];
+    let theirs = serde_json::from_slice::<Value>(theirs)
+        .ok()
+        .filter(|copy| str_field(copy, "id").is_some() && copy.get("data").is_some())?;
+    let Ok(ours) = serde_json::from_slice::<Value>(ours) else {
+        return Some(false);
+    };
+    Some(FIELDS.iter().all(|f| ours.get(f) == theirs.get(f)))
+}
+
+fn is_resource_missing(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/error/code")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .is_some_and(|code| code == "resource_missing")
 }
 
 /// Splits `t=…,v1=…,v1=…` into the timestamp and the `v1` signatures.
@@ -633,5 +734,140 @@ mod tests {
                 refund_id: None,
             }
         );
+    }
+
+    // ---- diagnosing a mismatch ----
+
+    /// Stripe's copy of `body()`'s event as `GET /v1/events/evt_1` renders
+    /// it: same event, different key order, a different `pending_webhooks`.
+    fn stripes_copy() -> Vec<u8> {
+        let mut copy: Value = serde_json::from_slice(&body()).unwrap();
+        copy["pending_webhooks"] = json!(0);
+        copy["request"] = json!({ "id": "req_1", "idempotency_key": null });
+        copy.to_string().into_bytes()
+    }
+
+    fn ok(body: &[u8]) -> Option<GatewayCopy<'_>> {
+        Some(GatewayCopy { status: 200, body })
+    }
+
+    const NO_SUCH_EVENT: &[u8] = br#"{"error":{"code":"resource_missing","message":"No such event: 'evt_1'","param":"id","type":"invalid_request_error"}}"#;
+
+    #[test]
+    fn the_claimed_event_id_must_look_like_stripes() {
+        assert_eq!(
+            claimed_event(&body()),
+            Some(ClaimedEvent {
+                id: "evt_1".into(),
+                account: None
+            })
+        );
+        let connect = json!({ "id": "evt_2", "account": "acct_9" }).to_string();
+        assert_eq!(
+            claimed_event(connect.as_bytes()),
+            Some(ClaimedEvent {
+                id: "evt_2".into(),
+                account: Some("acct_9".into())
+            })
+        );
+        for hostile in [
+            json!({ "id": "evt_1/../../v1/balance" }),
+            json!({ "id": "evt_1?expand=x" }),
+            json!({ "id": "pi_1" }),
+            json!({ "id": "evt_" }),
+            json!({ "id": 7 }),
+            json!({ "type": "payment_intent.succeeded" }),
+        ] {
+            assert_eq!(
+                claimed_event(hostile.to_string().as_bytes()),
+                None,
+                "{hostile}"
+            );
+        }
+        assert_eq!(claimed_event(b"not json"), None);
+        let smuggled = json!({ "id": "evt_1", "account": "acct_1\r\nx: y" }).to_string();
+        assert_eq!(claimed_event(smuggled.as_bytes()).unwrap().account, None);
+    }
+
+    #[test]
+    fn stripes_identical_copy_means_the_secret_is_wrong() {
+        assert_eq!(
+            diagnose_mismatch(&body(), ok(&stripes_copy())),
+            WebhookError::WrongSecret
+        );
+    }
+
+    #[test]
+    fn any_difference_in_the_event_means_the_body_was_tampered_with() {
+        let copy = stripes_copy();
+        for (pointer, value) in [
+            ("/data/object/amount_received", json!(1)),
+            ("/data/object/metadata/order_id", json!("ord_other")),
+            ("/type", json!("payment_intent.canceled")),
+            ("/created", json!(NOW + 1)),
+        ] {
+            let mut ours: Value = serde_json::from_slice(&body()).unwrap();
+            *ours.pointer_mut(pointer).unwrap() = value;
+            assert_eq!(
+                diagnose_mismatch(ours.to_string().as_bytes(), ok(&copy)),
+                WebhookError::TamperedBody,
+                "{pointer}"
+            );
+        }
+        let mut added: Value = serde_json::from_slice(&body()).unwrap();
+        added["data"]["previous_attributes"] = json!({ "status": "processing" });
+        assert_eq!(
+            diagnose_mismatch(added.to_string().as_bytes(), ok(&copy)),
+            WebhookError::TamperedBody
+        );
+    }
+
+    #[test]
+    fn an_event_stripe_does_not_know_is_tampered() {
+        let missing = Some(GatewayCopy {
+            status: 404,
+            body: NO_SUCH_EVENT,
+        });
+        assert_eq!(
+            diagnose_mismatch(&body(), missing),
+            WebhookError::TamperedBody
+        );
+    }
+
+    #[test]
+    fn without_a_clear_answer_the_mismatch_stays_undetermined() {
+        let unrecognized_url =
+            br#"{"error":{"message":"Unrecognized request URL","type":"invalid_request_error"}}"#;
+        for copy in [
+            None,
+            Some(GatewayCopy {
+                status: 404,
+                body: unrecognized_url,
+            }),
+            Some(GatewayCopy {
+                status: 401,
+                body: b"{}",
+            }),
+            Some(GatewayCopy {
+                status: 429,
+                body: b"{}",
+            }),
+            Some(GatewayCopy {
+                status: 500,
+                body: b"{}",
+            }),
+        ] {
+            assert_eq!(
+                diagnose_mismatch(&body(), copy),
+                WebhookError::SignatureMismatch
+            );
+        }
+        // A 200 that is not an event (a proxy's page) decides nothing.
+        for page in [&b"<html>"[..], b"{}", br#"{"id":"evt_1"}"#] {
+            assert_eq!(
+                diagnose_mismatch(&body(), ok(page)),
+                WebhookError::SignatureMismatch
+            );
+        }
     }
 }

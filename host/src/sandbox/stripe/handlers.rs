@@ -69,7 +69,7 @@ pub(crate) async fn create_payment_intent(
             .create_payment_intent(new, &shared.base_url, &mut events)
             .and_then(|id| account.payment_intent_json(&id, expand))
     };
-    shared.publish(events, &ctx.cause());
+    shared.publish(&ctx.account, events, &ctx.cause());
     result.map(Json)
 }
 
@@ -283,6 +283,16 @@ pub(crate) async fn retrieve_charge(
     state.account(&ctx.account).charge_json(&id).map(Json)
 }
 
+/// `GET /v1/events/{id}`.
+pub(crate) async fn retrieve_event(
+    State(shared): State<Arc<Shared>>,
+    axum::Extension(ctx): axum::Extension<RequestContext>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let mut state = shared.lock();
+    state.account(&ctx.account).event_json(&id).map(Json)
+}
+
 /// Runs `operation` on the caller's account under the lock, then publishes
 /// whatever events it produced, whether it succeeded or not.
 fn run(
@@ -295,7 +305,7 @@ fn run(
         let mut state = shared.lock();
         operation(state.account(&ctx.account), &mut events)
     };
-    shared.publish(events, &ctx.cause());
+    shared.publish(&ctx.account, events, &ctx.cause());
     result.map(Json)
 }
 
@@ -320,22 +330,30 @@ pub(crate) async fn three_d_secure(
         let mut state = shared.lock();
         match state
             .accounts
-            .values_mut()
-            .find(|account| account.has_payment_intent(&id))
+            .iter_mut()
+            .find(|(_, account)| account.has_payment_intent(&id))
         {
             None => Err((
                 StatusCode::NOT_FOUND,
                 format!("No such payment_intent: '{id}'"),
             )),
-            Some(account) => match account.complete_authentication(&id, succeed, &mut events) {
-                Err(message) => Err((StatusCode::CONFLICT, message)),
-                Ok(()) => Ok(account
-                    .payment_intent(&id)
-                    .map(|pi| (pi.return_url.clone(), pi.client_secret().to_owned()))),
-            },
+            Some((owner, account)) => {
+                match account.complete_authentication(&id, succeed, &mut events) {
+                    Err(message) => Err((StatusCode::CONFLICT, message)),
+                    Ok(()) => Ok((
+                        owner.clone(),
+                        account
+                            .payment_intent(&id)
+                            .map(|pi| (pi.return_url.clone(), pi.client_secret().to_owned())),
+                    )),
+                }
+            }
         }
     };
-    shared.publish(events, &Cause::default());
+    let outcome = outcome.map(|(owner, redirect)| {
+        shared.publish(&owner, events, &Cause::default());
+        redirect
+    });
     let redirect_status = if succeed { "succeeded" } else { "failed" };
     match outcome {
         Err((status, message)) => (status, message).into_response(),

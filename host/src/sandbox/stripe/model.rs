@@ -269,6 +269,8 @@ pub(crate) struct Account {
     payment_intents: HashMap<String, PaymentIntent>,
     charges: HashMap<String, Charge>,
     refunds: HashMap<String, Refund>,
+    /// Events about this account's objects, by id, as first rendered.
+    events: HashMap<String, Value>,
     pub idempotency: IdempotencyTable,
 }
 
@@ -371,6 +373,21 @@ impl Account {
     }
 
     /// The Refund JSON, 404 if unknown to this account.
+    /// `GET /v1/events/{id}`: an event about one of this account's objects.
+    pub(crate) fn event_json(&self, id: &str) -> Result<Value, ApiError> {
+        self.events
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found("event", id, "id"))
+    }
+
+    /// Keeps an emitted event so `GET /v1/events/{id}` can return it.
+    pub(crate) fn record_event(&mut self, event: &Value) {
+        if let Some(id) = event["id"].as_str() {
+            self.events.insert(id.to_owned(), event.clone());
+        }
+    }
+
     pub(crate) fn refund_json(&self, id: &str) -> Result<Value, ApiError> {
         self.refunds
             .get(id)

@@ -45,7 +45,7 @@ impl Provider for Snoop {
     fn refund(_: CallContext, _: RefundRequest) -> Result<Refund, ProviderError> {
         Err(ProviderError::Unsupported("snoop".into()))
     }
-    fn parse_webhook(_: WebhookRequest) -> Result<Vec<WebhookEvent>, WebhookError> {
+    fn parse_webhook(_: CallContext, _: WebhookRequest) -> Result<Vec<WebhookEvent>, WebhookError> {
         Err(WebhookError::MissingSignature)
     }
 }

@@ -102,7 +102,7 @@ impl Provider for Hostile {
         unsupported()
     }
 
-    fn parse_webhook(_: WebhookRequest) -> Result<Vec<WebhookEvent>, WebhookError> {
+    fn parse_webhook(_: CallContext, _: WebhookRequest) -> Result<Vec<WebhookEvent>, WebhookError> {
         Err(WebhookError::MissingSignature)
     }
 }
