@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, JsonBody, QueryParams, TenantCtx};
-use crate::checkout::{CartItem, CheckoutOutcome, CheckoutRequest};
+use crate::checkout::{CartItem, CheckoutOutcome, CheckoutRequest, GatewayLessOrder};
 use crate::gateways::GatewayInput;
 use crate::ledger::{self, Entitlement, LedgerRow, Order, OrderKind, PaymentFilter};
 use crate::runtime::contract::{CaptureMode, Customer};
@@ -330,7 +330,8 @@ pub struct BulkBody {
     users: Vec<BulkUser>,
 }
 
-/// `POST /v1/orders/bulk`: one gateway-less order per user, in one request.
+/// `POST /v1/orders/bulk`: one gateway-less order per user, all booked in
+/// one transaction.
 pub async fn create_bulk_orders(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
@@ -356,25 +357,28 @@ pub async fn create_bulk_orders(
             return Err(ApiError::validation(format!("users[{i}].user is empty")));
         }
     }
-    let mut out = Vec::with_capacity(body.users.len());
-    for (u, plan) in body.users.iter().zip(plans) {
-        let (order, rows) = state
-            .checkouts
-            .gateway_less(
-                &t.tenant,
-                OrderKind::Bulk,
-                currency,
-                &[CartItem {
-                    unit_amount: u.amount,
-                    quantity: 1,
-                    user_plan: Some(plan),
-                }],
-                json!({"id": u.user}),
-                None,
-            )
-            .await?;
-        out.push(order_json(&order, &rows));
-    }
+    let orders: Vec<GatewayLessOrder> = body
+        .users
+        .iter()
+        .zip(plans)
+        .map(|(u, plan)| GatewayLessOrder {
+            items: vec![CartItem {
+                unit_amount: u.amount,
+                quantity: 1,
+                user_plan: Some(plan),
+            }],
+            customer: json!({"id": u.user}),
+            external_ref: None,
+        })
+        .collect();
+    // One transaction: every user's order is booked, or none is.
+    let out: Vec<Value> = state
+        .checkouts
+        .gateway_less_many(&t.tenant, OrderKind::Bulk, currency, &orders)
+        .await?
+        .iter()
+        .map(|(order, rows)| order_json(order, rows))
+        .collect();
     Ok((StatusCode::CREATED, Json(json!({ "orders": out }))))
 }
 

@@ -31,6 +31,16 @@ pub struct CartItem {
     pub user_plan: Option<Entitlement>,
 }
 
+/// One order of [`Checkouts::gateway_less_many`].
+#[derive(Debug, Clone)]
+pub struct GatewayLessOrder {
+    pub items: Vec<CartItem>,
+    /// Stored as the order's customer (`{"id": …}` for a bulk user).
+    pub customer: serde_json::Value,
+    /// The outside system's reference, for external orders.
+    pub external_ref: Option<String>,
+}
+
 /// What a checkout asks for.
 #[derive(Debug, Clone)]
 pub struct CheckoutRequest {
@@ -473,8 +483,8 @@ impl Checkouts {
         }
     }
 
-    /// An order without a gateway (manual, external, or one user of a bulk
-    /// order): no gateway call; rows booked at once; access granted.
+    /// An order without a gateway (manual or external): no gateway call;
+    /// rows booked at once; access granted.
     pub async fn gateway_less(
         &self,
         tenant: &TenantId,
@@ -484,44 +494,78 @@ impl Checkouts {
         customer: serde_json::Value,
         external_ref: Option<&str>,
     ) -> Result<(Order, Vec<LedgerRow>), CheckoutError> {
+        let order = GatewayLessOrder {
+            items: items.to_vec(),
+            customer,
+            external_ref: external_ref.map(str::to_owned),
+        };
+        let mut booked = self
+            .gateway_less_many(tenant, kind, currency, std::slice::from_ref(&order))
+            .await?;
+        booked
+            .pop()
+            .ok_or_else(|| CheckoutError::Invalid("nothing was booked".into()))
+    }
+
+    /// Several gateway-less orders (a bulk order: one per user) in **one**
+    /// transaction: every order is booked and paid, or none is. A failure on
+    /// the last entry (or in the commit) leaves nothing behind, so a client
+    /// retrying the request can never book the first users twice.
+    pub async fn gateway_less_many(
+        &self,
+        tenant: &TenantId,
+        kind: OrderKind,
+        currency: Currency,
+        orders: &[GatewayLessOrder],
+    ) -> Result<Vec<(Order, Vec<LedgerRow>)>, CheckoutError> {
         if kind == OrderKind::Checkout {
             return Err(CheckoutError::Invalid(
                 "checkout orders go through a gateway".into(),
             ));
         }
-        let lines = lines_of(items, None)?;
-        let metadata = match external_ref {
-            Some(r) => serde_json::json!({"external_reference": r}),
-            None => serde_json::json!({}),
-        };
         let mut tx = self.store.begin_write().await.map_err(LedgerError::from)?;
-        let order = ledger::create_order_in(
-            &mut tx,
-            tenant,
-            &NewOrder {
-                kind,
-                currency,
-                lines: lines.clone(),
-                customer,
-                metadata,
-            },
-        )
-        .await?;
-        let rows: Vec<_> = lines
-            .iter()
-            .map(|l| l.ledger_row(currency, Source::Manual))
-            .collect();
-        let booked = ledger::book_order_rows_in(&mut tx, tenant, &order.id, &rows).await?;
-        let order = ledger::transition_order_in(
-            &mut tx,
-            tenant,
-            &order.id,
-            &[OrderStatus::Pending],
-            OrderStatus::Paid,
-        )
-        .await?;
+        let mut out = Vec::with_capacity(orders.len());
+        for (i, entry) in orders.iter().enumerate() {
+            // Dropping `tx` on an early return rolls every entry back.
+            let lines = lines_of(&entry.items, None).map_err(|e| match e {
+                CheckoutError::Invalid(m) if orders.len() > 1 => {
+                    CheckoutError::Invalid(format!("orders[{i}]: {m}"))
+                }
+                other => other,
+            })?;
+            let metadata = match &entry.external_ref {
+                Some(r) => serde_json::json!({"external_reference": r}),
+                None => serde_json::json!({}),
+            };
+            let order = ledger::create_order_in(
+                &mut tx,
+                tenant,
+                &NewOrder {
+                    kind,
+                    currency,
+                    lines: lines.clone(),
+                    customer: entry.customer.clone(),
+                    metadata,
+                },
+            )
+            .await?;
+            let rows: Vec<_> = lines
+                .iter()
+                .map(|l| l.ledger_row(currency, Source::Manual))
+                .collect();
+            let booked = ledger::book_order_rows_in(&mut tx, tenant, &order.id, &rows).await?;
+            let order = ledger::transition_order_in(
+                &mut tx,
+                tenant,
+                &order.id,
+                &[OrderStatus::Pending],
+                OrderStatus::Paid,
+            )
+            .await?;
+            out.push((order, booked));
+        }
         tx.commit().await.map_err(LedgerError::from)?;
-        Ok((order, booked))
+        Ok(out)
     }
 
     /// Refund a payment row. Gateway payments are refunded through their
@@ -689,6 +733,85 @@ fn to_wire(m: Money) -> WireMoney {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn checkouts(store: &Store) -> Checkouts {
+        let key = crate::gateways::Vault::decode_key("k1", &crate::gateways::Vault::generate_key())
+            .expect("key");
+        let vault =
+            crate::gateways::Vault::new("k1", [("k1".to_string(), key)].into()).expect("vault");
+        let gateways = Gateways::new(
+            store.clone(),
+            std::sync::Arc::new(vault),
+            std::sync::Arc::new(crate::runtime::ProviderRegistry::default()),
+        );
+        Checkouts::new(store.clone(), gateways)
+    }
+
+    fn user(n: i64, quantity: i64) -> GatewayLessOrder {
+        GatewayLessOrder {
+            items: vec![CartItem {
+                unit_amount: 100 * n,
+                quantity,
+                user_plan: Some(Entitlement::parse("pro").expect("plan")),
+            }],
+            customer: serde_json::json!({ "id": format!("user-{n}") }),
+            external_ref: None,
+        }
+    }
+
+    async fn count(store: &Store, table: &str, tenant: &TenantId) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = $1");
+        sqlx::query_scalar(&sql)
+            .bind(tenant.as_str())
+            .fetch_one(store.pool())
+            .await
+            .expect("count")
+    }
+
+    #[tokio::test]
+    async fn a_bulk_order_books_every_user_or_none() {
+        crate::store::testing::each_backend(|store| async move {
+            let checkouts = checkouts(&store);
+            let tenant = crate::store::testing::tenant(&store, "Bulk shop").await;
+            let usd = Currency::parse("USD").expect("USD");
+
+            // The third entry is invalid after two were already written.
+            let err = checkouts
+                .gateway_less_many(
+                    &tenant,
+                    OrderKind::Bulk,
+                    usd,
+                    &[user(1, 1), user(2, 1), user(3, 0)],
+                )
+                .await
+                .expect_err("an invalid entry fails the whole bulk order");
+            assert!(
+                matches!(&err, CheckoutError::Invalid(m) if m.starts_with("orders[2]")),
+                "{err:?}"
+            );
+            assert_eq!(
+                count(&store, "orders", &tenant).await,
+                0,
+                "no order survives"
+            );
+            assert_eq!(
+                count(&store, "payments", &tenant).await,
+                0,
+                "no row survives"
+            );
+
+            let booked = checkouts
+                .gateway_less_many(&tenant, OrderKind::Bulk, usd, &[user(1, 1), user(2, 3)])
+                .await
+                .expect("a valid bulk order");
+            assert_eq!(booked.len(), 2);
+            assert!(booked.iter().all(|(o, _)| o.status == OrderStatus::Paid));
+            assert_eq!(booked[1].1[0].amount.minor, 600);
+            assert_eq!(count(&store, "orders", &tenant).await, 2);
+            assert_eq!(count(&store, "payments", &tenant).await, 2);
+        })
+        .await;
+    }
 
     #[test]
     fn gateway_keys_follow_the_client_key_and_stay_tenant_scoped() {
