@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use payhost::runtime::contract::{CallContext, WebhookRequest};
+use payhost::runtime::contract::{CallContext, Credential, WebhookRequest};
 use payhost::runtime::{BUNDLED, ProviderSettings, Runtime, SandboxLimits};
+use payhost::sandbox::stripe::StripeSandbox;
 
 fn stats(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort();
@@ -77,5 +78,49 @@ fn main() {
         }
         let (median, p99) = stats(samples);
         println!("fresh instance + stripe parse-webhook: median {median:?}  p99 {p99:?}  ({iterations} calls)");
+
+        // The component's HTTP path against the loopback sandbox, next to the
+        // same request made directly: the difference is what the runtime adds
+        // to a gateway call (instance, wasi-http, policy, body streaming).
+        let sandbox = StripeSandbox::start(0).await.expect("sandbox");
+        let settings = ProviderSettings {
+            base_url: Some(sandbox.base_url()),
+            ..ProviderSettings::default()
+        };
+        let networked = runtime
+            .load("bundled:stripe", stripe_bytes, settings)
+            .await
+            .expect("stripe loads");
+        let key = "sk_test_bench_runtime";
+        let ctx = CallContext {
+            credentials: vec![Credential {
+                name: "secret-key".into(),
+                value: key.into(),
+            }],
+            base_url: None,
+            idempotency_key: None,
+        };
+        let direct = reqwest::Client::new();
+        let balance = format!("{}/v1/balance", sandbox.base_url());
+        let iterations = 2_000;
+        let mut through_component = Vec::with_capacity(iterations);
+        let mut straight = Vec::with_capacity(iterations);
+        for i in 0..iterations + 200 {
+            let t = Instant::now();
+            networked.validate_credentials(ctx.clone()).await.expect("valid key");
+            let component = t.elapsed();
+            let t = Instant::now();
+            let response = direct.get(&balance).bearer_auth(key).send().await.expect("sandbox");
+            assert!(response.status().is_success());
+            response.bytes().await.expect("body");
+            if i >= 200 {
+                through_component.push(component);
+                straight.push(t.elapsed());
+            }
+        }
+        let (median, p99) = stats(through_component);
+        println!("stripe validate-credentials (GET /v1/balance via component): median {median:?}  p99 {p99:?}");
+        let (median, p99) = stats(straight);
+        println!("same GET made directly with reqwest:                         median {median:?}  p99 {p99:?}");
     });
 }
