@@ -308,6 +308,10 @@ impl Store {
             .max_connections(options.max_connections.unwrap_or(default_size).max(1))
             .acquire_timeout(options.acquire_timeout);
         if backend == Backend::Sqlite {
+            // A SQLite connection is a file handle in this process; it cannot
+            // go stale like a socket, so pinging it on every acquire (one
+            // more hop to its worker thread) buys nothing.
+            pool = pool.test_before_acquire(false);
             let pragmas = format!(
                 "PRAGMA foreign_keys = ON; PRAGMA recursive_triggers = ON; PRAGMA busy_timeout = {};",
                 options.sqlite_busy_timeout.as_millis()
