@@ -405,6 +405,61 @@ async fn raw_sql_cannot_change_or_delete_ledger_rows() {
 }
 
 #[tokio::test]
+async fn a_pending_gateway_refund_is_held_not_booked() {
+    for app in TestApp::each_backend().await {
+        let (_, key) = app.new_tenant("Pending refund shop").await;
+        app.save_stripe(&key, 1, &["USD"]).await;
+        let (status, order) = checkout(&app, &key, cart("USD", "pm_card_pendingRefund")).await;
+        assert_eq!(status, 201, "{order}");
+        let payment = first_product_payment(&order);
+        let path = format!("/v1/payments/{payment}/refunds");
+
+        let (status, held) = app
+            .tenant(&key, Method::POST, &path, Some(json!({"amount": 400})))
+            .await;
+        assert_eq!(status, 202, "[{}] {held}", app.backend);
+        assert_eq!(held["object"], "refund_hold");
+        assert_eq!(held["status"], "pending");
+        assert_eq!(held["payment_id"], payment);
+        assert_eq!(held["amount"], 400);
+        assert!(
+            held["gateway_refund_reference"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("re_")),
+            "{held}"
+        );
+
+        // Nothing is booked: no refunded row, the balance and the order are
+        // unchanged.
+        let (_, balance) = app.tenant(&key, Method::GET, "/v1/balance", None).await;
+        assert_eq!(
+            balance["items"],
+            json!([{"currency": "USD", "paid": 1000, "refunded": 0, "net": 1000}])
+        );
+        let order_id = order["id"].as_str().expect("order id");
+        let (_, after) = app
+            .tenant(&key, Method::GET, &format!("/v1/orders/{order_id}"), None)
+            .await;
+        assert_eq!(after["status"], "paid");
+        assert_eq!(after["ledger"].as_array().map(Vec::len), Some(1), "{after}");
+
+        // The held amount still counts against what remains.
+        let (status, rest) = app.tenant(&key, Method::POST, &path, None).await;
+        assert_eq!(status, 202, "{rest}");
+        assert_eq!(
+            rest["amount"], 600,
+            "everything that remains beside the hold"
+        );
+        let (status, over) = app
+            .tenant(&key, Method::POST, &path, Some(json!({"amount": 1})))
+            .await;
+        assert_eq!(status, 422, "{over}");
+        assert_eq!(over["error"]["code"], "refund_exceeds_paid");
+        app.finish().await;
+    }
+}
+
+#[tokio::test]
 async fn fifty_concurrent_partial_refunds_never_exceed_the_payment() {
     for app in TestApp::each_backend().await {
         let (_, key) = app.new_tenant("Refund shop").await;

@@ -11,7 +11,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, JsonBody, QueryParams, TenantCtx};
-use crate::checkout::{CartItem, CheckoutOutcome, CheckoutRequest, GatewayLessOrder};
+use crate::checkout::{
+    CartItem, CheckoutOutcome, CheckoutRequest, GatewayLessOrder, RefundOutcome,
+};
 use crate::gateways::GatewayInput;
 use crate::ledger::{self, Entitlement, LedgerRow, Order, OrderKind, PaymentFilter};
 use crate::runtime::contract::{CaptureMode, Customer};
@@ -392,7 +394,8 @@ pub struct RefundBody {
 }
 
 /// `POST /v1/payments/{id}/refunds`: through the provider for gateway
-/// payments, recorded manually for gateway-less ones.
+/// payments, recorded manually for gateway-less ones. 201 with the
+/// `refunded` row; 202 with the hold when the gateway's refund is pending.
 pub async fn refund(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
@@ -416,24 +419,46 @@ pub async fn refund(
             })?
             .amount
     };
-    let row = state
+    let outcome = state
         .checkouts
         .refund(&t.tenant, &id, amount, idempotency_key(&headers).as_deref())
         .await?;
-    // The refund is booked: an audit failure must not turn it into an error
-    // the client would retry.
+    let (status, action, body) = match &outcome {
+        RefundOutcome::Booked(row) => (StatusCode::CREATED, "payment.refunded", row_json(row)),
+        RefundOutcome::Pending {
+            hold,
+            gateway_reference,
+        } => (
+            StatusCode::ACCEPTED,
+            "payment.refund_pending",
+            json!({
+                "id": hold.id,
+                "object": "refund_hold",
+                "status": "pending",
+                "payment_id": hold.payment_id,
+                "order_id": hold.order_id,
+                "amount": hold.amount.minor,
+                "currency": hold.amount.currency.as_str(),
+                "provider": hold.provider.as_ref().map(|p| p.as_str()),
+                "gateway_refund_reference": gateway_reference,
+                "created_at": hold.created_at.as_i64(),
+            }),
+        ),
+    };
+    // The refund is booked or held: an audit failure must not turn it into
+    // an error the client would retry.
     if let Err(e) = crate::audit::record(
         &state.store,
         &t.actor(),
-        "payment.refunded",
+        action,
         Some(&t.tenant),
-        json!({"payment_id": id, "refund_id": row.id, "amount": row.amount.minor}),
+        json!({"payment_id": id, "refund_id": body["id"], "amount": body["amount"]}),
     )
     .await
     {
-        tracing::error!(refund = %row.id, "refund booked but not audited: {e}");
+        tracing::error!(refund = %body["id"], "refund recorded but not audited: {e}");
     }
-    Ok((StatusCode::CREATED, Json(row_json(&row))))
+    Ok((status, Json(body)))
 }
 
 /// `GET /v1/payments/{id}`

@@ -92,6 +92,23 @@ pub enum CheckoutOutcome {
     Pending { order: Order },
 }
 
+/// How a refund request ended.
+#[derive(Debug, Clone)]
+pub enum RefundOutcome {
+    /// The new `refunded` row (manual refunds, and gateway refunds the
+    /// gateway reports as succeeded).
+    Booked(LedgerRow),
+    /// The gateway accepted the refund but has not completed it (Stripe's
+    /// `pending`). Nothing is booked: the amount stays held, so it keeps
+    /// counting against what remains, until the gateway's later event
+    /// completes the hold (books the row) or releases it. The gateway echoes
+    /// the hold's id as the event's `refund-id`.
+    Pending {
+        hold: ledger::RefundReservation,
+        gateway_reference: String,
+    },
+}
+
 /// Why a checkout or refund failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError {
@@ -569,26 +586,29 @@ impl Checkouts {
     }
 
     /// Refund a payment row. Gateway payments are refunded through their
-    /// provider (reserve → call → book or release); gateway-less payments
-    /// are recorded as manual refunds with no gateway call.
+    /// provider (reserve → call → book, keep held while the gateway says
+    /// pending, or release); gateway-less payments are recorded as manual
+    /// refunds with no gateway call.
     pub async fn refund(
         &self,
         tenant: &TenantId,
         payment: &PaymentId,
         amount: Option<i64>,
         client_key: Option<&str>,
-    ) -> Result<LedgerRow, CheckoutError> {
+    ) -> Result<RefundOutcome, CheckoutError> {
         if amount.is_some_and(|a| a <= 0) {
             return Err(CheckoutError::Invalid("amount must be positive".into()));
         }
         let row = ledger::payment(&self.store, tenant, payment)
             .await?
             .ok_or(LedgerError::PaymentNotFound)?;
-        let refunded = self
+        let outcome = self
             .refund_row(tenant, &row, payment, amount, client_key)
             .await?;
-        self.update_order_after_refund(tenant, &row.order_id).await;
-        Ok(refunded)
+        if matches!(outcome, RefundOutcome::Booked(_)) {
+            self.update_order_after_refund(tenant, &row.order_id).await;
+        }
+        Ok(outcome)
     }
 
     /// Orders are workflow state: after a refund, mark the order
@@ -632,17 +652,12 @@ impl Checkouts {
         payment: &PaymentId,
         amount: Option<i64>,
         client_key: Option<&str>,
-    ) -> Result<LedgerRow, CheckoutError> {
+    ) -> Result<RefundOutcome, CheckoutError> {
         let Some(provider_id) = row.provider.clone() else {
-            return Ok(ledger::book_refund(
-                &self.store,
-                tenant,
-                payment,
-                amount,
-                None,
-                Source::Manual,
-            )
-            .await?);
+            return Ok(RefundOutcome::Booked(
+                ledger::book_refund(&self.store, tenant, payment, amount, None, Source::Manual)
+                    .await?,
+            ));
         };
         let reservation = ledger::reserve_refund(&self.store, tenant, payment, amount).await?;
         let release = || async {
@@ -677,10 +692,18 @@ impl Checkouts {
             refund_id: reservation.id.to_string(),
         };
         match open.provider.refund(ctx, request).await {
-            Ok(refund)
-                if refund.status != RefundStatus::Failed
-                    && refund.status != RefundStatus::Canceled =>
-            {
+            Ok(refund) if refund.status == RefundStatus::Pending => {
+                tracing::info!(
+                    hold = %reservation.id,
+                    "gateway refund {} pending: the amount stays held until it completes",
+                    refund.reference
+                );
+                Ok(RefundOutcome::Pending {
+                    hold: reservation,
+                    gateway_reference: refund.reference,
+                })
+            }
+            Ok(refund) if refund.status == RefundStatus::Succeeded => {
                 // The refund reference is what a webhook echo is matched on;
                 // an unusable one must not be dropped silently.
                 let external =
@@ -688,14 +711,16 @@ impl Checkouts {
                         code: "provider_bad_reference",
                         message: format!("refund reference: {e}"),
                     })?;
-                Ok(ledger::complete_refund(
-                    &self.store,
-                    tenant,
-                    &reservation.id,
-                    Some(&external),
-                    Source::Api,
-                )
-                .await?)
+                Ok(RefundOutcome::Booked(
+                    ledger::complete_refund(
+                        &self.store,
+                        tenant,
+                        &reservation.id,
+                        Some(&external),
+                        Source::Api,
+                    )
+                    .await?,
+                ))
             }
             Ok(refund) => {
                 release().await;

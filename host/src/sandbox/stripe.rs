@@ -23,6 +23,7 @@
 //!   Anything else is 404 `invalid_request_error`.
 //! - **Outcomes** are decided by Stripe's test PaymentMethods: `pm_card_visa`,
 //!   `pm_card_visa_debit`, `pm_card_mastercard`, `pm_card_amex` approve;
+//!   `pm_card_pendingRefund` approves, and its refunds stay `pending`;
 //!   `pm_card_visa_chargeDeclined` / `pm_card_chargeDeclined` decline
 //!   (`generic_decline`); `pm_card_visa_chargeDeclinedInsufficientFunds` /
 //!   `pm_card_chargeDeclinedInsufficientFunds` decline (`insufficient_funds`);
@@ -1621,6 +1622,43 @@ mod tests {
             .await;
         assert_eq!(by_charge.status, StatusCode::NOT_FOUND);
         assert_eq!(client.get(KEY, &path).await.status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn refunds_of_the_pending_refund_card_stay_pending() {
+        let (_sandbox, client) = sandbox().await;
+        for (card, status) in [
+            ("pm_card_pendingRefund", "pending"),
+            ("pm_card_visa", "succeeded"),
+        ] {
+            let paid = client
+                .create(&[
+                    ("amount", "900"),
+                    ("currency", "usd"),
+                    ("payment_method", card),
+                    ("confirm", "true"),
+                ])
+                .await;
+            assert_eq!(paid.json["status"], "succeeded", "{card}");
+            let id = paid.json["id"].as_str().expect("id");
+            let refund = client
+                .post(
+                    KEY,
+                    "/v1/refunds",
+                    None,
+                    &[("payment_intent", id), ("amount", "400")],
+                )
+                .await;
+            assert_eq!(refund.status, StatusCode::OK, "{card}");
+            assert_eq!(refund.json["status"], status, "{card}");
+            let read = client
+                .get(
+                    KEY,
+                    &format!("/v1/refunds/{}", refund.json["id"].as_str().unwrap()),
+                )
+                .await;
+            assert_eq!(read.json["status"], status, "{card}");
+        }
     }
 
     #[tokio::test]

@@ -104,13 +104,17 @@ const PROCESSING_ERROR: TestCard = TestCard::Decline {
     message: "An error occurred while processing your card. Try again in a little bit.",
 };
 
+/// Stripe's test card whose payments approve but whose refunds stay
+/// `pending` (on Stripe they later turn `succeeded`; the sandbox leaves them
+/// pending, which is the case a client must handle).
+pub(crate) const PENDING_REFUND_CARD: &str = "pm_card_pendingRefund";
+
 /// The behaviour of a Stripe test PaymentMethod id, `None` for ids the
 /// sandbox does not know (Stripe answers `resource_missing`).
 pub(crate) fn test_card(payment_method: &str) -> Option<TestCard> {
     match payment_method {
-        "pm_card_visa" | "pm_card_visa_debit" | "pm_card_mastercard" | "pm_card_amex" => {
-            Some(TestCard::Approve)
-        }
+        "pm_card_visa" | "pm_card_visa_debit" | "pm_card_mastercard" | "pm_card_amex"
+        | PENDING_REFUND_CARD => Some(TestCard::Approve),
         "pm_card_visa_chargeDeclined" | "pm_card_chargeDeclined" => Some(GENERIC_DECLINE),
         "pm_card_visa_chargeDeclinedInsufficientFunds"
         | "pm_card_chargeDeclinedInsufficientFunds" => Some(INSUFFICIENT_FUNDS),
@@ -215,6 +219,8 @@ pub(crate) struct Refund {
     payment_intent: String,
     reason: Option<&'static str>,
     metadata: BTreeMap<String, String>,
+    /// `succeeded`, or `pending` for charges of [`PENDING_REFUND_CARD`].
+    status: &'static str,
 }
 
 /// An event an operation produced: its type and the object as it is now.
@@ -756,6 +762,11 @@ impl Account {
                 "charge", &charge_id, "charge",
             ));
         };
+        let status = if charge.payment_method == PENDING_REFUND_CARD {
+            "pending"
+        } else {
+            "succeeded"
+        };
         let remaining = received - charge.amount_refunded;
         if remaining <= 0 {
             return Err(ApiError::state(
@@ -785,6 +796,7 @@ impl Account {
             payment_intent: pi_id,
             reason: new.reason,
             metadata,
+            status,
         };
         if let Some(charge) = self.charges.get_mut(&charge_id) {
             charge.amount_refunded += amount;
@@ -902,7 +914,7 @@ fn refund_json(refund: &Refund) -> Value {
         "metadata": refund.metadata,
         "payment_intent": refund.payment_intent,
         "reason": refund.reason,
-        "status": "succeeded",
+        "status": refund.status,
     })
 }
 
