@@ -203,21 +203,34 @@ impl ConnectionPool {
         Ok(sender)
     }
 
+    /// The TLS client: Mozilla's roots (webpki-roots), never the system
+    /// store, so what a component may trust does not depend on the machine.
     fn tls(&self) -> &tokio_rustls::TlsConnector {
         self.tls.get_or_init(|| {
-            let roots = rustls::RootCertStore {
+            tls_connector(rustls::RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-            };
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            tokio_rustls::TlsConnector::from(Arc::new(config))
+            })
         })
     }
+
+    /// A pool that trusts only `roots` (tests with their own CA).
+    #[cfg(test)]
+    fn trusting(roots: rustls::RootCertStore) -> ConnectionPool {
+        let pool = ConnectionPool::default();
+        let _ = pool.tls.set(tls_connector(roots));
+        pool
+    }
+}
+
+fn tls_connector(roots: rustls::RootCertStore) -> tokio_rustls::TlsConnector {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
 type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -394,6 +407,27 @@ mod tests {
         between_bytes: Duration::from_secs(5),
     };
 
+    /// A loopback listener and a counter of the connections it accepts.
+    async fn listen() -> (tokio::net::TcpListener, u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        (listener, port, Arc::new(AtomicUsize::new(0)))
+    }
+
+    /// Reads up to the end of one request head; `false` if the peer left.
+    async fn read_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> bool {
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut chunk = [0u8; 1024];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        true
+    }
+
     /// A loopback HTTP/1.1 server answering `body` to every request; counts
     /// accepted connections. `requests_per_connection` bounds how many it
     /// serves on one connection before closing it.
@@ -401,11 +435,7 @@ mod tests {
         body: &'static str,
         requests_per_connection: usize,
     ) -> (Origin, Arc<AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let accepted = Arc::new(AtomicUsize::new(0));
+        let (listener, port, accepted) = listen().await;
         let counter = accepted.clone();
         tokio::spawn(async move {
             loop {
@@ -416,13 +446,9 @@ mod tests {
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     for served in 1..=requests_per_connection {
-                        // Read one request head (these requests have no body).
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            let mut chunk = [0u8; 1024];
-                            match stream.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
+                        // These requests have no body.
+                        if !read_head(&mut stream, &mut buf).await {
+                            return;
                         }
                         buf.clear();
                         // The last response says so, as a server closing
@@ -445,6 +471,111 @@ mod tests {
         });
         let origin = Origin::parse(&format!("http://127.0.0.1:{port}")).expect("origin");
         (origin, accepted)
+    }
+
+    /// A loopback HTTPS server for `localhost` whose certificate is issued
+    /// by the test CA in `testdata/` (not a public root). Answers `body` to
+    /// one request per connection; counts TCP connections accepted.
+    async fn tls_server(body: &'static str) -> (Origin, Arc<AtomicUsize>) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let cert = CertificateDer::from_pem_slice(include_bytes!("testdata/localhost.crt"))
+            .expect("test certificate");
+        let key = PrivateKeyDer::from_pem_slice(include_bytes!("testdata/localhost.key"))
+            .expect("test key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (listener, port, accepted) = listen().await;
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    if !read_head(&mut tls, &mut Vec::new()).await {
+                        return;
+                    }
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(response.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        let origin = Origin::parse(&format!("https://localhost:{port}")).expect("origin");
+        (origin, accepted)
+    }
+
+    fn test_ca() -> rustls::RootCertStore {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(
+                CertificateDer::from_pem_slice(include_bytes!("testdata/test-ca.crt"))
+                    .expect("test CA"),
+            )
+            .expect("add test CA");
+        roots
+    }
+
+    fn https_get(origin: &Origin) -> http::Request<WasiBody> {
+        http::Request::get(format!("{origin}/v1/balance"))
+            .header(http::header::HOST, format!("localhost:{}", origin.port()))
+            .body(Empty::new().map_err(|never| match never {}).boxed_unsync())
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn https_verifies_the_certificate_against_the_roots() {
+        let (origin, accepted) = tls_server("tls ok").await;
+
+        // Trusting the CA that issued the server's certificate: the request
+        // goes through TLS, with `localhost` as the verified name.
+        let trusting = Arc::new(ConnectionPool::trusting(test_ca()));
+        let response = trusting
+            .send(&origin, false, https_get(&origin), TIMEOUTS)
+            .await
+            .expect("a certificate from a trusted CA is accepted");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(&body[..], b"tls ok");
+
+        // The real pool trusts Mozilla's roots only: the same server is refused
+        // during the handshake, before any request is written.
+        let public_roots = Arc::new(ConnectionPool::default());
+        let before = accepted.load(Ordering::SeqCst);
+        let refused = public_roots
+            .send(&origin, false, https_get(&origin), TIMEOUTS)
+            .await
+            .err()
+            .expect("a certificate from an unknown CA is refused");
+        assert!(
+            matches!(refused, SendError::Http(HttpError::Tls(_))),
+            "{refused:?}"
+        );
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            before + 1,
+            "it connected, so the refusal came from TLS, not from the policy"
+        );
     }
 
     fn get(origin: &Origin) -> http::Request<WasiBody> {
