@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use payhost::runtime::contract::{
-    CallContext, CaptureMode, Money, PaymentRequest, PaymentState, ProviderError,
+    CallContext, CaptureMode, Credential, Money, PaymentRequest, PaymentState, ProviderError,
+    WebhookError, WebhookRequest,
 };
 use payhost::runtime::{CallError, LoadError, ProviderSettings};
 use payhost_tests::{
@@ -172,6 +173,44 @@ async fn guest_errors_pass_through_typed() {
         err,
         CallError::Gateway(ProviderError::Unsupported("hostile test component".into()))
     );
+}
+
+fn delivery(body: &[u8]) -> WebhookRequest {
+    WebhookRequest {
+        headers: vec![("x-signature".into(), "forged".into())],
+        body: body.to_vec(),
+        secret: "whsec_test".into(),
+        received_at: 1_700_000_000,
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_webhook_signature_cannot_be_turned_into_events() {
+    let provider = hostile().await;
+    let with_key = CallContext {
+        credentials: vec![Credential {
+            name: "secret-key".into(),
+            value: "sk_test_hostile".into(),
+        }],
+        ..ctx()
+    };
+    // Verification runs without the tenant's credentials…
+    let first = provider
+        .parse_webhook(with_key.clone(), delivery(b"report"))
+        .await
+        .expect_err("the hostile component reports instead of verifying");
+    assert_eq!(
+        first,
+        CallError::Gateway(WebhookError::MalformedSignature("credentials=0".into()))
+    );
+    // …and the diagnosis call that does get them can only sharpen the
+    // rejection: the event the component returns there is dropped.
+    let second = provider
+        .parse_webhook(with_key, delivery(b"{}"))
+        .await
+        .expect_err("events after a rejected signature are ignored");
+    assert_eq!(second, CallError::Gateway(WebhookError::SignatureMismatch));
+    assert_still_serving().await;
 }
 
 #[tokio::test]

@@ -568,16 +568,68 @@ impl LoadedProvider {
         .await
     }
 
-    /// Verify and normalize a webhook. `ctx` carries the tenant's
-    /// credentials so that, on a signature mismatch only, the component can
-    /// ask the gateway whether the body is genuine (`tampered-body` vs
-    /// `wrong-secret`); it gets the provider's usual outbound allow-list.
+    /// Verify and normalize a webhook, in at most two calls:
+    ///
+    /// 1. with no credentials and no network: a valid delivery is answered
+    ///    here, so verifying one never exposes the tenant's credentials or
+    ///    lets the component reach out;
+    /// 2. only if that says `signature-mismatch` and `ctx` has credentials: a
+    ///    second call with them and the provider's allow-list, in which the
+    ///    component may ask the gateway whether the body is genuine
+    ///    (`tampered-body` / `wrong-secret`).
+    ///
+    /// The second call can only sharpen the rejection. Events it returns
+    /// are ignored, as is any other error or failure: the result is then the
+    /// first call's `signature-mismatch`.
     pub async fn parse_webhook(
         &self,
         ctx: CallContext,
         request: WebhookRequest,
     ) -> Result<Vec<WebhookEvent>, CallError<WebhookError>> {
+        let offline = CallContext {
+            credentials: Vec::new(),
+            base_url: None,
+            idempotency_key: None,
+        };
+        let first = self
+            .parse_webhook_once(offline, request.clone(), self.no_network.clone())
+            .await;
+        if !matches!(
+            first,
+            Err(CallError::Gateway(WebhookError::SignatureMismatch))
+        ) || ctx.credentials.is_empty()
+        {
+            return first;
+        }
         let ctx = self.with_base_url(ctx);
+        match self
+            .parse_webhook_once(ctx, request, self.policy.clone())
+            .await
+        {
+            Err(CallError::Gateway(
+                sharper @ (WebhookError::TamperedBody | WebhookError::WrongSecret),
+            )) => Err(CallError::Gateway(sharper)),
+            Err(CallError::Gateway(WebhookError::SignatureMismatch)) => first,
+            Ok(_) => {
+                tracing::warn!(
+                    provider = %self.id,
+                    "parse-webhook returned events for a body whose signature it had rejected; ignored"
+                );
+                first
+            }
+            Err(other) => {
+                tracing::info!(provider = %self.id, "webhook mismatch not diagnosed: {other}");
+                first
+            }
+        }
+    }
+
+    async fn parse_webhook_once(
+        &self,
+        ctx: CallContext,
+        request: WebhookRequest,
+        policy: Arc<OutboundPolicy>,
+    ) -> Result<Vec<WebhookEvent>, CallError<WebhookError>> {
         let mut secrets = secrets_of(&ctx);
         secrets.push(request.secret.clone());
         call(
@@ -585,7 +637,7 @@ impl LoadedProvider {
             &self.pre,
             self.id.clone(),
             "parse-webhook",
-            self.policy.clone(),
+            policy,
             secrets,
             move |p, s| {
                 Box::pin(async move {

@@ -186,6 +186,9 @@ fn diagnose_mismatch(ctx: &CallContext, body: &[u8]) -> WebhookError {
     let Ok(client) = Client::new(ctx) else {
         return WebhookError::SignatureMismatch;
     };
+    if !claim.visible_to(client.secret_key) {
+        return WebhookError::SignatureMismatch;
+    }
     let path = format!("/v1/events/{}", claim.id);
     let mut request = client.request(Request::get(format!("{}{path}", client.base)));
     if let Some(account) = &claim.account {

@@ -109,6 +109,26 @@ pub fn verify_signature(
 pub struct ClaimedEvent {
     pub id: String,
     pub account: Option<String>,
+    /// The body's `livemode`, to compare with the mode of the key.
+    pub livemode: Option<bool>,
+}
+
+impl ClaimedEvent {
+    /// Whether the tenant's key can see this event at all: a test key finds
+    /// no live event and a live key no test event, so asking would prove
+    /// nothing. `true` when either mode is unknown.
+    pub fn visible_to(&self, secret_key: &str) -> bool {
+        let key_live = ["sk_live_", "rk_live_"]
+            .iter()
+            .any(|p| secret_key.starts_with(p));
+        let key_test = ["sk_test_", "rk_test_"]
+            .iter()
+            .any(|p| secret_key.starts_with(p));
+        match self.livemode {
+            Some(live) => !(live && key_test || !live && key_live),
+            None => true,
+        }
+    }
 }
 
 /// Reads the claim of an *unverified* body. `None` when the body cannot be a
@@ -124,6 +144,7 @@ pub fn claimed_event(body: &[u8]) -> Option<ClaimedEvent> {
     Some(ClaimedEvent {
         id: id.to_owned(),
         account,
+        livemode: event.get("livemode").and_then(Value::as_bool),
     })
 }
 
@@ -148,8 +169,15 @@ pub struct GatewayCopy<'a> {
 /// | the body is no Stripe event ([`claimed_event`] is `None`) | `tampered-body` |
 /// | 200 with the same event ([`same_event`]) | `wrong-secret` |
 /// | 200 with a different event | `tampered-body` |
-/// | 404 `resource_missing` (no such event in this account) | `tampered-body` |
+/// | 200 rendered in another API version, or not an event | `signature-mismatch` |
+/// | 404 `resource_missing` (the tenant's account has no such event) | `tampered-body` |
 /// | anything else (401, 429, 5xx, unreachable: `None`) | `signature-mismatch` |
+///
+/// The caller does not ask at all when the key cannot see the event
+/// ([`ClaimedEvent::visible_to`]: a test key and a live event, or the
+/// reverse); that stays `signature-mismatch` too. An event of *another*
+/// Stripe account (a webhook endpoint of account B pointed at tenant A) is
+/// reported as `tampered-body`: Stripe does not vouch for it to this tenant.
 ///
 /// Every outcome is a rejection: a body the gateway vouches for still came
 /// without a valid signature, and is never turned into events.
@@ -176,8 +204,10 @@ pub fn diagnose_mismatch(body: &[u8], copy: Option<GatewayCopy<'_>>) -> WebhookE
 /// event: equal `id`, `type`, `created`, `livemode`, `account` and `data`
 /// (the object and `previous_attributes`). `pending_webhooks` is left out
 /// because it counts down as deliveries succeed; `request` and `api_version`
-/// because they describe the rendering, not the event. `None` when Stripe's
-/// copy is not an event object at all.
+/// because they describe the rendering, not the event. `None` (cannot
+/// tell) when Stripe's copy is not an event object, or when the two name
+/// different `api_version`s: a webhook endpoint pinned to another version
+/// receives `data.object` rendered differently from the API's copy.
 pub fn same_event(ours: &[u8], theirs: &[u8]) -> Option<bool> {
     const FIELDS: [&str; 6] = ["id", "type", "created", "livemode", "account", "data"];
     let theirs = serde_json::from_slice::<Value>(theirs)
@@ -186,6 +216,13 @@ pub fn same_event(ours: &[u8], theirs: &[u8]) -> Option<bool> {
     let Ok(ours) = serde_json::from_slice::<Value>(ours) else {
         return Some(false);
     };
+    if let (Some(a), Some(b)) = (
+        str_field(&ours, "api_version"),
+        str_field(&theirs, "api_version"),
+    ) && a != b
+    {
+        return None;
+    }
     Some(FIELDS.iter().all(|f| ours.get(f) == theirs.get(f)))
 }
 
@@ -759,15 +796,17 @@ mod tests {
             claimed_event(&body()),
             Some(ClaimedEvent {
                 id: "evt_1".into(),
-                account: None
+                account: None,
+                livemode: None,
             })
         );
-        let connect = json!({ "id": "evt_2", "account": "acct_9" }).to_string();
+        let connect = json!({ "id": "evt_2", "account": "acct_9", "livemode": true }).to_string();
         assert_eq!(
             claimed_event(connect.as_bytes()),
             Some(ClaimedEvent {
                 id: "evt_2".into(),
-                account: Some("acct_9".into())
+                account: Some("acct_9".into()),
+                livemode: Some(true),
             })
         );
         for hostile in [
@@ -820,6 +859,34 @@ mod tests {
             diagnose_mismatch(added.to_string().as_bytes(), ok(&copy)),
             WebhookError::TamperedBody
         );
+    }
+
+    #[test]
+    fn another_api_version_decides_nothing() {
+        let mut ours: Value = serde_json::from_slice(&body()).unwrap();
+        ours["api_version"] = json!("2024-06-20");
+        let mut copy: Value = serde_json::from_slice(&stripes_copy()).unwrap();
+        copy["api_version"] = json!("2020-08-27");
+        copy["data"]["object"]["charges"] = json!({ "object": "list", "data": [] });
+        assert_eq!(
+            diagnose_mismatch(ours.to_string().as_bytes(), ok(copy.to_string().as_bytes())),
+            WebhookError::SignatureMismatch
+        );
+    }
+
+    #[test]
+    fn a_key_only_sees_events_of_its_own_mode() {
+        let claim = |livemode| ClaimedEvent {
+            id: "evt_1".into(),
+            account: None,
+            livemode,
+        };
+        assert!(!claim(Some(true)).visible_to("sk_test_1"));
+        assert!(!claim(Some(false)).visible_to("rk_live_1"));
+        assert!(claim(Some(true)).visible_to("sk_live_1"));
+        assert!(claim(Some(false)).visible_to("sk_test_1"));
+        assert!(claim(None).visible_to("sk_test_1"));
+        assert!(claim(Some(true)).visible_to("unknown_prefix"));
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! | `panic`          | panics                                                 |
 //! | `count`          | bumps a global counter and reports it in the reference |
 //! | anything else    | approves the payment (reference `ok-<order id>`)        |
+//!
+//! `parse-webhook` tries to slip an event past a rejected signature (see
+//! its doc).
 #![allow(unsafe_code)]
 // the export macro expands to wit-bindgen glue
 // Natively (clippy, `cargo test --workspace`) the export macro expands to
@@ -18,8 +21,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use payhost_provider_sdk::{
-    CallContext, Capabilities, Manifest, Money, Payment, PaymentRequest, PaymentState, Provider,
-    ProviderError, Refund, RefundRequest, WebhookError, WebhookEvent, WebhookRequest, http,
+    CallContext, Capabilities, EventKind, Manifest, Money, Payment, PaymentRequest, PaymentState,
+    Provider, ProviderError, Refund, RefundRequest, WebhookError, WebhookEvent, WebhookRequest,
+    http,
 };
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -102,8 +106,33 @@ impl Provider for Hostile {
         unsupported()
     }
 
-    fn parse_webhook(_: CallContext, _: WebhookRequest) -> Result<Vec<WebhookEvent>, WebhookError> {
-        Err(WebhookError::MissingSignature)
+    /// Never verifies anything. Without credentials it rejects the
+    /// signature; handed credentials (the host's diagnosis call) it tries to
+    /// turn the rejected delivery into an event anyway, and the host must
+    /// ignore that. A body of `report` instead reports what it was given.
+    fn parse_webhook(
+        ctx: CallContext,
+        request: WebhookRequest,
+    ) -> Result<Vec<WebhookEvent>, WebhookError> {
+        if request.body == b"report" {
+            return Err(WebhookError::MalformedSignature(format!(
+                "credentials={}",
+                ctx.credentials.len()
+            )));
+        }
+        if ctx.credentials.is_empty() {
+            return Err(WebhookError::SignatureMismatch);
+        }
+        Ok(vec![WebhookEvent {
+            id: "evt_forged".into(),
+            kind: EventKind::PaymentSucceeded,
+            gateway_type: "payment_intent.succeeded".into(),
+            payment_reference: Some("pi_forged".into()),
+            refund_reference: None,
+            amount: Some(Money::new(1_000_000, "USD")),
+            order_id: None,
+            refund_id: None,
+        }])
     }
 }
 
