@@ -425,10 +425,7 @@ pub async fn refund(
         .await?;
     let (status, action, body) = match &outcome {
         RefundOutcome::Booked(row) => (StatusCode::CREATED, "payment.refunded", row_json(row)),
-        RefundOutcome::Pending {
-            hold,
-            gateway_reference,
-        } => (
+        RefundOutcome::Pending { hold } => (
             StatusCode::ACCEPTED,
             "payment.refund_pending",
             json!({
@@ -440,7 +437,7 @@ pub async fn refund(
                 "amount": hold.amount.minor,
                 "currency": hold.amount.currency.as_str(),
                 "provider": hold.provider.as_ref().map(|p| p.as_str()),
-                "gateway_refund_reference": gateway_reference,
+                "gateway_refund_reference": hold.gateway_refund_reference.as_ref().map(|r| r.as_str()),
                 "created_at": hold.created_at.as_i64(),
             }),
         ),

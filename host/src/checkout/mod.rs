@@ -101,12 +101,10 @@ pub enum RefundOutcome {
     /// The gateway accepted the refund but has not completed it (Stripe's
     /// `pending`). Nothing is booked: the amount stays held, so it keeps
     /// counting against what remains, until the gateway's later event
-    /// completes the hold (books the row) or releases it. The gateway echoes
-    /// the hold's id as the event's `refund-id`.
-    Pending {
-        hold: ledger::RefundReservation,
-        gateway_reference: String,
-    },
+    /// completes the hold (books the row) or releases it. The hold records
+    /// the gateway's refund reference, and the gateway echoes the hold's id
+    /// as the event's `refund-id`.
+    Pending { hold: ledger::RefundReservation },
 }
 
 /// Why a checkout or refund failed.
@@ -693,15 +691,22 @@ impl Checkouts {
         };
         match open.provider.refund(ctx, request).await {
             Ok(refund) if refund.status == RefundStatus::Pending => {
+                // The hold stays in every branch here: the gateway took the
+                // refund, so releasing the amount could refund it twice.
+                let external =
+                    GatewayRef::parse(&refund.reference).map_err(|e| CheckoutError::Provider {
+                        code: "provider_bad_reference",
+                        message: format!("refund reference: {e}"),
+                    })?;
+                ledger::mark_refund_pending(&self.store, tenant, &reservation.id, &external)
+                    .await?;
                 tracing::info!(
                     hold = %reservation.id,
-                    "gateway refund {} pending: the amount stays held until it completes",
-                    refund.reference
+                    "gateway refund {external} pending: the amount stays held until it completes"
                 );
-                Ok(RefundOutcome::Pending {
-                    hold: reservation,
-                    gateway_reference: refund.reference,
-                })
+                let mut hold = reservation;
+                hold.gateway_refund_reference = Some(external);
+                Ok(RefundOutcome::Pending { hold })
             }
             Ok(refund) if refund.status == RefundStatus::Succeeded => {
                 // The refund reference is what a webhook echo is matched on;

@@ -137,6 +137,10 @@ pub struct RefundReservation {
     pub provider: Option<ProviderId>,
     /// The gateway's payment reference to refund.
     pub gateway_reference: Option<GatewayRef>,
+    /// The gateway's refund reference once it accepted the refund as
+    /// pending ([`mark_refund_pending`]); `None` while the call's outcome
+    /// is unknown.
+    pub gateway_refund_reference: Option<GatewayRef>,
     /// When the hold was taken.
     pub created_at: UnixMillis,
 }
@@ -471,6 +475,7 @@ pub async fn reserve_refund(
         amount,
         provider: target.payment.provider.clone(),
         gateway_reference: target.payment.gateway_reference.clone(),
+        gateway_refund_reference: None,
         created_at: UnixMillis::now(),
     };
     sqlx::query(
@@ -567,9 +572,41 @@ pub async fn complete_refund(
     }
 }
 
+/// Records that the gateway accepted the refund of `reservation` as pending,
+/// under its refund reference. The hold stays: it keeps counting against
+/// what remains until the gateway's later answer completes it
+/// ([`complete_refund`]) or, if the refund failed, releases it.
+pub async fn mark_refund_pending(
+    store: &Store,
+    tenant: &TenantId,
+    reservation: &RefundReservationId,
+    gateway_refund: &GatewayRef,
+) -> Result<(), LedgerError> {
+    let marked = sqlx::query(
+        "UPDATE refund_reservations SET gateway_refund_reference = $3 \
+          WHERE id = $1 AND tenant_id = $2",
+    )
+    .bind(reservation.as_str())
+    .bind(tenant.as_str())
+    .bind(gateway_refund.as_str())
+    .execute(store.pool())
+    .await?;
+    if marked.rows_affected() == 0 {
+        return Err(LedgerError::ReservationNotFound);
+    }
+    Ok(())
+}
+
 /// Reservations older than `cutoff`, across tenants, oldest first — for the
-/// janitor: a hold this old means the process died between the gateway call
-/// and [`complete_refund`]; reconcile with the gateway, then complete or release.
+/// janitor. Two kinds, told apart by `gateway_refund_reference`:
+/// - `None`: the process stopped between the gateway call and
+///   [`complete_refund`], so the outcome is unknown;
+/// - `Some`: the gateway accepted the refund as pending and has not
+///   completed it yet.
+///
+/// Neither may be released without asking the gateway first: a hold whose
+/// refund went through, released, would let the same amount be refunded
+/// twice.
 pub async fn stale_reservations(
     store: &Store,
     cutoff: UnixMillis,
@@ -577,6 +614,7 @@ pub async fn stale_reservations(
     let rows = sqlx::query(
         "SELECT r.id AS id, r.tenant_id AS tenant_id, r.payment_id AS payment_id, \
                 r.amount_minor AS amount_minor, r.created_at AS created_at, \
+                r.gateway_refund_reference AS gateway_refund_reference, \
                 p.order_id AS order_id, p.currency AS currency, p.provider AS provider, \
                 p.gateway_reference AS gateway_reference \
            FROM refund_reservations r JOIN payments p ON p.id = r.payment_id \
@@ -596,6 +634,11 @@ pub async fn stale_reservations(
                 amount: Money::new(get_i64(row, "amount_minor")?, currency),
                 provider: get_opt_parsed(row, "provider", ProviderId::parse)?,
                 gateway_reference: get_opt_parsed(row, "gateway_reference", GatewayRef::parse)?,
+                gateway_refund_reference: get_opt_parsed(
+                    row,
+                    "gateway_refund_reference",
+                    GatewayRef::parse,
+                )?,
                 created_at: get_time(row, "created_at")?,
             })
         })

@@ -655,7 +655,8 @@ async fn reserve_complete_release_flow() {
                 .expect("foreign release")
         );
 
-        // A hold older than the cutoff is reported to the janitor.
+        // A hold older than the cutoff is reported to the janitor, with
+        // the gateway's refund reference once the gateway took it as pending.
         let stale = stale_reservations(&store, UnixMillis(hold2.created_at.0 + 1))
             .await
             .expect("stale");
@@ -663,6 +664,33 @@ async fn reserve_complete_release_flow() {
             stale.iter().map(|r| &r.id).collect::<Vec<_>>(),
             vec![&hold2.id]
         );
+        assert_eq!(stale[0].gateway_refund_reference, None, "outcome unknown");
+        mark_refund_pending(&store, &t2, &hold2.id, &gref("re_pending"))
+            .await
+            .expect("mark pending");
+        let err = mark_refund_pending(&store, &t, &hold2.id, &gref("re_x"))
+            .await
+            .expect_err("another tenant's hold");
+        assert!(matches!(err, LedgerError::ReservationNotFound), "{err:?}");
+        let stale = stale_reservations(&store, UnixMillis(hold2.created_at.0 + 1))
+            .await
+            .expect("stale");
+        assert_eq!(stale[0].gateway_refund_reference, Some(gref("re_pending")));
+        // That is the only change a hold ever takes, and only once.
+        let err = mark_refund_pending(&store, &t2, &hold2.id, &gref("re_again"))
+            .await
+            .expect_err("a second reference");
+        assert!(matches!(err, LedgerError::Store(_)), "{err:?}");
+        let shrunk = sqlx::query("UPDATE refund_reservations SET amount_minor = 1 WHERE id = $1")
+            .bind(hold2.id.as_str())
+            .execute(store.pool())
+            .await;
+        assert!(shrunk.is_err(), "the held amount is fixed");
+        let summary = refund_summary(&store, &t2, &row2.id)
+            .await
+            .expect("summary")
+            .expect("exists");
+        assert_eq!(summary.reserved.minor, 10, "a pending hold still counts");
         assert!(
             stale_reservations(&store, UnixMillis(0))
                 .await

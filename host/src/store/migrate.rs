@@ -20,17 +20,31 @@ struct Migration {
     sql: &'static str,
 }
 
-const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../migrations/sqlite/0001_init.sql"),
-}];
+const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "refund_hold_reference",
+        sql: include_str!("../../migrations/sqlite/0002_refund_hold_reference.sql"),
+    },
+];
 
-const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../migrations/postgres/0001_init.sql"),
-}];
+const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "refund_hold_reference",
+        sql: include_str!("../../migrations/postgres/0002_refund_hold_reference.sql"),
+    },
+];
 
 /// Serialises migrators across PostgreSQL sessions ("payhost" in ASCII).
 const PG_MIGRATION_LOCK: i64 = 0x0070_6179_686f_7374;
