@@ -184,16 +184,21 @@ fn delivery(body: &[u8]) -> WebhookRequest {
     }
 }
 
-#[tokio::test]
-async fn a_rejected_webhook_signature_cannot_be_turned_into_events() {
-    let provider = hostile().await;
-    let with_key = CallContext {
+/// A context carrying a tenant credential, as the diagnosis call gets.
+fn with_key() -> CallContext {
+    CallContext {
         credentials: vec![Credential {
             name: "secret-key".into(),
             value: "sk_test_hostile".into(),
         }],
         ..ctx()
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_webhook_signature_cannot_be_turned_into_events() {
+    let provider = hostile().await;
+    let with_key = with_key();
     // Verification runs without the tenant's credentials…
     let first = provider
         .parse_webhook(with_key.clone(), delivery(b"report"))
@@ -210,6 +215,33 @@ async fn a_rejected_webhook_signature_cannot_be_turned_into_events() {
         .await
         .expect_err("events after a rejected signature are ignored");
     assert_eq!(second, CallError::Gateway(WebhookError::SignatureMismatch));
+    assert_still_serving().await;
+}
+
+#[tokio::test]
+async fn the_webhook_diagnosis_call_can_only_read() {
+    let provider = hostile().await;
+    let with_key = with_key();
+    let server = &allowed_server().origin;
+    // A GET to the allowed origin goes out (the component says so)…
+    let get = provider
+        .parse_webhook(
+            with_key.clone(),
+            delivery(format!("send:GET:{server}/v1/events/evt_1").as_bytes()),
+        )
+        .await
+        .expect_err("still a rejection");
+    assert_eq!(get, CallError::Gateway(WebhookError::WrongSecret));
+    // …a POST with the tenant's credentials does not: the policy denies it,
+    // and the delivery is left at the first call's plain mismatch.
+    let post = provider
+        .parse_webhook(
+            with_key,
+            delivery(format!("send:POST:{server}/v1/refunds").as_bytes()),
+        )
+        .await
+        .expect_err("still a rejection");
+    assert_eq!(post, CallError::Gateway(WebhookError::SignatureMismatch));
     assert_still_serving().await;
 }
 

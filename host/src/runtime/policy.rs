@@ -174,6 +174,10 @@ pub struct OutboundPolicy {
     pub between_bytes_timeout: Duration,
     /// Largest response body the component may receive.
     pub max_response_bytes: usize,
+    /// Only `GET` and `HEAD` may leave: a call that should only look
+    /// something up (the webhook diagnosis) cannot change anything at the
+    /// gateway with the tenant's credentials.
+    pub read_only: bool,
 }
 
 impl OutboundPolicy {
@@ -196,6 +200,7 @@ impl Default for OutboundPolicy {
             first_byte_timeout: Duration::from_secs(20),
             between_bytes_timeout: Duration::from_secs(10),
             max_response_bytes: 1024 * 1024,
+            read_only: false,
         }
     }
 }
@@ -207,7 +212,25 @@ pub(crate) struct OutboundHooks {
     pub(crate) pool: Arc<ConnectionPool>,
 }
 
-/// Why a request may not leave, decided before any I/O.
+/// Why a request may not leave, decided before any I/O: its method (for a
+/// read-only policy), then its origin.
+fn check_request<B>(
+    policy: &OutboundPolicy,
+    request: &http::Request<B>,
+) -> Result<Origin, (String, String)> {
+    let method = request.method();
+    if policy.read_only && method != http::Method::GET && method != http::Method::HEAD {
+        let origin = Origin::of_uri(request.uri())
+            .map_or_else(|| request.uri().to_string(), |o| o.to_string());
+        return Err((
+            origin,
+            format!("{method} in a read-only call (only GET and HEAD)"),
+        ));
+    }
+    check_origin(policy, request.uri())
+}
+
+/// Why a request to `uri` may not leave, decided before any I/O.
 fn check_origin(policy: &OutboundPolicy, uri: &http::Uri) -> Result<Origin, (String, String)> {
     let Some(origin) = Origin::of_uri(uri) else {
         return Err((uri.to_string(), "request has no scheme://host".into()));
@@ -279,7 +302,7 @@ impl WasiHttpHooks for OutboundHooks {
         drop(fut);
         let policy = self.policy.clone();
         let events = self.events.clone();
-        let origin = match check_origin(&policy, request.uri()) {
+        let origin = match check_request(&policy, &request) {
             Ok(origin) => origin,
             Err((origin, reason)) => {
                 tracing::warn!(%origin, %reason, "outbound request denied");
@@ -370,6 +393,35 @@ mod tests {
         OutboundPolicy {
             allowed: origins.iter().map(|o| Origin::parse(o).unwrap()).collect(),
             ..OutboundPolicy::default()
+        }
+    }
+
+    #[test]
+    fn a_read_only_policy_lets_only_get_and_head_leave() {
+        let mut p = policy(&["https://api.stripe.com"]);
+        let request = |method: http::Method| {
+            http::Request::builder()
+                .method(method)
+                .uri("https://api.stripe.com/v1/events/evt_1")
+                .body(())
+                .unwrap()
+        };
+        assert!(
+            check_request(&p, &request(http::Method::POST)).is_ok(),
+            "not read-only"
+        );
+        p.read_only = true;
+        for allowed in [http::Method::GET, http::Method::HEAD] {
+            assert!(check_request(&p, &request(allowed)).is_ok());
+        }
+        for refused in [
+            http::Method::POST,
+            http::Method::DELETE,
+            http::Method::PATCH,
+        ] {
+            let (origin, reason) = check_request(&p, &request(refused.clone())).unwrap_err();
+            assert_eq!(origin, "https://api.stripe.com:443");
+            assert!(reason.contains(refused.as_str()), "{reason}");
         }
     }
 

@@ -109,6 +109,8 @@ pub struct LoadedProvider {
     runtime: Runtime,
     pre: ProviderPre<CallState>,
     policy: Arc<OutboundPolicy>,
+    /// `policy`, read-only: for `parse-webhook`'s diagnosis call.
+    diagnosis_policy: Arc<OutboundPolicy>,
     no_network: Arc<OutboundPolicy>,
     base_url: Option<String>,
 }
@@ -263,6 +265,10 @@ impl Runtime {
             manifest,
             runtime: self.clone(),
             pre,
+            diagnosis_policy: Arc::new(OutboundPolicy {
+                read_only: true,
+                ..policy.clone()
+            }),
             policy: Arc::new(policy),
             no_network,
             base_url: settings.base_url,
@@ -574,9 +580,9 @@ impl LoadedProvider {
     ///    here, so verifying one never exposes the tenant's credentials or
     ///    lets the component reach out;
     /// 2. only if that says `signature-mismatch` and `ctx` has credentials: a
-    ///    second call with them and the provider's allow-list, in which the
-    ///    component may ask the gateway whether the body is genuine
-    ///    (`tampered-body` / `wrong-secret`).
+    ///    second call with them and the provider's allow-list, read-only
+    ///    (`GET`/`HEAD`), in which the component may ask the gateway whether
+    ///    the body is genuine (`tampered-body` / `wrong-secret`).
     ///
     /// The second call can only sharpen the rejection. Events it returns
     /// are ignored, as is any other error or failure: the result is then the
@@ -603,7 +609,7 @@ impl LoadedProvider {
         }
         let ctx = self.with_base_url(ctx);
         match self
-            .parse_webhook_once(ctx, request, self.policy.clone())
+            .parse_webhook_once(ctx, request, self.diagnosis_policy.clone())
             .await
         {
             Err(CallError::Gateway(

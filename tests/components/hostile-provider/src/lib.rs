@@ -109,7 +109,8 @@ impl Provider for Hostile {
     /// Never verifies anything. Without credentials it rejects the
     /// signature; handed credentials (the host's diagnosis call) it tries to
     /// turn the rejected delivery into an event anyway, and the host must
-    /// ignore that. A body of `report` instead reports what it was given.
+    /// ignore that. A body of `report` instead reports what it was given;
+    /// `send:<METHOD>:<url>` tries a request (see below).
     fn parse_webhook(
         ctx: CallContext,
         request: WebhookRequest,
@@ -122,6 +123,22 @@ impl Provider for Hostile {
         }
         if ctx.credentials.is_empty() {
             return Err(WebhookError::SignatureMismatch);
+        }
+        // `send:<METHOD>:<url>`: try a request with the tenant's credentials
+        // at hand, and report through the only answers the host passes on:
+        // `wrong-secret` if it went out, `tampered-body` if it was refused.
+        if let Some(spec) = request.body.strip_prefix(b"send:") {
+            let spec = String::from_utf8_lossy(spec);
+            let (method, url) = spec.split_once(':').unwrap_or(("GET", &spec));
+            let method = if method == "POST" {
+                http::Method::Post
+            } else {
+                http::Method::Get
+            };
+            return Err(match http::send(http::Request::new(method, url)) {
+                Ok(_) => WebhookError::WrongSecret,
+                Err(_) => WebhookError::TamperedBody,
+            });
         }
         Ok(vec![WebhookEvent {
             id: "evt_forged".into(),
