@@ -696,11 +696,7 @@ impl Checkouts {
             Ok(refund) if refund.status == RefundStatus::Pending => {
                 // The hold stays in every branch here: the gateway took the
                 // refund, so releasing the amount could refund it twice.
-                let external =
-                    GatewayRef::parse(&refund.reference).map_err(|e| CheckoutError::Provider {
-                        code: "provider_bad_reference",
-                        message: format!("refund reference: {e}"),
-                    })?;
+                let external = refund_reference(&refund.reference)?;
                 ledger::mark_refund_pending(&self.store, tenant, &reservation.id, &external)
                     .await?;
                 tracing::info!(
@@ -712,13 +708,7 @@ impl Checkouts {
                 Ok(RefundOutcome::Pending { hold })
             }
             Ok(refund) if refund.status == RefundStatus::Succeeded => {
-                // The refund reference is what a webhook echo is matched on;
-                // an unusable one must not be dropped silently.
-                let external =
-                    GatewayRef::parse(&refund.reference).map_err(|e| CheckoutError::Provider {
-                        code: "provider_bad_reference",
-                        message: format!("refund reference: {e}"),
-                    })?;
+                let external = refund_reference(&refund.reference)?;
                 Ok(RefundOutcome::Booked(
                     ledger::complete_refund(
                         &self.store,
@@ -754,6 +744,15 @@ impl Checkouts {
             }
         }
     }
+}
+
+/// The gateway's refund reference, which a webhook echo is matched on: an
+/// unusable one is an error, never dropped silently.
+fn refund_reference(reference: &str) -> Result<GatewayRef, CheckoutError> {
+    GatewayRef::parse(reference).map_err(|e| CheckoutError::Provider {
+        code: "provider_bad_reference",
+        message: format!("refund reference: {e}"),
+    })
 }
 
 fn to_wire(m: Money) -> WireMoney {

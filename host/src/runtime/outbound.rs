@@ -532,13 +532,6 @@ mod tests {
         roots
     }
 
-    fn https_get(origin: &Origin) -> http::Request<WasiBody> {
-        http::Request::get(format!("{origin}/v1/balance"))
-            .header(http::header::HOST, format!("localhost:{}", origin.port()))
-            .body(Empty::new().map_err(|never| match never {}).boxed_unsync())
-            .expect("request")
-    }
-
     #[tokio::test]
     async fn https_verifies_the_certificate_against_the_roots() {
         let (origin, accepted) = tls_server("tls ok").await;
@@ -547,7 +540,7 @@ mod tests {
         // goes through TLS, with `localhost` as the verified name.
         let trusting = Arc::new(ConnectionPool::trusting(test_ca()));
         let response = trusting
-            .send(&origin, false, https_get(&origin), TIMEOUTS)
+            .send(&origin, false, get(&origin), TIMEOUTS)
             .await
             .expect("a certificate from a trusted CA is accepted");
         let body = response
@@ -563,7 +556,7 @@ mod tests {
         let public_roots = Arc::new(ConnectionPool::default());
         let before = accepted.load(Ordering::SeqCst);
         let refused = public_roots
-            .send(&origin, false, https_get(&origin), TIMEOUTS)
+            .send(&origin, false, get(&origin), TIMEOUTS)
             .await
             .err()
             .expect("a certificate from an unknown CA is refused");
@@ -580,7 +573,10 @@ mod tests {
 
     fn get(origin: &Origin) -> http::Request<WasiBody> {
         http::Request::get(format!("{origin}/v1/balance"))
-            .header(http::header::HOST, format!("127.0.0.1:{}", origin.port()))
+            .header(
+                http::header::HOST,
+                format!("{}:{}", origin.host(), origin.port()),
+            )
             .body(Empty::new().map_err(|never| match never {}).boxed_unsync())
             .expect("request")
     }

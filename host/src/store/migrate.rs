@@ -20,30 +20,33 @@ struct Migration {
     sql: &'static str,
 }
 
+/// `migrations/<backend>/<NNNN>_<name>.sql` as migration `version`.
+macro_rules! migration {
+    ($backend:literal, $version:literal, $number:literal, $name:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!(
+                "../../migrations/",
+                $backend,
+                "/",
+                $number,
+                "_",
+                $name,
+                ".sql"
+            )),
+        }
+    };
+}
+
 const SQLITE: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "init",
-        sql: include_str!("../../migrations/sqlite/0001_init.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "refund_hold_reference",
-        sql: include_str!("../../migrations/sqlite/0002_refund_hold_reference.sql"),
-    },
+    migration!("sqlite", 1, "0001", "init"),
+    migration!("sqlite", 2, "0002", "refund_hold_reference"),
 ];
 
 const POSTGRES: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "init",
-        sql: include_str!("../../migrations/postgres/0001_init.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "refund_hold_reference",
-        sql: include_str!("../../migrations/postgres/0002_refund_hold_reference.sql"),
-    },
+    migration!("postgres", 1, "0001", "init"),
+    migration!("postgres", 2, "0002", "refund_hold_reference"),
 ];
 
 /// Serialises migrators across PostgreSQL sessions ("payhost" in ASCII).

@@ -228,13 +228,7 @@ pub fn same_event(ours: &[u8], theirs: &[u8]) -> Option<bool> {
 
 fn is_resource_missing(body: &[u8]) -> bool {
     serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/error/code")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .is_some_and(|code| code == "resource_missing")
+        .is_ok_and(|v| v.pointer("/error/code") == Some(&Value::from("resource_missing")))
 }
 
 /// Splits `t=…,v1=…,v1=…` into the timestamp and the `v1` signatures.
