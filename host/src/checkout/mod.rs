@@ -437,28 +437,10 @@ impl Checkouts {
                             .with_external_ref(external))
                     })
                     .collect::<Result<_, _>>()?;
-                // Gateway reference, status and rows: one commit, three
-                // statements (the update returns the order the rows need).
-                let mut tx = self.store.begin_write().await.map_err(LedgerError::from)?;
-                let order = ledger::transition_routed_order_in(
-                    &mut tx,
-                    tenant,
-                    &order.id,
-                    &[OrderStatus::Pending, OrderStatus::RequiresAction],
-                    OrderStatus::Paid,
-                    &provider,
-                    &gateway_ref,
-                )
-                .await?;
-                let booked = ledger::book_rows_of_in(
-                    &mut tx,
-                    tenant,
-                    &order.id,
-                    order.amount.currency,
-                    &rows,
-                )
-                .await?;
-                tx.commit().await.map_err(LedgerError::from)?;
+                // Gateway reference, status and rows: one commit.
+                let (order, booked) =
+                    ledger::book_paid_checkout(&self.store, &order, &provider, &gateway_ref, &rows)
+                        .await?;
                 Ok(CheckoutOutcome::Paid {
                     order,
                     rows: booked,

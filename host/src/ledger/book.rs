@@ -30,11 +30,13 @@
 
 use super::read::{decode_row, find_external_in, summary_from};
 use super::{
-    Entitlement, EntryKind, EntryStatus, GatewayRef, LedgerError, LedgerRow, RefundSummary, Source,
+    Entitlement, EntryKind, EntryStatus, GatewayRef, LedgerError, LedgerRow, Order, OrderStatus,
+    RefundSummary, Source,
 };
 use crate::store::{
-    Currency, Money, OrderId, PaymentId, ProviderId, RefundReservationId, Store, TenantId,
-    UnixMillis, Violation, WriteTx, classify, get_i64, get_opt_parsed, get_parsed, get_time,
+    Arg, Currency, Money, OrderId, PaymentId, ProviderId, RefundReservationId, SqlBuf, Store,
+    StoreError, TenantId, UnixMillis, Violation, WriteTx, get_i64, get_opt_parsed, get_parsed,
+    get_time,
 };
 
 /// A row to book for an order. Construct with [`NewLedgerRow::product`] or
@@ -154,45 +156,49 @@ const INSERT_COLUMNS: usize = 14;
 
 /// Inserts `rows` with one multi-row `INSERT` (one round trip).
 async fn insert_rows(tx: &mut WriteTx, rows: &[LedgerRow]) -> Result<(), sqlx::Error> {
-    let values: Vec<String> = (0..rows.len())
-        .map(|r| {
-            let params: Vec<String> = (1..=INSERT_COLUMNS)
-                .map(|c| format!("${}", r * INSERT_COLUMNS + c))
-                .collect();
-            format!("({})", params.join(", "))
-        })
-        .collect();
-    let sql = format!(
-        "INSERT INTO payments (id, tenant_id, order_id, kind, status, amount_minor, currency, \
-             provider, gateway_reference, refund_of, entitlement, source, external_ref, created_at) \
-         VALUES {}",
-        values.join(", ")
-    );
-    let mut query = sqlx::query(&sql);
-    for row in rows {
-        query = query
-            .bind(row.id.as_str())
-            .bind(row.tenant_id.as_str())
-            .bind(row.order_id.as_str())
-            .bind(row.kind.as_str())
-            .bind(row.status.as_str())
-            .bind(row.amount.minor)
-            .bind(row.amount.currency.as_str())
-            .bind(row.provider.as_ref().map(ProviderId::as_str))
-            .bind(row.gateway_reference.as_ref().map(GatewayRef::as_str))
-            .bind(row.refund_of.as_ref().map(PaymentId::as_str))
-            .bind(row.entitlement.as_ref().map(Entitlement::as_str))
-            .bind(row.source.as_str())
-            .bind(row.external_ref.as_ref().map(GatewayRef::as_str))
-            .bind(row.created_at.as_i64());
-    }
-    query.execute(tx.conn()).await?;
+    insert_rows_sql(rows).query().execute(tx.conn()).await?;
     Ok(())
 }
 
+/// The multi-row `INSERT` that stores `rows`.
+fn insert_rows_sql(rows: &[LedgerRow]) -> SqlBuf {
+    let mut args = Vec::with_capacity(rows.len() * INSERT_COLUMNS);
+    let mut values = Vec::with_capacity(rows.len());
+    for row in rows {
+        let first = args.len();
+        args.extend([
+            Arg::Text(row.id.to_string()),
+            Arg::Text(row.tenant_id.to_string()),
+            Arg::Text(row.order_id.to_string()),
+            Arg::Text(row.kind.as_str().to_owned()),
+            Arg::Text(row.status.as_str().to_owned()),
+            Arg::Int(row.amount.minor),
+            Arg::Text(row.amount.currency.as_str().to_owned()),
+            Arg::opt_text(row.provider.as_ref().map(ProviderId::as_str)),
+            Arg::opt_text(row.gateway_reference.as_ref().map(GatewayRef::as_str)),
+            Arg::opt_text(row.refund_of.as_ref().map(PaymentId::as_str)),
+            Arg::opt_text(row.entitlement.as_ref().map(Entitlement::as_str)),
+            Arg::Text(row.source.as_str().to_owned()),
+            Arg::opt_text(row.external_ref.as_ref().map(GatewayRef::as_str)),
+            Arg::Int(row.created_at.as_i64()),
+        ]);
+        let params: Vec<String> = (first + 1..=args.len()).map(|n| format!("${n}")).collect();
+        values.push(format!("({})", params.join(", ")));
+    }
+    SqlBuf::bound(
+        format!(
+            "INSERT INTO payments (id, tenant_id, order_id, kind, status, amount_minor, currency, \
+                 provider, gateway_reference, refund_of, entitlement, source, external_ref, created_at) \
+             VALUES {}",
+            values.join(", ")
+        ),
+        args,
+    )
+}
+
 /// Turns an insert failure into the ledger outcome it stands for.
-fn insert_error(err: sqlx::Error, remaining: Option<Money>) -> LedgerError {
-    match classify(&err) {
+fn insert_error(err: StoreError, remaining: Option<Money>) -> LedgerError {
+    match err.violation() {
         Some(Violation::Unique { .. }) => LedgerError::Duplicate { existing: None },
         Some(Violation::Check { constraint })
             if constraint
@@ -201,15 +207,90 @@ fn insert_error(err: sqlx::Error, remaining: Option<Money>) -> LedgerError {
         {
             match remaining {
                 Some(remaining) => LedgerError::RefundExceedsPaid { remaining },
-                None => LedgerError::from(err),
+                None => LedgerError::Store(err),
             }
         }
         Some(Violation::Trigger { .. }) => LedgerError::NotRefundable {
             reason: "a refund must reference an approved payment of the same tenant and currency",
         },
         Some(Violation::ForeignKey { .. }) => LedgerError::OrderNotFound,
-        _ => LedgerError::from(err),
+        _ => LedgerError::Store(err),
     }
+}
+
+/// A paid checkout, booked in one commit: the order moves from `pending` or
+/// `requires_action` to `paid` with its gateway and payment reference, and
+/// `rows` are booked for it. Returns the order as it now is and the rows.
+///
+/// On an SQLite file this is a single job on the dedicated writer (one hop,
+/// group-committed under load); elsewhere a write transaction of two
+/// statements.
+pub async fn book_paid_checkout(
+    store: &Store,
+    order: &Order,
+    provider: &ProviderId,
+    gateway_reference: &GatewayRef,
+    rows: &[NewLedgerRow],
+) -> Result<(Order, Vec<LedgerRow>), LedgerError> {
+    const FROM: [OrderStatus; 2] = [OrderStatus::Pending, OrderStatus::RequiresAction];
+    let tenant = &order.tenant_id;
+    let booked = rows_to_book(tenant, &order.id, order.amount.currency, rows)?;
+    let Some(writer) = store.sqlite_writer() else {
+        let mut tx = store.begin_write().await?;
+        let paid = super::transition_routed_order_in(
+            &mut tx,
+            tenant,
+            &order.id,
+            &FROM,
+            OrderStatus::Paid,
+            provider,
+            gateway_reference,
+        )
+        .await?;
+        insert_rows(&mut tx, &booked)
+            .await
+            .map_err(|e| insert_error(e.into(), None))?;
+        tx.commit().await?;
+        return Ok((paid, booked));
+    };
+    let now = UnixMillis::now();
+    let update = super::orders::transition_sql(
+        tenant,
+        &order.id,
+        &FROM,
+        OrderStatus::Paid,
+        Some((provider, gateway_reference)),
+        now,
+        false,
+    )?;
+    let insert = insert_rows_sql(&booked);
+    let (tenant_id, order_id) = (tenant.clone(), order.id.clone());
+    writer
+        .run(move |conn| {
+            let changed = update
+                .execute_sqlite(conn)
+                .map_err(|e| super::orders::routing_error(e.into()))?;
+            if changed == 0 {
+                return Err(super::orders::transition_refused_sqlite(
+                    conn, &tenant_id, &order_id,
+                ));
+            }
+            insert
+                .execute_sqlite(conn)
+                .map_err(|e| insert_error(e.into(), None))?;
+            Ok(())
+        })
+        .await?;
+    // Exactly what the UPDATE wrote; every other column of an order is
+    // never updated.
+    let paid = Order {
+        status: OrderStatus::Paid,
+        provider: Some(provider.clone()),
+        gateway_reference: Some(gateway_reference.clone()),
+        updated_at: now,
+        ..order.clone()
+    };
+    Ok((paid, booked))
 }
 
 /// Books several rows for one of `tenant`'s orders atomically (e.g. product
@@ -281,6 +362,20 @@ pub async fn book_rows_of_in(
     currency: Currency,
     rows: &[NewLedgerRow],
 ) -> Result<Vec<LedgerRow>, LedgerError> {
+    let booked = rows_to_book(tenant, order, currency, rows)?;
+    insert_rows(tx, &booked)
+        .await
+        .map_err(|e| insert_error(e.into(), None))?;
+    Ok(booked)
+}
+
+/// Validates `rows` for an order in `currency` and gives each its id and time.
+fn rows_to_book(
+    tenant: &TenantId,
+    order: &OrderId,
+    currency: Currency,
+    rows: &[NewLedgerRow],
+) -> Result<Vec<LedgerRow>, LedgerError> {
     if rows.is_empty() {
         return Err(LedgerError::Invalid("nothing to book".into()));
     }
@@ -299,7 +394,7 @@ pub async fn book_rows_of_in(
         }
     }
     let now = UnixMillis::now();
-    let booked: Vec<LedgerRow> = rows
+    Ok(rows
         .iter()
         .map(|row| LedgerRow {
             id: PaymentId::generate(),
@@ -316,11 +411,7 @@ pub async fn book_rows_of_in(
             external_ref: row.external_ref.clone(),
             created_at: now,
         })
-        .collect();
-    insert_rows(tx, &booked)
-        .await
-        .map_err(|e| insert_error(e, None))?;
-    Ok(booked)
+        .collect())
 }
 
 /// The payment being refunded, with its totals read under the refund lock.
@@ -448,7 +539,7 @@ pub async fn book_refund(
     let row = refund_row(&target, amount, provider_ref, source);
     insert_row(&mut tx, &row)
         .await
-        .map_err(|e| insert_error(e, Some(target.totals.remaining)))?;
+        .map_err(|e| insert_error(e.into(), Some(target.totals.remaining)))?;
     tx.commit().await?;
     Ok(row)
 }
@@ -489,7 +580,7 @@ pub async fn reserve_refund(
     .bind(reservation.created_at.as_i64())
     .execute(tx.conn())
     .await
-    .map_err(|e| insert_error(e, Some(target.totals.remaining)))?;
+    .map_err(|e| insert_error(e.into(), Some(target.totals.remaining)))?;
     tx.commit().await?;
     Ok(reservation)
 }
@@ -551,7 +642,7 @@ pub async fn complete_refund(
             tx.commit().await?;
             Ok(row)
         }
-        Err(e) => match insert_error(e, Some(target.totals.remaining)) {
+        Err(e) => match insert_error(e.into(), Some(target.totals.remaining)) {
             LedgerError::Duplicate { .. } => {
                 // A webhook booked the same reference between our check and
                 // insert: keep its row, drop our hold.

@@ -23,9 +23,9 @@ use crate::store::{ParseError, StoreError};
 
 pub use crate::store::{Currency, Money, OrderId, PaymentId, ProviderId, RefundReservationId};
 pub use book::{
-    NewLedgerRow, RefundReservation, book_order_rows, book_order_rows_in, book_refund,
-    book_rows_of_in, complete_refund, mark_refund_pending, release_refund, reserve_refund,
-    stale_reservations,
+    NewLedgerRow, RefundReservation, book_order_rows, book_order_rows_in, book_paid_checkout,
+    book_refund, book_rows_of_in, complete_refund, mark_refund_pending, release_refund,
+    reserve_refund, stale_reservations,
 };
 pub use orders::{
     LineKind, NewOrder, Order, OrderKind, OrderLine, OrderStatus, create_order, create_order_in,

@@ -11,8 +11,8 @@ use sqlx::any::AnyRow;
 
 use super::{Entitlement, GatewayRef, LedgerError, NewLedgerRow, Source, text_enum};
 use crate::store::{
-    Currency, Money, OrderId, ProviderId, Store, StoreError, TenantId, UnixMillis, Violation,
-    WriteTx, classify, get_i64, get_json, get_opt_parsed, get_parsed, get_time,
+    Arg, Currency, Money, OrderId, ProviderId, SqlBuf, Store, StoreError, TenantId, UnixMillis,
+    Violation, WriteTx, get_i64, get_json, get_opt_parsed, get_parsed, get_time,
 };
 
 text_enum!(
@@ -219,13 +219,34 @@ fn decode_order(row: &AnyRow) -> Result<Order, StoreError> {
 
 /// Creates a `pending` order for `tenant`. One `INSERT` is atomic on its
 /// own, so this runs without an explicit transaction (on the checkout path
-/// that saves the `BEGIN` and `COMMIT` round trips).
+/// that saves the `BEGIN` and `COMMIT` round trips); on an SQLite file it is
+/// one job on the dedicated writer.
 pub async fn create_order(
     store: &Store,
     tenant: &TenantId,
     order: &NewOrder,
 ) -> Result<Order, LedgerError> {
-    insert_order(store.pool(), tenant, order).await
+    let (created, insert) = order_insert(tenant, order)?;
+    match store.sqlite_writer() {
+        Some(writer) => {
+            let tenant = tenant.clone();
+            writer
+                .run(move |conn| {
+                    insert
+                        .execute_sqlite(conn)
+                        .map_err(|e| order_insert_error(&tenant, e.into()))
+                })
+                .await?;
+        }
+        None => {
+            insert
+                .query()
+                .execute(store.pool())
+                .await
+                .map_err(|e| order_insert_error(tenant, e.into()))?;
+        }
+    }
+    Ok(created)
 }
 
 /// [`create_order`] inside the caller's transaction, e.g. a manual order that
@@ -235,17 +256,17 @@ pub async fn create_order_in(
     tenant: &TenantId,
     order: &NewOrder,
 ) -> Result<Order, LedgerError> {
-    insert_order(tx.conn(), tenant, order).await
+    let (created, insert) = order_insert(tenant, order)?;
+    insert
+        .query()
+        .execute(tx.conn())
+        .await
+        .map_err(|e| order_insert_error(tenant, e.into()))?;
+    Ok(created)
 }
 
-async fn insert_order<'e, E>(
-    executor: E,
-    tenant: &TenantId,
-    order: &NewOrder,
-) -> Result<Order, LedgerError>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
-{
+/// The order `order` becomes, and the statement that stores it.
+fn order_insert(tenant: &TenantId, order: &NewOrder) -> Result<(Order, SqlBuf), LedgerError> {
     let amount_minor = total(&order.lines).map_err(LedgerError::Invalid)?;
     let lines =
         serde_json::to_string(&order.lines).map_err(|e| LedgerError::Invalid(e.to_string()))?;
@@ -264,30 +285,34 @@ where
         created_at: now,
         updated_at: now,
     };
-    let sql = format!(
-        "INSERT INTO orders ({ORDER_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9, $10, $10)"
+    let insert = SqlBuf::bound(
+        format!(
+            "INSERT INTO orders ({ORDER_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9, $10, $10)"
+        ),
+        vec![
+            Arg::Text(created.id.to_string()),
+            Arg::Text(tenant.to_string()),
+            Arg::Text(created.kind.as_str().to_owned()),
+            Arg::Text(created.status.as_str().to_owned()),
+            Arg::Text(created.amount.currency.as_str().to_owned()),
+            Arg::Int(amount_minor),
+            Arg::Text(lines),
+            Arg::Text(created.customer.to_string()),
+            Arg::Text(created.metadata.to_string()),
+            Arg::Int(now.as_i64()),
+        ],
     );
-    sqlx::query(&sql)
-        .bind(created.id.as_str())
-        .bind(tenant.as_str())
-        .bind(created.kind.as_str())
-        .bind(created.status.as_str())
-        .bind(created.amount.currency.as_str())
-        .bind(amount_minor)
-        .bind(lines)
-        .bind(created.customer.to_string())
-        .bind(created.metadata.to_string())
-        .bind(now.as_i64())
-        .execute(executor)
-        .await
-        .map_err(|e| match classify(&e) {
-            Some(Violation::ForeignKey { .. }) => {
-                LedgerError::Invalid(format!("tenant {tenant} does not exist"))
-            }
-            _ => LedgerError::from(e),
-        })?;
-    Ok(created)
+    Ok((created, insert))
+}
+
+fn order_insert_error(tenant: &TenantId, e: StoreError) -> LedgerError {
+    match e.violation() {
+        Some(Violation::ForeignKey { .. }) => {
+            LedgerError::Invalid(format!("tenant {tenant} does not exist"))
+        }
+        _ => LedgerError::Store(e),
+    }
 }
 
 /// The order, if it exists and belongs to `tenant` (another tenant's id → `None`).
@@ -421,37 +446,12 @@ async fn transition(
     to: OrderStatus,
     route: Option<(&ProviderId, &GatewayRef)>,
 ) -> Result<Order, LedgerError> {
-    if from.is_empty() {
-        return Err(LedgerError::Invalid("no source status given".into()));
-    }
-    let first = if route.is_some() { 7 } else { 5 };
-    let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", i + first)).collect();
-    let set_route = if route.is_some() {
-        ", provider = $5, gateway_reference = $6"
-    } else {
-        ""
-    };
-    let sql = format!(
-        "UPDATE orders SET status = $3, updated_at = $4{set_route} \
-          WHERE tenant_id = $1 AND id = $2 AND status IN ({}) \
-         RETURNING {ORDER_COLUMNS}",
-        placeholders.join(", ")
-    );
-    let mut query = sqlx::query(&sql)
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .bind(to.as_str())
-        .bind(UnixMillis::now().as_i64());
-    if let Some((provider, reference)) = route {
-        query = query.bind(provider.as_str()).bind(reference.as_str());
-    }
-    for status in from {
-        query = query.bind(status.as_str());
-    }
-    let row = query
+    let update = transition_sql(tenant, id, from, to, route, UnixMillis::now(), true)?;
+    let row = update
+        .query()
         .fetch_optional(tx.conn())
         .await
-        .map_err(routing_error)?;
+        .map_err(|e| routing_error(e.into()))?;
     if let Some(row) = row {
         return Ok(decode_order(&row)?);
     }
@@ -468,12 +468,89 @@ async fn transition(
     }
 }
 
+/// The statement that moves `id` from one of `from` to `to` at `now`
+/// (recording the route if given), optionally returning the whole order.
+/// It changes no row when the order is missing or in another status.
+pub(super) fn transition_sql(
+    tenant: &TenantId,
+    id: &OrderId,
+    from: &[OrderStatus],
+    to: OrderStatus,
+    route: Option<(&ProviderId, &GatewayRef)>,
+    now: UnixMillis,
+    returning: bool,
+) -> Result<SqlBuf, LedgerError> {
+    if from.is_empty() {
+        return Err(LedgerError::Invalid("no source status given".into()));
+    }
+    let mut args = vec![
+        Arg::Text(tenant.to_string()),
+        Arg::Text(id.to_string()),
+        Arg::Text(to.as_str().to_owned()),
+        Arg::Int(now.as_i64()),
+    ];
+    let set_route = match route {
+        Some((provider, reference)) => {
+            args.push(Arg::Text(provider.to_string()));
+            args.push(Arg::Text(reference.as_str().to_owned()));
+            ", provider = $5, gateway_reference = $6"
+        }
+        None => "",
+    };
+    let mut placeholders = Vec::with_capacity(from.len());
+    for status in from {
+        args.push(Arg::Text(status.as_str().to_owned()));
+        placeholders.push(format!("${}", args.len()));
+    }
+    let returning = if returning {
+        format!(" RETURNING {ORDER_COLUMNS}")
+    } else {
+        String::new()
+    };
+    Ok(SqlBuf::bound(
+        format!(
+            "UPDATE orders SET status = $3, updated_at = $4{set_route} \
+              WHERE tenant_id = $1 AND id = $2 AND status IN ({}){returning}",
+            placeholders.join(", ")
+        ),
+        args,
+    ))
+}
+
+/// Why [`transition_sql`] changed nothing, read on SQLite's writer connection.
+pub(super) fn transition_refused_sqlite(
+    conn: &rusqlite::Connection,
+    tenant: &TenantId,
+    id: &OrderId,
+) -> LedgerError {
+    use rusqlite::OptionalExtension;
+    let current = conn
+        .prepare_cached("SELECT status FROM orders WHERE tenant_id = ?1 AND id = ?2")
+        .and_then(|mut s| {
+            s.query_row([tenant.as_str(), id.as_str()], |row| {
+                row.get::<_, String>(0)
+            })
+            .optional()
+        });
+    match current {
+        Ok(Some(status)) => match OrderStatus::parse(&status) {
+            Ok(current) => LedgerError::StatusConflict { current },
+            Err(e) => LedgerError::Store(StoreError::Corrupt {
+                column: "status",
+                reason: e.to_string(),
+            }),
+        },
+        Ok(None) => LedgerError::OrderNotFound,
+        Err(e) => LedgerError::Store(e.into()),
+    }
+}
+
 /// A gateway reference already recorded on another order of the tenant is
 /// a duplicate; anything else is a storage error.
-fn routing_error(e: sqlx::Error) -> LedgerError {
-    match classify(&e) {
+pub(super) fn routing_error(e: StoreError) -> LedgerError {
+    match e.violation() {
         Some(Violation::Unique { .. }) => LedgerError::Duplicate { existing: None },
-        _ => LedgerError::from(e),
+        _ => LedgerError::Store(e),
     }
 }
 
@@ -513,7 +590,7 @@ pub async fn set_order_gateway_in(
         .bind(UnixMillis::now().as_i64())
         .fetch_optional(tx.conn())
         .await
-        .map_err(routing_error)?;
+        .map_err(|e| routing_error(e.into()))?;
     match row {
         Some(row) => Ok(decode_order(&row)?),
         None => Err(LedgerError::OrderNotFound),

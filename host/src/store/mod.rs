@@ -24,9 +24,11 @@ pub mod gateways;
 pub mod idempotency;
 mod migrate;
 pub mod testing;
+mod writer;
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -38,6 +40,7 @@ pub use domain::{
     RefundReservationId, TenantId, UnixMillis,
 };
 pub use migrate::{MIGRATIONS_TABLE, MigrationReport};
+pub(crate) use writer::SqliteWriter;
 
 /// Which database a [`Store`] talks to. Repositories use it only where the SQL
 /// must differ; almost every statement is shared.
@@ -120,6 +123,15 @@ pub enum StoreError {
     /// (constraint violations) from server errors.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A statement on SQLite's dedicated writer connection failed
+    /// ([`StoreError::violation`] classifies it like [`StoreError::Database`]).
+    /// Shared because one failed `COMMIT` fails every job of its batch.
+    #[error("database error: {0}")]
+    Sqlite(#[source] Arc<rusqlite::Error>),
+    /// SQLite's writer thread is gone, or a job on it panicked (its writes
+    /// were rolled back).
+    #[error("{0}")]
+    WriterStopped(&'static str),
     /// A stored value does not have the shape its column requires.
     #[error("corrupt stored value in `{column}`: {reason}")]
     Corrupt {
@@ -135,6 +147,7 @@ impl StoreError {
     pub fn violation(&self) -> Option<Violation> {
         match self {
             StoreError::Database(e) => classify(e),
+            StoreError::Sqlite(e) => classify_sqlite(e),
             _ => None,
         }
     }
@@ -220,6 +233,35 @@ pub fn classify(err: &sqlx::Error) -> Option<Violation> {
     }
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(Arc::new(e))
+    }
+}
+
+/// [`classify`] for an error of the SQLite writer connection (same
+/// messages; the kind comes from SQLite's extended result code).
+fn classify_sqlite(err: &rusqlite::Error) -> Option<Violation> {
+    use rusqlite::ffi;
+    let rusqlite::Error::SqliteFailure(code, message) = err else {
+        return None;
+    };
+    let message = message.clone().unwrap_or_default();
+    let constraint = message
+        .split_once("failed: ")
+        .map(|(_, detail)| detail.to_owned());
+    match code.extended_code {
+        ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+            Some(Violation::Unique { constraint })
+        }
+        ffi::SQLITE_CONSTRAINT_CHECK => Some(Violation::Check { constraint }),
+        ffi::SQLITE_CONSTRAINT_FOREIGNKEY => Some(Violation::ForeignKey { constraint }),
+        ffi::SQLITE_CONSTRAINT_NOTNULL => Some(Violation::NotNull),
+        ffi::SQLITE_CONSTRAINT_TRIGGER => Some(Violation::Trigger { message }),
+        _ => None,
+    }
+}
+
 /// Tuning for [`Store::connect_with`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -251,6 +293,9 @@ impl Default for StoreOptions {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite file databases only: the connection the checkout path writes
+    /// through (see [`writer`]).
+    writer: Option<SqliteWriter>,
 }
 
 impl fmt::Debug for Store {
@@ -258,6 +303,7 @@ impl fmt::Debug for Store {
         f.debug_struct("Store")
             .field("backend", &self.backend)
             .field("size", &self.pool.size())
+            .field("writer", &self.writer.is_some())
             .finish()
     }
 }
@@ -337,7 +383,21 @@ impl Store {
             .connect_with(connect_options)
             .await
             .map_err(StoreError::Connect)?;
-        Ok(Store { pool, backend })
+        let writer = if backend == Backend::Sqlite && !memory {
+            let file: sqlx::sqlite::SqliteConnectOptions =
+                url.parse().map_err(StoreError::Connect)?;
+            Some(SqliteWriter::open(
+                file.get_filename(),
+                options.sqlite_busy_timeout,
+            )?)
+        } else {
+            None
+        };
+        Ok(Store {
+            pool,
+            backend,
+            writer,
+        })
     }
 
     /// Applies every embedded migration not yet recorded in
@@ -352,6 +412,11 @@ impl Store {
     /// Which backend this store talks to.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// SQLite's dedicated writer, when this is an SQLite file database.
+    pub(crate) fn sqlite_writer(&self) -> Option<&SqliteWriter> {
+        self.writer.as_ref()
     }
 
     /// The underlying pool, for reads that need no transaction.
@@ -503,6 +568,25 @@ impl Keyset {
 pub(crate) enum Arg {
     Text(String),
     Int(i64),
+    Null,
+}
+
+impl Arg {
+    /// `Text`, or `Null` for `None`.
+    pub(crate) fn opt_text(value: Option<&str>) -> Arg {
+        value.map_or(Arg::Null, |v| Arg::Text(v.to_owned()))
+    }
+}
+
+impl rusqlite::ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match self {
+            Arg::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Arg::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Arg::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+        })
+    }
 }
 
 /// Builds SQL with numbered `$N` placeholders, valid on both backends.
@@ -518,6 +602,11 @@ impl SqlBuf {
             sql: sql.to_owned(),
             args: Vec::new(),
         }
+    }
+
+    /// A complete statement whose `$N` placeholders are `args[N - 1]`.
+    pub(crate) fn bound(sql: String, args: Vec<Arg>) -> Self {
+        Self { sql, args }
     }
 
     /// Appends raw SQL (never user input).
@@ -538,9 +627,26 @@ impl SqlBuf {
             q = match arg {
                 Arg::Text(s) => q.bind(s.clone()),
                 Arg::Int(i) => q.bind(*i),
+                Arg::Null => q.bind(None::<String>),
             };
         }
         q
+    }
+
+    /// Runs the statement on SQLite's writer connection (the statement is
+    /// prepared once per connection and cached); returns the rows changed.
+    pub(crate) fn execute_sqlite(&self, conn: &rusqlite::Connection) -> rusqlite::Result<usize> {
+        let mut statement = conn.prepare_cached(&self.sql)?;
+        // SQLite numbers `$N` in order of first appearance, so look each up
+        // by name rather than trusting the SQL text's order.
+        for (i, arg) in self.args.iter().enumerate() {
+            let name = format!("${}", i + 1);
+            let index = statement
+                .parameter_index(&name)?
+                .ok_or(rusqlite::Error::InvalidParameterName(name))?;
+            statement.raw_bind_parameter(index, arg)?;
+        }
+        statement.raw_execute()
     }
 }
 
