@@ -48,6 +48,31 @@ async fn assert_still_serving() {
     assert_eq!(payment.state, PaymentState::Approved);
 }
 
+/// A spinning guest yields to the executor at every epoch tick: on a
+/// single-threaded runtime, other work still runs while it spins (with a
+/// trapping deadline it would wait for the whole deadline).
+#[tokio::test(flavor = "current_thread")]
+async fn a_spinning_component_does_not_stall_its_runtime() {
+    let provider = hostile().await;
+    // Due while the guest spins; it can only run if the guest yields.
+    let other = tokio::spawn(async {
+        tokio::time::sleep(HOSTILE_DEADLINE / 10).await;
+        Instant::now()
+    });
+    let err = provider
+        .create_payment(ctx(), request("loop"))
+        .await
+        .expect_err("an infinite loop cannot succeed");
+    let spin_ended = Instant::now();
+    assert!(matches!(err, CallError::Deadline { .. }), "{err:?}");
+    let other_ran = other.await.expect("task");
+    assert!(
+        other_ran + HOSTILE_DEADLINE / 2 < spin_ended,
+        "the other task ran only {:?} before the spinning call ended",
+        spin_ended.saturating_duration_since(other_ran)
+    );
+}
+
 #[tokio::test]
 async fn infinite_loop_is_stopped_near_the_deadline() {
     let provider = hostile().await;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    UpdateDeadline,
 };
 
 use super::bindings::payhost::provider::{host, types};
@@ -200,8 +201,19 @@ impl Runtime {
         store.limiter(|s| &mut s.limiter);
         let ticks =
             (limits.call_deadline.as_micros() / limits.epoch_tick.as_micros().max(1)).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // Yield to the executor on every epoch tick, so a guest that spins
+        // holds a tokio worker for one tick at a time (not for its whole
+        // deadline); the call's tokio timeout usually ends it. Trapping after
+        // `ticks` ticks stays as the backstop should that timeout not be polled.
+        let mut left = ticks;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if left == 0 {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            left -= 1;
+            Ok(UpdateDeadline::Yield(1))
+        });
         store
     }
 }
