@@ -894,3 +894,57 @@ async fn a_moved_domain_stops_resolving_on_a_second_instance() {
         app.finish().await;
     }
 }
+
+#[tokio::test]
+async fn a_gateway_change_reaches_routing_on_both_instances() {
+    let cart = json!({
+        "currency": "USD",
+        "items": [{"user_plan": "pro", "amount": 1000}],
+        "payment_method": "pm_card_visa",
+    });
+    for app in TestApp::each_backend().await {
+        let url = app.database_url().expect("owned database");
+        let second = app.sibling(&url).await;
+        let (_, key) = app.new_tenant("Cached routes").await;
+        app.save_stripe(&key, 1, &["USD"]).await;
+        // Both instances route (and cache the tenant's gateway settings).
+        for instance in [&app, &second] {
+            let (status, body) = instance
+                .tenant(&key, Method::POST, "/v1/checkouts", Some(cart.clone()))
+                .await;
+            assert_eq!(status, 201, "[{}] {body}", app.backend);
+        }
+
+        let (status, _) = app
+            .tenant(&key, Method::DELETE, "/v1/gateways/stripe", None)
+            .await;
+        assert_eq!(status, 204);
+        // The instance that made the change stops routing at once.
+        let (status, body) = app
+            .tenant(&key, Method::POST, "/v1/checkouts", Some(cart.clone()))
+            .await;
+        assert_eq!(status, 422, "[{}] {body}", app.backend);
+        assert_eq!(body["error"]["code"], "no_gateway_for_currency");
+
+        if app.backend == "postgres" {
+            // The other hears the broadcast (NOTIFY): poll for it, bounded.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let (status, body) = second
+                    .tenant(&key, Method::POST, "/v1/checkouts", Some(cart.clone()))
+                    .await;
+                if status == 422 {
+                    assert_eq!(body["error"]["code"], "no_gateway_for_currency");
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "second instance still routes to the deleted gateway: {status} {body}"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+        second.finish().await;
+        app.finish().await;
+    }
+}

@@ -5,6 +5,7 @@
 //! Must never: store or log a credential in clear text, return one unmasked,
 //! or replace working settings with ones the gateway rejected.
 
+mod cache;
 pub mod routing;
 pub mod settings;
 pub mod vault;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use super::cache::{self, Records, SettingsCache};
 use super::vault::{Sealed, Vault, VaultError, mask};
 use crate::audit::{self, Actor};
 use crate::runtime::contract::{CallContext, Credential, ProviderError};
@@ -18,6 +19,7 @@ use crate::store::gateways::{
     self as repo, Ciphertext, GatewaySettingsRecord, GatewaySettingsWrite,
 };
 use crate::store::{Currency, ProviderId, Store, StoreError, TenantId};
+use crate::tenancy::{Evicted, TenantResolver};
 
 /// What a tenant submits for one gateway. No `Debug`: it holds secrets.
 #[derive(Clone)]
@@ -99,12 +101,16 @@ fn binding(tenant: &TenantId, provider: &str, what: &str) -> String {
     format!("{tenant}/{provider}/{what}")
 }
 
-/// Gateway settings service: providers + vault + store.
+/// Gateway settings service: providers + vault + store, with a per-tenant
+/// cache of the stored records for routing (see [`super::cache`]).
 #[derive(Clone)]
 pub struct Gateways {
     store: Store,
     vault: Arc<Vault>,
     providers: Arc<ProviderRegistry>,
+    cache: Arc<SettingsCache>,
+    /// Broadcasts this instance's changes to the others' caches.
+    resolver: Option<TenantResolver>,
 }
 
 /// A configured gateway opened for a call: the provider plus its context.
@@ -124,6 +130,35 @@ impl Gateways {
             store,
             vault,
             providers,
+            cache: Arc::new(SettingsCache::new(cache::DEFAULT_TTL)),
+            resolver: None,
+        }
+    }
+
+    /// Keeps the settings cache in step with other host instances: evicts
+    /// whenever `resolver` evicts a tenant (also on other instances'
+    /// broadcasts), and broadcasts this instance's saves and deletes through
+    /// it. Without this, only this instance's own changes evict, which is
+    /// enough for a single SQLite host.
+    pub fn follow(mut self, resolver: &TenantResolver) -> Gateways {
+        let cache = self.cache.clone();
+        resolver.on_invalidate(move |evicted| match evicted {
+            Evicted::Tenants(tenants) => cache.evict(tenants),
+            Evicted::All => cache.flush(),
+        });
+        self.resolver = Some(resolver.clone());
+        self
+    }
+
+    /// Drops `tenant`'s cached records here, then tells the other instances.
+    /// A failed broadcast is logged: the change is stored, and other
+    /// instances re-read it within the cache's TTL.
+    async fn changed(&self, tenant: &TenantId) {
+        self.cache.evict(std::slice::from_ref(tenant));
+        if let Some(resolver) = &self.resolver
+            && let Err(e) = resolver.invalidate_tenant(tenant).await
+        {
+            tracing::warn!(tenant = %tenant, "gateway settings changed but the broadcast failed: {e}");
         }
     }
 
@@ -279,6 +314,7 @@ impl Gateways {
             masked: masked.clone(),
         };
         let record = repo::upsert(&self.store, tenant, &write).await?;
+        self.changed(tenant).await;
         audit::record(
             &self.store,
             actor,
@@ -305,12 +341,17 @@ impl Gateways {
             .collect())
     }
 
-    /// The raw stored records (routing reads priorities and currencies).
-    pub async fn records(
-        &self,
-        tenant: &TenantId,
-    ) -> Result<Vec<GatewaySettingsRecord>, GatewayError> {
-        Ok(repo::list(&self.store, tenant).await?)
+    /// The raw stored records in routing order (routing reads priorities
+    /// and currencies), from the cache when it has them.
+    pub async fn records(&self, tenant: &TenantId) -> Result<Records, GatewayError> {
+        match self.cache.get(tenant) {
+            Ok(records) => Ok(records),
+            Err(miss) => {
+                let records: Records = repo::list(&self.store, tenant).await?.into();
+                self.cache.fill(tenant, miss, records.clone());
+                Ok(records)
+            }
+        }
     }
 
     /// Remove a gateway; `false` if it was not configured.
@@ -324,6 +365,9 @@ impl Gateways {
             return Ok(false);
         };
         let removed = repo::delete(&self.store, tenant, &provider).await?;
+        if removed {
+            self.changed(tenant).await;
+        }
         if removed {
             audit::record(
                 &self.store,

@@ -242,6 +242,17 @@ impl From<&DomainChange> for Invalidation {
     }
 }
 
+/// What a [`TenantResolver::on_invalidate`] follower must drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evicted<'a> {
+    /// Everything cached for these tenants.
+    Tenants(&'a [TenantId]),
+    /// Everything.
+    All,
+}
+
+type Follower = Box<dyn Fn(Evicted<'_>) + Send + Sync>;
+
 /// Cache-first tenant resolver. Cheap to clone (shares one cache).
 ///
 /// Build it with [`TenantResolver::new`], then call
@@ -273,6 +284,8 @@ struct Inner {
     /// Random id of this resolver, so it ignores its own broadcasts.
     origin: String,
     db_queries: AtomicU64,
+    /// Caches elsewhere that evict with this one ([`TenantResolver::on_invalidate`]).
+    followers: Mutex<Vec<Follower>>,
     /// Dropped with the resolver; listeners stop when it closes.
     shutdown: watch::Sender<()>,
 }
@@ -341,6 +354,7 @@ impl TenantResolver {
                 l2,
                 origin: hex::encode(origin),
                 db_queries: AtomicU64::new(0),
+                followers: Mutex::new(Vec::new()),
                 shutdown,
             }),
         })
@@ -468,7 +482,7 @@ impl TenantResolver {
         if inv.is_empty() {
             return Ok(());
         }
-        self.inner.lock_l1().evict(inv);
+        self.inner.evict_local(inv);
         let mut first_error = None;
         if let Some(l2) = &self.inner.l2
             && let Err(e) = l2.tombstone(inv).await
@@ -481,6 +495,19 @@ impl TenantResolver {
             first_error.get_or_insert(e);
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Calls `follow` whenever this instance evicts tenants, whether the
+    /// change was made here or heard from another instance, and with
+    /// [`Evicted::All`] when it cannot tell what changed (an unreadable
+    /// message, or a reconnect that may have missed some). Lets another
+    /// per-tenant cache ride on this one's invalidation broadcast.
+    pub fn on_invalidate(&self, follow: impl Fn(Evicted<'_>) + Send + Sync + 'static) {
+        self.inner
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(follow));
     }
 
     /// How many database lookups this resolver (all its clones) has made.
@@ -597,21 +624,38 @@ impl Inner {
     fn apply_remote(&self, payload: &str) {
         match serde_json::from_str::<WireMessage>(payload) {
             Ok(msg) if msg.origin == self.origin => {}
-            Ok(msg) if msg.all => self.lock_l1().flush(),
+            Ok(msg) if msg.all => self.flush_l1(),
             Ok(msg) => {
                 let inv = msg.into_invalidation();
-                self.lock_l1().evict(&inv);
+                self.evict_local(&inv);
             }
             Err(e) => {
                 // Cannot tell what to evict: evict everything.
                 tracing::warn!(error = %e, "tenant cache: unreadable invalidation; flushing L1");
-                self.lock_l1().flush();
+                self.flush_l1();
             }
         }
     }
 
+    /// Flushes L1 and tells every follower to drop everything.
     fn flush_l1(&self) {
         self.lock_l1().flush();
+        self.notify(Evicted::All);
+    }
+
+    /// Evicts `inv` from L1 and tells every follower which tenants changed.
+    fn evict_local(&self, inv: &Invalidation) {
+        self.lock_l1().evict(inv);
+        if !inv.tenants.is_empty() {
+            self.notify(Evicted::Tenants(&inv.tenants));
+        }
+    }
+
+    fn notify(&self, evicted: Evicted<'_>) {
+        let followers = self.followers.lock().unwrap_or_else(|e| e.into_inner());
+        for follow in followers.iter() {
+            follow(evicted);
+        }
     }
 }
 
