@@ -14,13 +14,17 @@
 //! - Jobs are isolated by savepoints: a job that fails (or panics) rolls back
 //!   its own writes only; the rest of its batch commits.
 //! - If `BEGIN` or `COMMIT` fails, every job of the batch gets that error and
-//!   none of their writes stay.
+//!   none of their writes stay. If SQLite itself rolls the transaction back
+//!   part-way (disk full, I/O error), the jobs that ran get an error and the
+//!   ones that had not run yet go into the next batch; no job ever runs, and
+//!   commits, outside the batch's transaction.
 //!
 //! Everything else (reads, and the writes off the checkout path) keeps using
 //! the sqlx pool; both sides wait for the write lock through `busy_timeout`.
 //! An in-memory database has no writer: a second connection would open a
 //! different database.
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
@@ -100,14 +104,21 @@ where
                         "a write job panicked; its writes were rolled back",
                     )))
                 });
-                let end = if outcome.is_ok() {
-                    conn.execute_batch("RELEASE job")
-                } else {
-                    conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                let released = match &outcome {
+                    Ok(_) => conn.execute_batch("RELEASE job"),
+                    Err(_) => Err(rusqlite::Error::InvalidQuery),
                 };
-                match end {
+                match released {
                     Ok(()) => outcome,
-                    Err(e) => Err(E::from(StoreError::from(e))),
+                    Err(release) => {
+                        // Undo the job's writes. If even this fails, SQLite
+                        // has ended the whole transaction, which `serve` sees.
+                        let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                        match outcome {
+                            Ok(_) => Err(E::from(StoreError::from(release))),
+                            Err(e) => Err(e),
+                        }
+                    }
                 }
             }
         };
@@ -190,16 +201,25 @@ impl SqliteWriter {
 }
 
 fn serve(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, counters: &Counters) {
-    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = queue.recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+    // Jobs not yet run; a batch cut short leaves its unrun jobs here for the next.
+    let mut batch: VecDeque<Box<dyn Job>> = VecDeque::with_capacity(MAX_BATCH);
+    loop {
+        if batch.is_empty() {
+            let Ok(first) = queue.recv() else {
+                return; // every handle is gone
+            };
+            batch.push_back(first);
+            counters.queued.fetch_sub(1, Ordering::Relaxed);
         }
-        counters.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        while batch.len() < MAX_BATCH {
+            let Ok(job) = queue.try_recv() else { break };
+            batch.push_back(job);
+            counters.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        if !conn.is_autocommit() {
+            // Left open by a failure that even ROLLBACK could not end.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let error = Arc::new(e);
             for job in batch.drain(..) {
@@ -207,13 +227,36 @@ fn serve(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, counters: &Count
             }
             continue;
         }
-        let done: Vec<Box<dyn Completion>> = batch.drain(..).map(|job| job.run(&conn)).collect();
-        let commit = conn.execute_batch("COMMIT").map_err(Arc::new);
-        if commit.is_err() {
-            // A failed COMMIT can leave the transaction open.
-            let _ = conn.execute_batch("ROLLBACK");
+        let mut done: Vec<Box<dyn Completion>> = Vec::with_capacity(batch.len());
+        let mut ended_early = false;
+        while let Some(job) = batch.pop_front() {
+            done.push(job.run(&conn));
+            // SQLite rolls the whole transaction back on some errors (disk
+            // full, I/O error, out of memory). Jobs run after that would each
+            // commit on their own: stop, fail the jobs that ran, and run the
+            // rest in a fresh batch.
+            if conn.is_autocommit() {
+                ended_early = true;
+                break;
+            }
+        }
+        let commit = if ended_early {
+            Err(Arc::new(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                Some("SQLite rolled back the write batch; no job in it was stored".into()),
+            )))
         } else {
-            counters.commits.fetch_add(1, Ordering::Relaxed);
+            conn.execute_batch("COMMIT").map_err(Arc::new)
+        };
+        match &commit {
+            Ok(()) => {
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) if !conn.is_autocommit() => {
+                // A failed COMMIT can leave the transaction open.
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            Err(_) => {}
         }
         for completion in done {
             completion.complete(commit.as_ref().map(|_| ()));
@@ -344,6 +387,35 @@ mod tests {
         // The writer is still serving.
         writer.run(insert(5)).await.expect("after a panic");
         assert_eq!(stored(&db).await, vec![1, 4, 5]);
+        db.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn a_transaction_sqlite_ended_part_way_fails_what_ran_and_reruns_the_rest() {
+        let (db, writer) = writer_db().await;
+        let (gate, release) = held_job(&writer, 1).await;
+        let before = spawn_job(&writer, insert(2));
+        // Stands in for an error after which SQLite rolls back the whole
+        // transaction (SQLITE_FULL, SQLITE_IOERR): the batch's writes are gone.
+        let breaking = spawn_job(&writer, |c| {
+            insert(3)(c)?;
+            c.execute_batch("ROLLBACK")?;
+            Ok(())
+        });
+        let after = spawn_job(&writer, insert(4));
+        queued(&writer, 3).await;
+        release.send(()).expect("release");
+        gate.await.expect("task").expect("gate");
+        before
+            .await
+            .expect("task")
+            .expect_err("its write was rolled back with the batch");
+        breaking.await.expect("task").expect_err("broke the batch");
+        after
+            .await
+            .expect("task")
+            .expect("ran in a fresh batch, inside a transaction");
+        assert_eq!(stored(&db).await, vec![1, 4]);
         db.cleanup().await;
     }
 }
