@@ -113,6 +113,30 @@ pub struct Gateways {
     resolver: Option<TenantResolver>,
 }
 
+/// See [`Gateways::evict_when_done`].
+struct EvictOnDrop {
+    cache: Arc<SettingsCache>,
+    resolver: Option<TenantResolver>,
+    tenant: TenantId,
+}
+
+impl Drop for EvictOnDrop {
+    fn drop(&mut self) {
+        self.cache.evict(std::slice::from_ref(&self.tenant));
+        let (Some(resolver), Ok(runtime)) =
+            (self.resolver.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let tenant = self.tenant.clone();
+        runtime.spawn(async move {
+            if let Err(e) = resolver.invalidate_tenant(&tenant).await {
+                tracing::warn!(tenant = %tenant, "gateway settings changed but the broadcast failed: {e}");
+            }
+        });
+    }
+}
+
 /// A configured gateway opened for a call: the provider plus its context.
 pub struct OpenGateway {
     /// The loaded provider component.
@@ -150,15 +174,16 @@ impl Gateways {
         self
     }
 
-    /// Drops `tenant`'s cached records here, then tells the other instances.
-    /// A failed broadcast is logged: the change is stored, and other
-    /// instances re-read it within the cache's TTL.
-    async fn changed(&self, tenant: &TenantId) {
-        self.cache.evict(std::slice::from_ref(tenant));
-        if let Some(resolver) = &self.resolver
-            && let Err(e) = resolver.invalidate_tenant(tenant).await
-        {
-            tracing::warn!(tenant = %tenant, "gateway settings changed but the broadcast failed: {e}");
+    /// Evicts `tenant` when dropped: here at once, on other instances
+    /// through a spawned broadcast. Taken before a write, so the eviction
+    /// happens even if the caller's future is dropped (a client hanging up)
+    /// after the write committed. A failed broadcast is logged: the change
+    /// is stored, and other instances re-read it within the cache's TTL.
+    fn evict_when_done(&self, tenant: &TenantId) -> EvictOnDrop {
+        EvictOnDrop {
+            cache: self.cache.clone(),
+            resolver: self.resolver.clone(),
+            tenant: tenant.clone(),
         }
     }
 
@@ -313,8 +338,9 @@ impl Gateways {
             key_id: sealed.key_id,
             masked: masked.clone(),
         };
+        let evict = self.evict_when_done(tenant);
         let record = repo::upsert(&self.store, tenant, &write).await?;
-        self.changed(tenant).await;
+        drop(evict);
         audit::record(
             &self.store,
             actor,
@@ -364,10 +390,9 @@ impl Gateways {
         let Ok(provider) = ProviderId::parse(provider_id) else {
             return Ok(false);
         };
+        let evict = self.evict_when_done(tenant);
         let removed = repo::delete(&self.store, tenant, &provider).await?;
-        if removed {
-            self.changed(tenant).await;
-        }
+        drop(evict);
         if removed {
             audit::record(
                 &self.store,
