@@ -225,6 +225,12 @@ fn insert_error(err: StoreError, remaining: Option<Money>) -> LedgerError {
 /// On an SQLite file this is a single job on the dedicated writer (one hop,
 /// group-committed under load); elsewhere a write transaction of two
 /// statements.
+///
+/// `order` must be the order as stored (e.g. as [`create_order`] returned
+/// it): on the writer path the returned order is `order` with the four
+/// columns the `UPDATE` sets, not a re-read.
+///
+/// [`create_order`]: super::create_order
 pub async fn book_paid_checkout(
     store: &Store,
     order: &Order,
