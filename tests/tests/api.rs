@@ -828,6 +828,23 @@ async fn bad_input_gets_clear_errors_never_500() {
     }
 }
 
+/// Retries `attempt` until it returns `Ok`, for at most 10 s (a broadcast
+/// reaching another instance); panics with `what` and the last answer.
+async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Value>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match attempt().await {
+            Ok(done) => return done,
+            Err(last) => assert!(std::time::Instant::now() < deadline, "{what}: {last}"),
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 async fn whoami(app: &TestApp, domain: &str) -> (u16, Value) {
     let req = app
         .request(Method::GET, "/public/tenant", None)
@@ -877,18 +894,11 @@ async fn a_moved_domain_stops_resolving_on_a_second_instance() {
         if app.backend == "postgres" {
             // The second instance hears the invalidation (NOTIFY) and stops
             // serving the old owner: poll for it, bounded.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            loop {
+            eventually("second instance still resolves the old owner", || async {
                 let (_, body) = whoami(&second, &domain).await;
-                if body["tenant_id"] == b.as_str() {
-                    break;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "second instance still resolves the old owner: {body}"
-                );
-                tokio::task::yield_now().await;
-            }
+                (body["tenant_id"] == b.as_str()).then_some(()).ok_or(body)
+            })
+            .await;
         }
         second.finish().await;
         app.finish().await;
@@ -928,21 +938,17 @@ async fn a_gateway_change_reaches_routing_on_both_instances() {
 
         if app.backend == "postgres" {
             // The other hears the broadcast (NOTIFY): poll for it, bounded.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            loop {
-                let (status, body) = second
-                    .tenant(&key, Method::POST, "/v1/checkouts", Some(cart.clone()))
-                    .await;
-                if status == 422 {
-                    assert_eq!(body["error"]["code"], "no_gateway_for_currency");
-                    break;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "second instance still routes to the deleted gateway: {status} {body}"
-                );
-                tokio::task::yield_now().await;
-            }
+            let body = eventually(
+                "second instance still routes to the deleted gateway",
+                || async {
+                    let (status, body) = second
+                        .tenant(&key, Method::POST, "/v1/checkouts", Some(cart.clone()))
+                        .await;
+                    if status == 422 { Ok(body) } else { Err(body) }
+                },
+            )
+            .await;
+            assert_eq!(body["error"]["code"], "no_gateway_for_currency");
         }
         second.finish().await;
         app.finish().await;
