@@ -954,3 +954,89 @@ async fn a_gateway_change_reaches_routing_on_both_instances() {
         app.finish().await;
     }
 }
+
+/// The first gateway call starts while the pending order commits; its
+/// request must wait for that commit. An order the database refuses (here a
+/// test trigger) means no request reaches the gateway at all.
+#[tokio::test]
+async fn no_gateway_request_leaves_before_the_pending_order_is_stored() {
+    for app in TestApp::each_backend().await {
+        let (tenant, key) = app.new_tenant("Unstorable orders shop").await;
+        app.save_stripe(&key, 1, &["USD"]).await;
+        let refuse = match app.backend {
+            "sqlite" => vec![format!(
+                "CREATE TRIGGER test_refuse_orders BEFORE INSERT ON orders \
+                 WHEN NEW.tenant_id = '{tenant}' \
+                 BEGIN SELECT RAISE(ABORT, 'test: orders refused'); END"
+            )],
+            _ => vec![
+                "CREATE FUNCTION test_refuse_orders() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'test: orders refused'; END $$"
+                    .to_string(),
+                format!(
+                    "CREATE TRIGGER test_refuse_orders BEFORE INSERT ON orders FOR EACH ROW \
+                     WHEN (NEW.tenant_id = '{tenant}') EXECUTE FUNCTION test_refuse_orders()"
+                ),
+            ],
+        };
+        for sql in &refuse {
+            sqlx::query(sql)
+                .execute(app.store.pool())
+                .await
+                .expect("test trigger");
+        }
+        let client_key = format!("unstorable-{}", rand_u64());
+        let gateway_key = payhost::checkout::gateway_key(
+            &payhost::store::TenantId::parse(&tenant).expect("tenant id"),
+            Some(&client_key),
+            "",
+            "checkout:stripe",
+        );
+        let attempt = || {
+            app.send(
+                app.request(Method::POST, "/v1/checkouts", Some(&key))
+                    .header("Idempotency-Key", &client_key)
+                    .json(&cart("USD", "pm_card_visa")),
+            )
+        };
+        let sent = || {
+            stripe_sandbox()
+                .calls()
+                .iter()
+                .filter(|c| {
+                    // The component appends its operation (`<key>:<operation>`).
+                    c.idempotency_key
+                        .as_deref()
+                        .is_some_and(|k| k.starts_with(&format!("{gateway_key}:")))
+                })
+                .count()
+        };
+
+        let (status, body) = attempt().await;
+        assert_eq!(status, 500, "[{}] {body}", app.backend);
+        assert_eq!(body["error"]["code"], "internal_error");
+        assert_eq!(sent(), 0, "[{}] the gateway saw the charge", app.backend);
+        let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE tenant_id = $1")
+            .bind(&tenant)
+            .fetch_one(app.store.pool())
+            .await
+            .expect("count orders");
+        assert_eq!(orders, 0, "[{}] no order was stored", app.backend);
+
+        // The same retry once orders can be stored: charged exactly once,
+        // under the key the first attempt would have used.
+        let allow = match app.backend {
+            "sqlite" => "DROP TRIGGER test_refuse_orders",
+            _ => "DROP TRIGGER test_refuse_orders ON orders",
+        };
+        sqlx::query(allow)
+            .execute(app.store.pool())
+            .await
+            .expect("drop test trigger");
+        let (status, body) = attempt().await;
+        assert_eq!(status, 201, "[{}] {body}", app.backend);
+        assert_eq!(body["status"], "paid");
+        assert_eq!(sent(), 1, "[{}] one charge after the retry", app.backend);
+        app.finish().await;
+    }
+}

@@ -13,11 +13,11 @@ use crate::ledger::{
     self, Entitlement, GatewayRef, LedgerError, LedgerRow, NewOrder, Order, OrderKind, OrderLine,
     OrderStatus, Source,
 };
-use crate::runtime::CallError;
 use crate::runtime::contract::{
     CaptureMode, Customer, Money as WireMoney, NextAction, PaymentRequest, PaymentState,
     ProviderError, RefundRequest, RefundStatus,
 };
+use crate::runtime::{CallError, send_gate};
 use crate::store::{Currency, Money, OrderId, PaymentId, ProviderId, Store, TenantId};
 
 /// A line of a cart.
@@ -245,7 +245,9 @@ impl Checkouts {
             .as_ref()
             .map(|c| serde_json::json!({"id": c.id, "email": c.email, "name": c.name}))
             .unwrap_or(serde_json::Value::Null);
-        let order = ledger::create_order(
+        // The order is committed while the first gateway call gets ready;
+        // that call's requests wait until the commit is durable.
+        let (order, stored) = ledger::stage_order(
             &self.store,
             tenant,
             &NewOrder {
@@ -255,8 +257,8 @@ impl Checkouts {
                 customer: customer_json,
                 metadata: serde_json::json!({}),
             },
-        )
-        .await?;
+        )?;
+        let mut stored = Some(stored);
         let total = order.amount.minor;
 
         let mut last_retriable = None;
@@ -290,7 +292,29 @@ impl Checkouts {
                 metadata: vec![("tenant_id".into(), tenant.to_string())],
             };
             let provider_id = record.settings.provider.clone();
-            match open.provider.create_payment(ctx, wire).await {
+            let result = match stored.take() {
+                Some(stored) => {
+                    let (opener, gate) = send_gate();
+                    let stored = async move {
+                        let result = stored.await;
+                        match result {
+                            Ok(()) => opener.open(),
+                            Err(_) => opener.refuse(),
+                        }
+                        result
+                    };
+                    let (stored, result) = tokio::join!(
+                        stored,
+                        open.provider.create_payment_after(Some(gate), ctx, wire)
+                    );
+                    // Not stored: the call's requests were denied before
+                    // any I/O, so nothing was charged.
+                    stored?;
+                    result
+                }
+                None => open.provider.create_payment(ctx, wire).await,
+            };
+            match result {
                 Ok(payment) => {
                     return self
                         .settle(tenant, order, &lines, provider_id, payment)
@@ -354,6 +378,10 @@ impl Checkouts {
                     });
                 }
             }
+        }
+        if let Some(stored) = stored {
+            // No gateway was even tried; keep the record of the attempt.
+            stored.await?;
         }
         let _ = self.mark(tenant, &order.id, OrderStatus::Canceled).await;
         Err(last_retriable

@@ -226,27 +226,49 @@ pub async fn create_order(
     tenant: &TenantId,
     order: &NewOrder,
 ) -> Result<Order, LedgerError> {
-    let (created, insert) = order_insert(tenant, order)?;
-    match store.sqlite_writer() {
-        Some(writer) => {
-            let tenant = tenant.clone();
-            writer
-                .run(move |conn| {
-                    insert
-                        .execute_sqlite(conn)
-                        .map_err(|e| order_insert_error(&tenant, e.into()))
-                })
-                .await?;
-        }
-        None => {
-            insert
-                .query()
-                .execute(store.pool())
-                .await
-                .map_err(|e| order_insert_error(tenant, e.into()))?;
-        }
-    }
+    let (created, stored) = stage_order(store, tenant, order)?;
+    stored.await?;
     Ok(created)
+}
+
+/// [`create_order`] in two steps: the order as it will be stored, at once,
+/// and a future that stores it (durably, once it resolves to `Ok`). A
+/// checkout uses the time the commit takes to prepare its gateway call.
+pub fn stage_order(
+    store: &Store,
+    tenant: &TenantId,
+    order: &NewOrder,
+) -> Result<
+    (
+        Order,
+        impl Future<Output = Result<(), LedgerError>> + Send + use<>,
+    ),
+    LedgerError,
+> {
+    let (created, insert) = order_insert(tenant, order)?;
+    let (store, tenant) = (store.clone(), tenant.clone());
+    let stored = async move {
+        match store.sqlite_writer() {
+            Some(writer) => {
+                writer
+                    .run(move |conn| {
+                        insert
+                            .execute_sqlite(conn)
+                            .map_err(|e| order_insert_error(&tenant, e.into()))
+                    })
+                    .await?;
+            }
+            None => {
+                insert
+                    .query()
+                    .execute(store.pool())
+                    .await
+                    .map_err(|e| order_insert_error(&tenant, e.into()))?;
+            }
+        }
+        Ok(())
+    };
+    Ok((created, stored))
 }
 
 /// [`create_order`] inside the caller's transaction, e.g. a manual order that

@@ -14,6 +14,7 @@
 mod bindings;
 mod bundled;
 mod engine;
+mod gate;
 mod outbound;
 mod policy;
 mod provider;
@@ -24,6 +25,7 @@ pub use bindings::contract;
 pub use bindings::{CONTRACT_VERSION, GATEWAY_EXPORT};
 pub use bundled::BUNDLED;
 pub use engine::{EngineError, Runtime, SandboxLimits};
+pub use gate::{GateOpener, SendGate, send_gate};
 pub use policy::{Origin, OriginError, OutboundPolicy, PolicyEvent, is_public};
 pub use provider::{CallError, LoadError, LoadedProvider, ProviderSettings};
 pub use registry::{ProviderRegistry, RegistryError};

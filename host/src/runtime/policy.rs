@@ -17,6 +17,7 @@ use http::uri::Scheme;
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::gate::SendGate;
 use super::outbound::{ConnectionPool, SendError, Timeouts};
 
 /// Something the host stopped a component from doing during one call.
@@ -210,6 +211,8 @@ pub(crate) struct OutboundHooks {
     pub(crate) policy: Arc<OutboundPolicy>,
     pub(crate) events: EventLog,
     pub(crate) pool: Arc<ConnectionPool>,
+    /// When set, requests wait for it before any I/O (see [`SendGate`]).
+    pub(crate) gate: Option<SendGate>,
 }
 
 /// Why a request may not leave, decided before any I/O: its method (for a
@@ -325,7 +328,20 @@ impl WasiHttpHooks for OutboundHooks {
             ),
         };
         let pool = self.pool.clone();
+        let gate = self.gate.clone();
         Box::new(async move {
+            if let Some(mut gate) = gate
+                && !gate.wait().await
+            {
+                let reason =
+                    "the host refused this call's requests (what it pays for was not stored)";
+                tracing::warn!(%origin, reason, "outbound request denied");
+                events.push(PolicyEvent::OutboundDenied {
+                    origin: origin.to_string(),
+                    reason: reason.into(),
+                });
+                return Err(HttpError::HttpRequestDenied);
+            }
             let limit = policy.max_response_bytes;
             let response = match pool
                 .send(&origin, policy.allow_private_networks, request, timeouts)

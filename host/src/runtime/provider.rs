@@ -494,9 +494,25 @@ impl LoadedProvider {
         ctx: CallContext,
         request: PaymentRequest,
     ) -> Result<Payment, CallError<ProviderError>> {
+        self.create_payment_after(None, ctx, request).await
+    }
+
+    /// [`create_payment`](Self::create_payment) whose requests wait for
+    /// `gate` (when given) before any I/O; a refused gate denies them, and
+    /// the call then fails as [`CallError::OutboundDenied`]. The component
+    /// runs up to its first request in the meantime.
+    pub async fn create_payment_after(
+        &self,
+        gate: Option<super::SendGate>,
+        ctx: CallContext,
+        request: PaymentRequest,
+    ) -> Result<Payment, CallError<ProviderError>> {
         let ctx = self.with_base_url(ctx);
         self.networked("create-payment", secrets_of(&ctx), move |p, s| {
             Box::pin(async move {
+                if let Some(gate) = gate {
+                    s.data_mut().hold_requests_until(gate);
+                }
                 p.payhost_provider_gateway()
                     .call_create_payment(s, &ctx, &request)
                     .await

@@ -9,6 +9,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::payhost::provider::{host, types};
+use super::gate::SendGate;
 use super::outbound::ConnectionPool;
 use super::policy::{EventLog, OutboundHooks, OutboundPolicy, PolicyEvent};
 
@@ -78,6 +79,11 @@ pub(crate) struct CallState {
 }
 
 impl CallState {
+    /// Holds this call's outbound requests until `gate` opens.
+    pub(crate) fn hold_requests_until(&mut self, gate: SendGate) {
+        self.hooks.gate = Some(gate);
+    }
+
     pub(crate) fn new(
         provider: Arc<str>,
         policy: Arc<OutboundPolicy>,
@@ -105,6 +111,7 @@ impl CallState {
                 policy,
                 events: events.clone(),
                 pool: connections,
+                gate: None,
             },
             limiter: MemoryLimiter {
                 limit: memory_cap,
