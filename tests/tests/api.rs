@@ -955,6 +955,34 @@ async fn a_gateway_change_reaches_routing_on_both_instances() {
     }
 }
 
+/// Runs raw SQL on the app's database (test triggers), in order.
+async fn execute_all(app: &TestApp, statements: &[String]) {
+    for sql in statements {
+        sqlx::query(sql)
+            .execute(app.store.pool())
+            .await
+            .unwrap_or_else(|e| panic!("[{}] {sql}: {e}", app.backend));
+    }
+}
+
+/// A USD checkout paid with `method`, under the client's `Idempotency-Key`.
+async fn keyed_checkout(app: &TestApp, key: &str, client_key: &str, method: &str) -> (u16, Value) {
+    app.send(
+        app.request(Method::POST, "/v1/checkouts", Some(key))
+            .header("Idempotency-Key", client_key)
+            .json(&cart("USD", method)),
+    )
+    .await
+}
+
+async fn orders_of(app: &TestApp, tenant: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_one(app.store.pool())
+        .await
+        .expect("count orders")
+}
+
 /// The first gateway call starts while the pending order commits; its
 /// request must wait for that commit. An order the database refuses (here a
 /// test trigger) means no request reaches the gateway at all.
@@ -979,12 +1007,7 @@ async fn no_gateway_request_leaves_before_the_pending_order_is_stored() {
                 ),
             ],
         };
-        for sql in &refuse {
-            sqlx::query(sql)
-                .execute(app.store.pool())
-                .await
-                .expect("test trigger");
-        }
+        execute_all(&app, &refuse).await;
         let client_key = format!("unstorable-{}", rand_u64());
         let gateway_key = payhost::checkout::gateway_key(
             &payhost::store::TenantId::parse(&tenant).expect("tenant id"),
@@ -992,13 +1015,6 @@ async fn no_gateway_request_leaves_before_the_pending_order_is_stored() {
             "",
             "checkout:stripe",
         );
-        let attempt = || {
-            app.send(
-                app.request(Method::POST, "/v1/checkouts", Some(&key))
-                    .header("Idempotency-Key", &client_key)
-                    .json(&cart("USD", "pm_card_visa")),
-            )
-        };
         let sent = || {
             stripe_sandbox()
                 .calls()
@@ -1012,15 +1028,11 @@ async fn no_gateway_request_leaves_before_the_pending_order_is_stored() {
                 .count()
         };
 
-        let (status, body) = attempt().await;
+        let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_visa").await;
         assert_eq!(status, 500, "[{}] {body}", app.backend);
         assert_eq!(body["error"]["code"], "internal_error");
         assert_eq!(sent(), 0, "[{}] the gateway saw the charge", app.backend);
-        let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE tenant_id = $1")
-            .bind(&tenant)
-            .fetch_one(app.store.pool())
-            .await
-            .expect("count orders");
+        let orders = orders_of(&app, &tenant).await;
         assert_eq!(orders, 0, "[{}] no order was stored", app.backend);
 
         // The same retry once orders can be stored: charged exactly once,
@@ -1029,14 +1041,75 @@ async fn no_gateway_request_leaves_before_the_pending_order_is_stored() {
             "sqlite" => "DROP TRIGGER test_refuse_orders",
             _ => "DROP TRIGGER test_refuse_orders ON orders",
         };
-        sqlx::query(allow)
-            .execute(app.store.pool())
-            .await
-            .expect("drop test trigger");
-        let (status, body) = attempt().await;
+        execute_all(&app, &[allow.to_string()]).await;
+        let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_visa").await;
         assert_eq!(status, 201, "[{}] {body}", app.backend);
         assert_eq!(body["status"], "paid");
         assert_eq!(sent(), 1, "[{}] one charge after the retry", app.backend);
+        app.finish().await;
+    }
+}
+
+/// The gateway approved, then the ledger could not book the rows (here a
+/// test trigger refuses them). The client retries with the same
+/// Idempotency-Key once the ledger works again: the money is booked once.
+#[tokio::test]
+async fn a_retry_books_a_charge_the_ledger_could_not_book_once() {
+    for app in TestApp::each_backend().await {
+        let (tenant, key) = app.new_tenant("Unbookable rows shop").await;
+        app.save_stripe(&key, 1, &["USD"]).await;
+        // An error the ledger cannot explain (no constraint, like a failing
+        // disk): SQLite cannot find a table the trigger writes to,
+        // PostgreSQL reports an I/O error.
+        let refuse = match app.backend {
+            "sqlite" => vec![
+                "CREATE TABLE test_gone (n INTEGER)".to_string(),
+                "CREATE TRIGGER test_refuse_rows BEFORE INSERT ON payments \
+                 BEGIN INSERT INTO test_gone VALUES (1); END"
+                    .to_string(),
+                "DROP TABLE test_gone".to_string(),
+            ],
+            _ => vec![
+                "CREATE FUNCTION test_refuse_rows() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'test: rows refused' USING ERRCODE = '58030'; END $$"
+                    .to_string(),
+                format!(
+                    "CREATE TRIGGER test_refuse_rows BEFORE INSERT ON payments FOR EACH ROW \
+                     WHEN (NEW.tenant_id = '{tenant}') EXECUTE FUNCTION test_refuse_rows()"
+                ),
+            ],
+        };
+        execute_all(&app, &refuse).await;
+        let client_key = format!("unbookable-{}", rand_u64());
+        let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_visa").await;
+        assert_eq!(status, 500, "[{}] {body}", app.backend);
+        // The 500 was not kept for replay, but the key still names that
+        // order: another cart under it is refused.
+        let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_mastercard").await;
+        assert_eq!(status, 422, "[{}] {body}", app.backend);
+        assert_eq!(body["error"]["code"], "idempotency_key_reused");
+
+        let allow = match app.backend {
+            "sqlite" => "DROP TRIGGER test_refuse_rows",
+            _ => "DROP TRIGGER test_refuse_rows ON payments",
+        };
+        execute_all(&app, &[allow.to_string()]).await;
+        let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_visa").await;
+        assert_eq!(status, 201, "[{}] {body}", app.backend);
+        assert_eq!(body["status"], "paid");
+        let (_, balance) = app.tenant(&key, Method::GET, "/v1/balance", None).await;
+        assert_eq!(
+            balance["items"],
+            json!([{"currency": "USD", "paid": 1000, "refunded": 0, "net": 1000}]),
+            "[{}]",
+            app.backend
+        );
+        let orders = orders_of(&app, &tenant).await;
+        assert_eq!(
+            orders, 1,
+            "[{}] the retry resumed the first order",
+            app.backend
+        );
         app.finish().await;
     }
 }
