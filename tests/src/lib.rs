@@ -179,6 +179,20 @@ pub async fn stripe() -> Arc<LoadedProvider> {
     .clone()
 }
 
+/// How many requests the sandbox Stripe has received whose idempotency key
+/// starts with `prefix` (components send `<key>:<operation>`).
+pub fn stripe_calls_keyed(prefix: &str) -> usize {
+    stripe_sandbox()
+        .calls()
+        .iter()
+        .filter(|c| {
+            c.idempotency_key
+                .as_deref()
+                .is_some_and(|k| k.starts_with(prefix))
+        })
+        .count()
+}
+
 /// A fresh, unique Stripe test key (the sandbox scopes objects per key).
 pub fn stripe_test_key() -> String {
     format!("sk_test_{:016x}", rand_u64())

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use payhost_tests::{TestApp, rand_u64, stripe_sandbox};
+use payhost_tests::{TestApp, rand_u64, stripe_calls_keyed, stripe_sandbox};
 
 const WEBHOOK_SECRET: &str = "whsec_test_webhook_secret_value";
 
@@ -1015,18 +1015,7 @@ async fn no_gateway_request_leaves_before_the_pending_order_is_stored() {
             "",
             "checkout:stripe",
         );
-        let sent = || {
-            stripe_sandbox()
-                .calls()
-                .iter()
-                .filter(|c| {
-                    // The component appends its operation (`<key>:<operation>`).
-                    c.idempotency_key
-                        .as_deref()
-                        .is_some_and(|k| k.starts_with(&format!("{gateway_key}:")))
-                })
-                .count()
-        };
+        let sent = || stripe_calls_keyed(&format!("{gateway_key}:"));
 
         let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_visa").await;
         assert_eq!(status, 500, "[{}] {body}", app.backend);

@@ -2,13 +2,16 @@
 //! on loopback: credentials, payments, capture, cancel, refunds, errors,
 //! idempotency and webhook verification.
 
-use payhost::runtime::CallError;
 use payhost::runtime::contract::{
     CallContext, CaptureMode, Credential, Decline, EventKind, Money, NextAction, PaymentRequest,
     PaymentState, ProviderError, RefundRequest, RefundStatus, WebhookError, WebhookRequest,
 };
+use payhost::runtime::{CallError, ProviderSettings, send_gate};
 use payhost::sandbox::stripe::sign_payload;
-use payhost_tests::{rand_u64, stripe, stripe_sandbox, stripe_test_key};
+use payhost_tests::{
+    rand_u64, stripe, stripe_bytes, stripe_calls_keyed, stripe_sandbox, stripe_test_key,
+    tight_runtime,
+};
 
 fn ctx(key: &str, idempotency: Option<&str>) -> CallContext {
     CallContext {
@@ -491,4 +494,47 @@ async fn a_forged_event_is_tampered_and_an_unanswerable_mismatch_stays_undetermi
         before,
         "no credentials, no gateway call"
     );
+}
+
+/// A checkout's first call waits at its send gate for the order's commit.
+/// Held there until its deadline, the call sends nothing, and sealing the
+/// gate afterwards keeps it so, even once the gate is opened; with the gate
+/// open, the same call charges.
+#[tokio::test]
+async fn a_call_held_at_its_gate_past_the_deadline_sends_nothing() {
+    let settings = ProviderSettings {
+        base_url: Some(stripe_sandbox().base_url()),
+        ..ProviderSettings::default()
+    };
+    let provider = tight_runtime()
+        .load("bundled:stripe", stripe_bytes(), settings)
+        .await
+        .expect("stripe loads");
+    let key = stripe_test_key();
+    let idempotency = unique("held");
+    let request = payment(1000, "pm_card_visa", CaptureMode::Automatic);
+    let sent = || stripe_calls_keyed(&idempotency);
+
+    let (opener, gate) = send_gate();
+    let held = provider
+        .create_payment_after(
+            Some(gate.clone()),
+            ctx(&key, Some(&idempotency)),
+            request.clone(),
+        )
+        .await;
+    assert!(matches!(held, Err(CallError::Deadline { .. })), "{held:?}");
+    assert!(gate.seal_if_unused(), "no request passed the gate");
+    opener.open();
+    assert_eq!(sent(), 0);
+
+    let (opener, gate) = send_gate();
+    opener.open();
+    let paid = provider
+        .create_payment_after(Some(gate.clone()), ctx(&key, Some(&idempotency)), request)
+        .await
+        .expect("approved");
+    assert!(matches!(paid.state, PaymentState::Approved), "{paid:?}");
+    assert!(!gate.seal_if_unused(), "its request passed the gate");
+    assert_eq!(sent(), 1);
 }

@@ -17,7 +17,7 @@ use crate::runtime::contract::{
     CaptureMode, Customer, Money as WireMoney, NextAction, PaymentRequest, PaymentState,
     ProviderError, RefundRequest, RefundStatus,
 };
-use crate::runtime::{CallError, send_gate};
+use crate::runtime::{CallError, SendGate, send_gate};
 use crate::store::{Currency, Money, OrderId, PaymentId, ProviderId, Store, TenantId};
 
 /// A line of a cart.
@@ -346,10 +346,13 @@ impl Checkouts {
                 metadata: vec![("tenant_id".into(), tenant.to_string())],
             };
             let provider_id = record.settings.provider.clone();
+            // Set when this attempt's requests waited for the order's commit.
+            let mut held = None;
             let result = match stored.take() {
                 Some(stored) => {
                     let again = (ctx.clone(), wire.clone());
                     let (opener, gate) = send_gate();
+                    held = Some(gate.clone());
                     let stored = async move {
                         let result = stored.await;
                         match result {
@@ -372,6 +375,7 @@ impl Checkouts {
                                 Resume::Open(existing) => order = existing,
                                 Resume::Done(outcome) => return Ok(outcome),
                             }
+                            held = None;
                             let (ctx, wire) = again;
                             open.provider.create_payment(ctx, wire).await
                         }
@@ -396,6 +400,15 @@ impl Checkouts {
                 // The component never ran: nothing was sent.
                 Err(e @ CallError::Instantiate(_)) => {
                     tracing::warn!(provider = %entry.provider, order = %order.id, "provider could not start, trying next: {e}");
+                    last_retriable = Some(provider_failure(&e));
+                }
+                // The deadline struck while the request still waited for
+                // the order's commit: nothing was sent (sealing makes sure
+                // a request released just now cannot leave either).
+                Err(e @ CallError::Deadline { .. })
+                    if held.as_ref().is_some_and(SendGate::seal_if_unused) =>
+                {
+                    tracing::warn!(provider = %entry.provider, order = %order.id, "deadline before any request left, trying next: {e}");
                     last_retriable = Some(provider_failure(&e));
                 }
                 Err(CallError::Gateway(ProviderError::Declined(d))) => {

@@ -1,13 +1,18 @@
 //! Holding a call's outbound requests until the host says they may leave.
 //!
 //! A checkout starts its component call while the pending order is still
-//! being committed, so that opening the credentials, instantiating the
-//! component and building the request overlap the commit's fsync. But no
-//! byte may reach the gateway before that order is durable,
-//! or a crash could leave a charge the ledger knows nothing of. So the call
-//! carries a [`SendGate`]: every outbound request waits for it just before
+//! being committed, so that instantiating the component and running it up to
+//! its first request overlap the commit's fsync. But no byte may reach the
+//! gateway before that order is durable, or a crash could leave a charge the
+//! ledger knows nothing of. So the call carries a [`SendGate`] (attached
+//! before instantiation): every outbound request waits for it just before
 //! its connection is taken, after the policy checks. If the order could not
 //! be stored, the gate is refused and the request is denied without any I/O.
+//! If the call's deadline strikes while a request is held, the checkout
+//! seals the gate, which tells it that nothing was sent and keeps it so.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use tokio::sync::watch;
 
@@ -16,14 +21,32 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct GateOpener(watch::Sender<Option<bool>>);
 
-/// The call's side: awaited before each outbound request.
+/// The call's side: awaited before each outbound request. Clones share
+/// whether any request has passed.
 #[derive(Debug, Clone)]
-pub struct SendGate(watch::Receiver<Option<bool>>);
+pub struct SendGate {
+    word: watch::Receiver<Option<bool>>,
+    /// [`UNUSED`], [`PASSED`] or [`SEALED`].
+    state: Arc<AtomicU8>,
+}
+
+/// No request has passed yet.
+const UNUSED: u8 = 0;
+/// A request passed: something may have reached the network.
+const PASSED: u8 = 1;
+/// Closed for good before anything passed: nothing was or will be sent.
+const SEALED: u8 = 2;
 
 /// A closed gate and the handle that opens (or refuses) it.
 pub fn send_gate() -> (GateOpener, SendGate) {
-    let (opener, gate) = watch::channel(None);
-    (GateOpener(opener), SendGate(gate))
+    let (opener, word) = watch::channel(None);
+    (
+        GateOpener(opener),
+        SendGate {
+            word,
+            state: Arc::new(AtomicU8::new(UNUSED)),
+        },
+    )
 }
 
 impl GateOpener {
@@ -39,17 +62,36 @@ impl GateOpener {
 }
 
 impl SendGate {
-    /// Waits for the host's word: `true` when requests may leave.
+    /// Waits for the host's word: `true` when the request may leave (it is
+    /// then counted as passed). A sealed gate lets nothing through.
     pub(crate) async fn wait(&mut self) -> bool {
-        loop {
-            if let Some(open) = *self.0.borrow_and_update() {
-                return open;
+        let open = loop {
+            if let Some(open) = *self.word.borrow_and_update() {
+                break open;
             }
-            if self.0.changed().await.is_err() {
+            if self.word.changed().await.is_err() {
                 // The opener is gone: whatever it said last stands, and
                 // silence is a refusal.
-                return self.0.borrow().unwrap_or(false);
+                break self.word.borrow().unwrap_or(false);
             }
+        };
+        open && self
+            .state
+            .compare_exchange(UNUSED, PASSED, Ordering::SeqCst, Ordering::SeqCst)
+            .map_or_else(|now| now == PASSED, |_| true)
+    }
+
+    /// Closes the gate for good unless a request already passed. `true`
+    /// means nothing of this call was sent, and nothing will be (e.g. after
+    /// a deadline struck while a request was held); `false`, that a request
+    /// passed and may have reached the network.
+    pub fn seal_if_unused(&self) -> bool {
+        match self
+            .state
+            .compare_exchange(UNUSED, SEALED, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => true,
+            Err(now) => now == SEALED,
         }
     }
 }
@@ -61,6 +103,7 @@ mod tests {
     #[tokio::test]
     async fn a_gate_waits_for_its_opener_and_silence_refuses() {
         let (opener, mut gate) = send_gate();
+        let probe = gate.clone();
         let held = tokio::spawn(async move { gate.wait().await });
         // On this single-threaded runtime the waiter runs to its await point.
         for _ in 0..10 {
@@ -69,10 +112,12 @@ mod tests {
         assert!(!held.is_finished(), "a closed gate lets nothing through");
         opener.open();
         assert!(held.await.expect("task"));
+        assert!(!probe.seal_if_unused(), "clones share what passed");
 
         let (opener, mut gate) = send_gate();
         opener.refuse();
         assert!(!gate.wait().await);
+        assert!(gate.seal_if_unused(), "nothing passed a refused gate");
 
         let (opener, mut gate) = send_gate();
         drop(opener);

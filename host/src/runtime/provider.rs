@@ -14,6 +14,7 @@ use super::bindings::contract::{
 };
 use super::bindings::{CONTRACT_VERSION, GATEWAY_EXPORT, Provider, ProviderPre};
 use super::engine::Runtime;
+use super::gate::SendGate;
 use super::policy::{Origin, OutboundPolicy, PolicyEvent};
 use super::state::CallState;
 
@@ -218,7 +219,7 @@ impl Runtime {
             &pre,
             Arc::from("(loading)"),
             "manifest",
-            no_network.clone(),
+            no_network.clone().into(),
             Vec::new(),
             |p, s| {
                 Box::pin(async move {
@@ -300,6 +301,18 @@ fn validate_manifest(m: &Manifest) -> Result<(), String> {
     Ok(())
 }
 
+/// Where a call's requests may go, and whether they wait for a gate.
+struct Outbound {
+    policy: Arc<OutboundPolicy>,
+    gate: Option<SendGate>,
+}
+
+impl From<Arc<OutboundPolicy>> for Outbound {
+    fn from(policy: Arc<OutboundPolicy>) -> Self {
+        Outbound { policy, gate: None }
+    }
+}
+
 type CallFuture<'a, T, E> =
     std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<Result<T, E>>> + Send + 'a>>;
 
@@ -310,7 +323,7 @@ async fn call<T, E, F>(
     pre: &ProviderPre<CallState>,
     provider: Arc<str>,
     op: &'static str,
-    policy: Arc<OutboundPolicy>,
+    outbound: Outbound,
     secrets: Vec<String>,
     f: F,
 ) -> Result<T, CallError<E>>
@@ -318,7 +331,11 @@ where
     E: fmt::Debug,
     F: for<'a> FnOnce(&'a Provider, &'a mut Store<CallState>) -> CallFuture<'a, T, E>,
 {
-    let mut store = runtime.new_store(provider.clone(), policy, secrets);
+    let mut store = runtime.new_store(provider.clone(), outbound.policy, secrets);
+    if let Some(gate) = outbound.gate {
+        // Before instantiation: even a start function's requests wait.
+        store.data_mut().hold_requests_until(gate);
+    }
     let limit = runtime.inner.limits.call_deadline;
     let span = tracing::info_span!("provider_call", provider = %provider, op);
     let started = Instant::now();
@@ -450,6 +467,7 @@ impl LoadedProvider {
 
     async fn networked<T, F>(
         &self,
+        gate: Option<SendGate>,
         op: &'static str,
         secrets: Vec<String>,
         f: F,
@@ -465,7 +483,10 @@ impl LoadedProvider {
             &self.pre,
             self.id.clone(),
             op,
-            self.policy.clone(),
+            Outbound {
+                policy: self.policy.clone(),
+                gate,
+            },
             secrets,
             f,
         )
@@ -478,13 +499,18 @@ impl LoadedProvider {
         ctx: CallContext,
     ) -> Result<(), CallError<ProviderError>> {
         let ctx = self.with_base_url(ctx);
-        self.networked("validate-credentials", secrets_of(&ctx), move |p, s| {
-            Box::pin(async move {
-                p.payhost_provider_gateway()
-                    .call_validate_credentials(s, &ctx)
-                    .await
-            })
-        })
+        self.networked(
+            None,
+            "validate-credentials",
+            secrets_of(&ctx),
+            move |p, s| {
+                Box::pin(async move {
+                    p.payhost_provider_gateway()
+                        .call_validate_credentials(s, &ctx)
+                        .await
+                })
+            },
+        )
         .await
     }
 
@@ -498,21 +524,19 @@ impl LoadedProvider {
     }
 
     /// [`create_payment`](Self::create_payment) whose requests wait for
-    /// `gate` (when given) before any I/O; a refused gate denies them, and
-    /// the call then fails as [`CallError::OutboundDenied`]. The component
-    /// runs up to its first request in the meantime.
+    /// `gate` (when given) before any I/O. A refused gate denies them (a
+    /// component that then fails is reported as
+    /// [`CallError::OutboundDenied`]). The component runs up to its first
+    /// request in the meantime; the call's deadline includes the wait.
     pub async fn create_payment_after(
         &self,
-        gate: Option<super::SendGate>,
+        gate: Option<SendGate>,
         ctx: CallContext,
         request: PaymentRequest,
     ) -> Result<Payment, CallError<ProviderError>> {
         let ctx = self.with_base_url(ctx);
-        self.networked("create-payment", secrets_of(&ctx), move |p, s| {
+        self.networked(gate, "create-payment", secrets_of(&ctx), move |p, s| {
             Box::pin(async move {
-                if let Some(gate) = gate {
-                    s.data_mut().hold_requests_until(gate);
-                }
                 p.payhost_provider_gateway()
                     .call_create_payment(s, &ctx, &request)
                     .await
@@ -529,7 +553,7 @@ impl LoadedProvider {
         amount: Option<super::bindings::contract::Money>,
     ) -> Result<Payment, CallError<ProviderError>> {
         let ctx = self.with_base_url(ctx);
-        self.networked("capture", secrets_of(&ctx), move |p, s| {
+        self.networked(None, "capture", secrets_of(&ctx), move |p, s| {
             Box::pin(async move {
                 p.payhost_provider_gateway()
                     .call_capture(s, &ctx, &reference, amount.as_ref())
@@ -546,7 +570,7 @@ impl LoadedProvider {
         reference: String,
     ) -> Result<Payment, CallError<ProviderError>> {
         let ctx = self.with_base_url(ctx);
-        self.networked("cancel", secrets_of(&ctx), move |p, s| {
+        self.networked(None, "cancel", secrets_of(&ctx), move |p, s| {
             Box::pin(async move {
                 p.payhost_provider_gateway()
                     .call_cancel(s, &ctx, &reference)
@@ -563,7 +587,7 @@ impl LoadedProvider {
         reference: String,
     ) -> Result<Payment, CallError<ProviderError>> {
         let ctx = self.with_base_url(ctx);
-        self.networked("get-payment", secrets_of(&ctx), move |p, s| {
+        self.networked(None, "get-payment", secrets_of(&ctx), move |p, s| {
             Box::pin(async move {
                 p.payhost_provider_gateway()
                     .call_get_payment(s, &ctx, &reference)
@@ -580,7 +604,7 @@ impl LoadedProvider {
         request: RefundRequest,
     ) -> Result<Refund, CallError<ProviderError>> {
         let ctx = self.with_base_url(ctx);
-        self.networked("refund", secrets_of(&ctx), move |p, s| {
+        self.networked(None, "refund", secrets_of(&ctx), move |p, s| {
             Box::pin(async move {
                 p.payhost_provider_gateway()
                     .call_refund(s, &ctx, &request)
@@ -659,7 +683,7 @@ impl LoadedProvider {
             &self.pre,
             self.id.clone(),
             "parse-webhook",
-            policy,
+            policy.into(),
             secrets,
             move |p, s| {
                 Box::pin(async move {
@@ -679,7 +703,7 @@ impl LoadedProvider {
             &self.pre,
             self.id.clone(),
             "manifest",
-            self.no_network.clone(),
+            self.no_network.clone().into(),
             Vec::new(),
             |p, s| {
                 Box::pin(async move {
