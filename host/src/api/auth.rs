@@ -8,7 +8,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use super::error::NotReplayable;
 use super::{ApiError, AppState};
 use crate::audit::Actor;
 use crate::store::idempotency::{self, Begin, IdempotencyKey, RequestHash};
@@ -88,9 +87,7 @@ pub async fn tenant_auth(
 /// `Idempotency-Key` for tenant mutations: same key + same request → the
 /// stored response; same key + different request → 422
 /// `idempotency_key_reused`; while the first is in flight → 409. Responses
-/// of 5xx are not stored, so a retry can succeed; nor is an
-/// `idempotency_key_reused` from the handler (a checkout whose key names an
-/// order with another cart), so the key stays free for a retry of the first.
+/// of 5xx are not stored, so a retry can succeed.
 pub async fn idempotency(
     State(state): State<AppState>,
     request: Request,
@@ -172,7 +169,7 @@ pub async fn idempotency(
             return Err(ApiError::internal("idempotency response", e));
         }
     };
-    if parts.status.is_server_error() || parts.extensions.get::<NotReplayable>().is_some() {
+    if parts.status.is_server_error() {
         if let Err(e) = idempotency::abandon(&state.store, &tenant.tenant, &key).await {
             tracing::error!("cannot release idempotency key: {e}");
         }

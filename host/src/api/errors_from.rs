@@ -116,11 +116,6 @@ impl From<CheckoutError> for ApiError {
     fn from(e: CheckoutError) -> Self {
         match e {
             CheckoutError::Invalid(m) => ApiError::validation(m),
-            CheckoutError::KeyReused => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "this Idempotency-Key was used for a checkout with another cart or other payment details",
-            ),
             CheckoutError::NoRoute(currency) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "no_gateway_for_currency",

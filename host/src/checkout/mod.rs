@@ -77,48 +77,6 @@ pub fn gateway_key(
     format!("payhost-{}", &hex::encode(digest)[..48])
 }
 
-/// The id of a checkout's order: derived from the client's
-/// `Idempotency-Key` when there is one, so a retry finds the order of an
-/// attempt that failed after storing it (a 5xx is not kept for replay) and
-/// resumes it, instead of creating a second order whose gateway call the
-/// gateway would refuse (same idempotency key, other parameters).
-fn order_id_for(tenant: &TenantId, client_key: Option<&str>) -> OrderId {
-    use sha2::{Digest, Sha256};
-    let Some(key) = client_key else {
-        return OrderId::generate();
-    };
-    let digest = Sha256::digest(format!("order:{tenant}:{key}").as_bytes());
-    OrderId::parse(&format!(
-        "{}_{}",
-        OrderId::PREFIX,
-        &hex::encode(digest)[..24]
-    ))
-    .unwrap_or_else(|_| OrderId::generate())
-}
-
-/// A checkout order's metadata. Under an `Idempotency-Key` it holds a
-/// fingerprint of what the gateway call sends besides the lines (payment
-/// method, capture, return URL, customer), so a retry under the same key
-/// resumes the order only if the gateway would see the same request.
-fn checkout_metadata(request: &CheckoutRequest, customer: &serde_json::Value) -> serde_json::Value {
-    use sha2::{Digest, Sha256};
-    if request.idempotency_key.is_none() {
-        return serde_json::json!({});
-    }
-    let capture = match request.capture {
-        CaptureMode::Automatic => "automatic",
-        CaptureMode::Manual => "manual",
-    };
-    let sent = serde_json::json!({
-        "payment_method": request.payment_method,
-        "capture": capture,
-        "return_url": request.return_url,
-        "customer": customer,
-    });
-    let digest = Sha256::digest(sent.to_string().as_bytes());
-    serde_json::json!({"checkout_fingerprint": hex::encode(&digest[..16])})
-}
-
 /// How a checkout ended.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -170,21 +128,10 @@ pub enum CheckoutError {
     Gateway { provider: String, message: String },
     #[error("provider failure ({code}): {message}")]
     Provider { code: &'static str, message: String },
-    /// The `Idempotency-Key` names a stored order with another cart.
-    #[error("the Idempotency-Key was used for another checkout")]
-    KeyReused,
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Settings(#[from] crate::gateways::GatewayError),
-}
-
-/// What a retried checkout finds under its key.
-enum Resume {
-    /// The order may go on to the gateway.
-    Open(Order),
-    /// It was settled already.
-    Done(CheckoutOutcome),
 }
 
 /// The checkout service.
@@ -300,16 +247,15 @@ impl Checkouts {
             .unwrap_or(serde_json::Value::Null);
         // The order is committed while the first gateway call gets ready;
         // that call's requests wait until the commit is durable.
-        let (mut order, stored) = ledger::stage_order(
+        let (order, stored) = ledger::stage_order(
             &self.store,
             tenant,
-            order_id_for(tenant, request.idempotency_key.as_deref()),
             &NewOrder {
                 kind: OrderKind::Checkout,
                 currency: request.currency,
                 lines: lines.clone(),
-                metadata: checkout_metadata(&request, &customer_json),
                 customer: customer_json,
+                metadata: serde_json::json!({}),
             },
         )?;
         let mut stored = Some(stored);
@@ -350,7 +296,6 @@ impl Checkouts {
             let mut held = None;
             let result = match stored.take() {
                 Some(stored) => {
-                    let again = (ctx.clone(), wire.clone());
                     let (opener, gate) = send_gate();
                     held = Some(gate.clone());
                     let stored = async move {
@@ -365,24 +310,10 @@ impl Checkouts {
                         stored,
                         open.provider.create_payment_after(Some(gate), ctx, wire)
                     );
-                    match stored {
-                        Ok(()) => result,
-                        // This key's order exists: resume it. The gateway
-                        // key is the same, so the gateway answers as it
-                        // did the first time.
-                        Err(LedgerError::Duplicate { .. }) => {
-                            match self.resume(tenant, &order).await? {
-                                Resume::Open(existing) => order = existing,
-                                Resume::Done(outcome) => return Ok(outcome),
-                            }
-                            held = None;
-                            let (ctx, wire) = again;
-                            open.provider.create_payment(ctx, wire).await
-                        }
-                        // Not stored: the call's requests were denied
-                        // before any I/O, so nothing was charged.
-                        Err(e) => return Err(e.into()),
-                    }
+                    // Not stored: the call's requests were denied before
+                    // any I/O, so nothing was charged.
+                    stored?;
+                    result
                 }
                 None => open.provider.create_payment(ctx, wire).await,
             };
@@ -467,33 +398,6 @@ impl Checkouts {
         let _ = self.mark(tenant, &order.id, OrderStatus::Canceled).await;
         Err(last_retriable
             .unwrap_or_else(|| CheckoutError::NoRoute(request.currency.as_str().into())))
-    }
-
-    /// The stored order a retried checkout's key points to, if it may go
-    /// on: the same cart and gateway request (see [`checkout_metadata`]),
-    /// and not yet final. A paid one is answered as paid.
-    async fn resume(&self, tenant: &TenantId, staged: &Order) -> Result<Resume, CheckoutError> {
-        let existing = ledger::get_order(&self.store, tenant, &staged.id)
-            .await?
-            .ok_or(LedgerError::OrderNotFound)?;
-        if existing.kind != OrderKind::Checkout
-            || existing.amount != staged.amount
-            || existing.lines != staged.lines
-            || existing.metadata != staged.metadata
-        {
-            return Err(CheckoutError::KeyReused);
-        }
-        match existing.status {
-            OrderStatus::Pending | OrderStatus::RequiresAction => Ok(Resume::Open(existing)),
-            OrderStatus::Paid => {
-                let rows = ledger::rows_for_order(&self.store, tenant, &existing.id).await?;
-                Ok(Resume::Done(CheckoutOutcome::Paid {
-                    order: existing,
-                    rows,
-                }))
-            }
-            current => Err(LedgerError::StatusConflict { current }.into()),
-        }
     }
 
     async fn mark(

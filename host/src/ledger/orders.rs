@@ -226,20 +226,17 @@ pub async fn create_order(
     tenant: &TenantId,
     order: &NewOrder,
 ) -> Result<Order, LedgerError> {
-    let (created, stored) = stage_order(store, tenant, OrderId::generate(), order)?;
+    let (created, stored) = stage_order(store, tenant, order)?;
     stored.await?;
     Ok(created)
 }
 
-/// [`create_order`] in two steps, with the id chosen by the caller: the
-/// order as it will be stored, at once, and a future that stores it
-/// (durably, once it resolves to `Ok`). A checkout uses the time the commit
-/// takes to prepare its gateway call. An order with this id already stored
-/// → [`LedgerError::Duplicate`].
+/// [`create_order`] in two steps: the order as it will be stored, at once,
+/// and a future that stores it (durably, once it resolves to `Ok`). A
+/// checkout uses the time the commit takes to prepare its gateway call.
 pub fn stage_order(
     store: &Store,
     tenant: &TenantId,
-    id: OrderId,
     order: &NewOrder,
 ) -> Result<
     (
@@ -248,7 +245,7 @@ pub fn stage_order(
     ),
     LedgerError,
 > {
-    let (created, insert) = order_insert(tenant, id, order)?;
+    let (created, insert) = order_insert(tenant, order)?;
     let (store, tenant) = (store.clone(), tenant.clone());
     let stored = async move {
         match store.sqlite_writer() {
@@ -281,7 +278,7 @@ pub async fn create_order_in(
     tenant: &TenantId,
     order: &NewOrder,
 ) -> Result<Order, LedgerError> {
-    let (created, insert) = order_insert(tenant, OrderId::generate(), order)?;
+    let (created, insert) = order_insert(tenant, order)?;
     insert
         .query()
         .execute(tx.conn())
@@ -291,17 +288,13 @@ pub async fn create_order_in(
 }
 
 /// The order `order` becomes, and the statement that stores it.
-fn order_insert(
-    tenant: &TenantId,
-    id: OrderId,
-    order: &NewOrder,
-) -> Result<(Order, SqlBuf), LedgerError> {
+fn order_insert(tenant: &TenantId, order: &NewOrder) -> Result<(Order, SqlBuf), LedgerError> {
     let amount_minor = total(&order.lines).map_err(LedgerError::Invalid)?;
     let lines =
         serde_json::to_string(&order.lines).map_err(|e| LedgerError::Invalid(e.to_string()))?;
     let now = UnixMillis::now();
     let created = Order {
-        id,
+        id: OrderId::generate(),
         tenant_id: tenant.clone(),
         kind: order.kind,
         status: OrderStatus::Pending,
@@ -340,7 +333,6 @@ fn order_insert_error(tenant: &TenantId, e: StoreError) -> LedgerError {
         Some(Violation::ForeignKey { .. }) => {
             LedgerError::Invalid(format!("tenant {tenant} does not exist"))
         }
-        Some(Violation::Unique { .. }) => LedgerError::Duplicate { existing: None },
         _ => LedgerError::Store(e),
     }
 }
