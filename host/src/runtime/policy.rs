@@ -44,6 +44,14 @@ impl EventLog {
         }
     }
 
+    /// Logs and records a request the host stopped; the error to give the
+    /// guest.
+    fn deny(&self, origin: String, reason: String) -> HttpError {
+        tracing::warn!(%origin, %reason, "outbound request denied");
+        self.push(PolicyEvent::OutboundDenied { origin, reason });
+        HttpError::HttpRequestDenied
+    }
+
     pub(crate) fn take(&self) -> Vec<PolicyEvent> {
         self.0
             .lock()
@@ -308,9 +316,8 @@ impl WasiHttpHooks for OutboundHooks {
         let origin = match check_request(&policy, &request) {
             Ok(origin) => origin,
             Err((origin, reason)) => {
-                tracing::warn!(%origin, %reason, "outbound request denied");
-                events.push(PolicyEvent::OutboundDenied { origin, reason });
-                return Box::new(async { Err(HttpError::HttpRequestDenied) });
+                let denied = events.deny(origin, reason);
+                return Box::new(async { Err(denied) });
             }
         };
         let timeouts = Timeouts {
@@ -333,14 +340,11 @@ impl WasiHttpHooks for OutboundHooks {
             if let Some(mut gate) = gate
                 && !gate.wait().await
             {
-                let reason =
-                    "the host refused this call's requests (what it pays for was not stored)";
-                tracing::warn!(%origin, reason, "outbound request denied");
-                events.push(PolicyEvent::OutboundDenied {
-                    origin: origin.to_string(),
-                    reason: reason.into(),
-                });
-                return Err(HttpError::HttpRequestDenied);
+                return Err(events.deny(
+                    origin.to_string(),
+                    "the host refused this call's requests (what it pays for was not stored)"
+                        .into(),
+                ));
             }
             let limit = policy.max_response_bytes;
             let response = match pool
@@ -350,12 +354,7 @@ impl WasiHttpHooks for OutboundHooks {
                 Ok(response) => response,
                 Err(SendError::Http(e)) => return Err(e),
                 Err(SendError::Denied(reason)) => {
-                    tracing::warn!(%origin, %reason, "outbound request denied");
-                    events.push(PolicyEvent::OutboundDenied {
-                        origin: origin.to_string(),
-                        reason,
-                    });
-                    return Err(HttpError::HttpRequestDenied);
+                    return Err(events.deny(origin.to_string(), reason));
                 }
             };
             let declared = response
