@@ -1038,3 +1038,205 @@ async fn no_gateway_request_leaves_before_the_pending_order_is_stored() {
         app.finish().await;
     }
 }
+
+/// Makes the ledger refuse the tenant's payment rows with an error it cannot
+/// explain (no constraint, like a failing disk): SQLite cannot find a table
+/// the trigger writes to, PostgreSQL reports an I/O error.
+async fn refuse_rows(app: &TestApp, tenant: &str) {
+    let refuse = match app.backend {
+        "sqlite" => vec![
+            "CREATE TABLE test_gone (n INTEGER)".to_string(),
+            format!(
+                "CREATE TRIGGER test_refuse_rows BEFORE INSERT ON payments \
+                 WHEN NEW.tenant_id = '{tenant}' BEGIN INSERT INTO test_gone VALUES (1); END"
+            ),
+            "DROP TABLE test_gone".to_string(),
+        ],
+        _ => vec![
+            "CREATE FUNCTION test_refuse_rows() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'test: rows refused' USING ERRCODE = '58030'; END $$"
+                .to_string(),
+            format!(
+                "CREATE TRIGGER test_refuse_rows BEFORE INSERT ON payments FOR EACH ROW \
+                 WHEN (NEW.tenant_id = '{tenant}') EXECUTE FUNCTION test_refuse_rows()"
+            ),
+        ],
+    };
+    execute_all(app, &refuse).await;
+}
+
+/// Undoes [`refuse_rows`].
+async fn allow_rows(app: &TestApp) {
+    let allow = match app.backend {
+        "sqlite" => "DROP TRIGGER test_refuse_rows",
+        _ => "DROP TRIGGER test_refuse_rows ON payments",
+    };
+    execute_all(app, &[allow.to_string()]).await;
+}
+
+/// The tenant's orders as (status, provider), oldest first.
+async fn order_states(app: &TestApp, tenant: &str) -> Vec<(String, Option<String>)> {
+    sqlx::query_as(
+        "SELECT status, provider FROM orders WHERE tenant_id = $1 ORDER BY created_at, id",
+    )
+    .bind(tenant)
+    .fetch_all(app.store.pool())
+    .await
+    .expect("read orders")
+}
+
+/// Saves the hostile test provider (it approves any other payment method,
+/// with `ok-<order id>` as the reference) for USD.
+async fn save_hostile(app: &TestApp, key: &str, priority: i64, enabled: bool) {
+    let (status, body) = app
+        .tenant(
+            key,
+            Method::PUT,
+            "/v1/gateways/hostile",
+            Some(json!({"credentials": {}, "priority": priority, "currencies": ["USD"], "enabled": enabled})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// The gateway approved, then the ledger could not book the rows. The
+/// client retries with the same Idempotency-Key once the ledger works again:
+/// the retry resumes the first order and the money is booked once.
+#[tokio::test]
+async fn a_retry_books_a_charge_the_ledger_could_not_book_once() {
+    for app in TestApp::each_backend().await {
+        let (tenant, key) = app.new_tenant("Unbookable rows shop").await;
+        app.save_stripe(&key, 1, &["USD"]).await;
+        refuse_rows(&app, &tenant).await;
+        let client_key = format!("unbookable-{}", rand_u64());
+        let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_visa").await;
+        assert_eq!(status, 500, "[{}] {body}", app.backend);
+        // The 500 was not kept for replay, but the key still holds that
+        // order: another card under it is refused, and not kept either.
+        let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_mastercard").await;
+        assert_eq!(status, 422, "[{}] {body}", app.backend);
+        assert_eq!(body["error"]["code"], "idempotency_key_reused");
+
+        allow_rows(&app).await;
+        let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_visa").await;
+        assert_eq!(status, 201, "[{}] {body}", app.backend);
+        assert_eq!(body["status"], "paid");
+        let (_, balance) = app.tenant(&key, Method::GET, "/v1/balance", None).await;
+        assert_eq!(
+            balance["items"],
+            json!([{"currency": "USD", "paid": 1000, "refunded": 0, "net": 1000}]),
+            "[{}]",
+            app.backend
+        );
+        assert_eq!(
+            order_states(&app, &tenant).await,
+            vec![("paid".to_string(), Some("stripe".to_string()))],
+            "[{}] the retry resumed the first order",
+            app.backend
+        );
+        app.finish().await;
+    }
+}
+
+/// The first attempt fell through from Stripe (429: nothing charged) to the
+/// second gateway, which approved; the booking failed. A retry goes back to
+/// that second gateway only: never to Stripe, which would charge a second
+/// time, not even while the second gateway is disabled; and an error on the
+/// retry leaves the order pending instead of canceling it.
+#[tokio::test]
+async fn a_retry_resumes_only_at_the_gateway_that_may_hold_the_charge() {
+    for app in TestApp::each_backend().await {
+        let (tenant, key) = app.new_tenant("Fallthrough retry shop").await;
+        app.save_stripe(&key, 1, &["USD"]).await;
+        save_hostile(&app, &key, 2, true).await;
+        refuse_rows(&app, &tenant).await;
+        let client_key = format!("fallthrough-{}", rand_u64());
+        let stripe_key = payhost::checkout::gateway_key(
+            &payhost::store::TenantId::parse(&tenant).expect("tenant id"),
+            Some(&client_key),
+            "",
+            "checkout:stripe",
+        );
+        let at_stripe = || stripe_calls_keyed(&format!("{stripe_key}:"));
+        let method = "pm_sandbox_rate_limited";
+
+        let (status, body) = keyed_checkout(&app, &key, &client_key, method).await;
+        assert_eq!(status, 500, "[{}] {body}", app.backend);
+        assert_eq!(at_stripe(), 1, "[{}] Stripe answered 429", app.backend);
+        let pending = vec![("pending".to_string(), Some("hostile".to_string()))];
+        assert_eq!(
+            order_states(&app, &tenant).await,
+            pending,
+            "[{}]",
+            app.backend
+        );
+        allow_rows(&app).await;
+
+        // The gateway that may hold the charge is off: the retry waits for
+        // it rather than charging elsewhere, and the order stays pending.
+        save_hostile(&app, &key, 2, false).await;
+        let (status, body) = keyed_checkout(&app, &key, &client_key, method).await;
+        assert_eq!(status, 503, "[{}] {body}", app.backend);
+        assert_eq!(at_stripe(), 1, "[{}] no second call to Stripe", app.backend);
+        assert_eq!(
+            order_states(&app, &tenant).await,
+            pending,
+            "[{}]",
+            app.backend
+        );
+
+        save_hostile(&app, &key, 2, true).await;
+        let (status, body) = keyed_checkout(&app, &key, &client_key, method).await;
+        assert_eq!(status, 201, "[{}] {body}", app.backend);
+        assert_eq!(body["status"], "paid");
+        assert_eq!(
+            body["ledger"][0]["provider"], "hostile",
+            "[{}] {body}",
+            app.backend
+        );
+        assert_eq!(at_stripe(), 1, "[{}] no second call to Stripe", app.backend);
+        assert_eq!(
+            order_states(&app, &tenant).await,
+            vec![("paid".to_string(), Some("hostile".to_string()))],
+            "[{}]",
+            app.backend
+        );
+        app.finish().await;
+    }
+}
+
+/// A key whose order was canceled (every gateway rate limited: nothing
+/// charged) is free again for the retry. A key whose outcome is unknown
+/// keeps its one order across retries.
+#[tokio::test]
+async fn a_checkout_key_holds_one_live_order() {
+    for app in TestApp::each_backend().await {
+        let (tenant, key) = app.new_tenant("Keyed retries shop").await;
+        app.save_stripe(&key, 1, &["USD"]).await;
+        let client_key = format!("limited-{}", rand_u64());
+        let (status, body) =
+            keyed_checkout(&app, &key, &client_key, "pm_sandbox_rate_limited").await;
+        assert_eq!(status, 503, "[{}] {body}", app.backend);
+        assert_eq!(body["error"]["code"], "gateway_rate_limited");
+        let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_visa").await;
+        assert_eq!(status, 201, "[{}] {body}", app.backend);
+        assert_eq!(body["status"], "paid");
+        let states: Vec<String> = order_states(&app, &tenant)
+            .await
+            .into_iter()
+            .map(|(status, _)| status)
+            .collect();
+        assert_eq!(states, ["canceled", "paid"], "[{}]", app.backend);
+
+        // Stripe answers 500: the outcome is unknown, the order stays
+        // pending, and each retry goes back to it instead of adding one.
+        let client_key = format!("unknown-{}", rand_u64());
+        for _ in 0..2 {
+            let (status, body) =
+                keyed_checkout(&app, &key, &client_key, "pm_sandbox_unavailable").await;
+            assert_eq!(status, 503, "[{}] {body}", app.backend);
+        }
+        assert_eq!(orders_of(&app, &tenant).await, 3, "[{}]", app.backend);
+        app.finish().await;
+    }
+}

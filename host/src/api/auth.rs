@@ -8,6 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
+use super::error::NotReplayable;
 use super::{ApiError, AppState};
 use crate::audit::Actor;
 use crate::store::idempotency::{self, Begin, IdempotencyKey, RequestHash};
@@ -86,8 +87,10 @@ pub async fn tenant_auth(
 
 /// `Idempotency-Key` for tenant mutations: same key + same request → the
 /// stored response; same key + different request → 422
-/// `idempotency_key_reused`; while the first is in flight → 409. Responses
-/// of 5xx are not stored, so a retry can succeed.
+/// `idempotency_key_reused`; while the first is in flight → 409. Not
+/// stored, so a retry can succeed: responses of 5xx, and the handler's own
+/// [`NotReplayable`] answers (a checkout whose key holds an order with
+/// another cart: keeping that would lock out the retry of the first).
 pub async fn idempotency(
     State(state): State<AppState>,
     request: Request,
@@ -169,7 +172,7 @@ pub async fn idempotency(
             return Err(ApiError::internal("idempotency response", e));
         }
     };
-    if parts.status.is_server_error() {
+    if parts.status.is_server_error() || parts.extensions.get::<NotReplayable>().is_some() {
         if let Err(e) = idempotency::abandon(&state.store, &tenant.tenant, &key).await {
             tracing::error!("cannot release idempotency key: {e}");
         }

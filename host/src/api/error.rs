@@ -108,9 +108,21 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// Marks a response the `Idempotency-Key` layer must not keep: it says the
+/// key already belongs to another request, so keeping it would bind the key
+/// to this one and lock out a retry of the first.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NotReplayable;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
+        if matches!(
+            self.code,
+            "idempotency_key_reused" | "idempotency_key_in_use"
+        ) {
+            response.extensions_mut().insert(NotReplayable);
+        }
         if let Some(secs) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {

@@ -68,6 +68,10 @@ impl From<LedgerError> for ApiError {
             LedgerError::Duplicate { .. } => {
                 ApiError::conflict("already_booked", "this event was already booked")
             }
+            LedgerError::CheckoutKeyTaken => ApiError::conflict(
+                "idempotency_key_in_use",
+                "an order is already stored under this Idempotency-Key",
+            ),
             LedgerError::StatusConflict { current } => {
                 ApiError::conflict("order_state_conflict", format!("order is {current}"))
             }
@@ -116,6 +120,11 @@ impl From<CheckoutError> for ApiError {
     fn from(e: CheckoutError) -> Self {
         match e {
             CheckoutError::Invalid(m) => ApiError::validation(m),
+            CheckoutError::KeyReused => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key holds an order with another cart or other payment details",
+            ),
             CheckoutError::NoRoute(currency) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "no_gateway_for_currency",

@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use crate::gateways::{Gateways, RouteEntry, eligible};
+use crate::gateways::{Gateways, Records, RouteEntry, eligible};
 use crate::ledger::{
     self, Entitlement, GatewayRef, LedgerError, LedgerRow, NewOrder, Order, OrderKind, OrderLine,
     OrderStatus, Source,
@@ -128,6 +128,10 @@ pub enum CheckoutError {
     Gateway { provider: String, message: String },
     #[error("provider failure ({code}): {message}")]
     Provider { code: &'static str, message: String },
+    /// The `Idempotency-Key` holds a live order with another cart or other
+    /// payment details.
+    #[error("the Idempotency-Key was used for another checkout")]
+    KeyReused,
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error(transparent)]
@@ -191,6 +195,58 @@ fn describe(e: &ProviderError) -> String {
     }
 }
 
+/// The error of a gateway call whose outcome is unknown: the gateway may
+/// have charged, so the order stays as it is.
+fn outcome_unknown(provider: &str, e: CallError<ProviderError>) -> CheckoutError {
+    match e {
+        CallError::Gateway(ProviderError::Unavailable(m)) => CheckoutError::Unavailable(m),
+        CallError::Gateway(ProviderError::RateLimited(after)) => CheckoutError::RateLimited(after),
+        CallError::Gateway(other) => CheckoutError::Gateway {
+            provider: provider.to_owned(),
+            message: describe(&other),
+        },
+        other => provider_failure(&other),
+    }
+}
+
+/// What a checkout sends a gateway for `order`. A retry that resumes the
+/// order must send exactly this again, so it is built in one place.
+fn payment_request(tenant: &TenantId, request: &CheckoutRequest, order: &Order) -> PaymentRequest {
+    PaymentRequest {
+        amount: to_wire(order.amount),
+        order_id: order.id.to_string(),
+        description: None,
+        payment_method: request.payment_method.clone(),
+        capture: request.capture,
+        return_url: request.return_url.clone(),
+        customer: request.customer.clone(),
+        metadata: vec![("tenant_id".into(), tenant.to_string())],
+    }
+}
+
+/// A checkout order's metadata. Under an `Idempotency-Key` it holds a
+/// fingerprint of what the gateway call sends besides the order (payment
+/// method, capture, return URL, customer), so a retry under the same key
+/// resumes the order only if the gateway would see the same request.
+fn checkout_metadata(request: &CheckoutRequest, customer: &serde_json::Value) -> serde_json::Value {
+    use sha2::{Digest, Sha256};
+    if request.idempotency_key.is_none() {
+        return serde_json::json!({});
+    }
+    let capture = match request.capture {
+        CaptureMode::Automatic => "automatic",
+        CaptureMode::Manual => "manual",
+    };
+    let sent = serde_json::json!({
+        "payment_method": request.payment_method,
+        "capture": capture,
+        "return_url": request.return_url,
+        "customer": customer,
+    });
+    let digest = Sha256::digest(sent.to_string().as_bytes());
+    serde_json::json!({"checkout_fingerprint": hex::encode(&digest[..16])})
+}
+
 fn provider_failure<E: std::fmt::Debug>(e: &CallError<E>) -> CheckoutError {
     CheckoutError::Provider {
         code: e.code(),
@@ -245,8 +301,13 @@ impl Checkouts {
             .as_ref()
             .map(|c| serde_json::json!({"id": c.id, "email": c.email, "name": c.name}))
             .unwrap_or(serde_json::Value::Null);
+        let first = records
+            .iter()
+            .find(|r| r.settings.provider.as_str() == route[0].provider)
+            .map(|r| r.settings.provider.clone());
         // The order is committed while the first gateway call gets ready;
-        // that call's requests wait until the commit is durable.
+        // that call's requests wait until the commit is durable. It records
+        // that first gateway, and the client's key (see `resume`).
         let (order, stored) = ledger::stage_order(
             &self.store,
             tenant,
@@ -254,12 +315,13 @@ impl Checkouts {
                 kind: OrderKind::Checkout,
                 currency: request.currency,
                 lines: lines.clone(),
+                metadata: checkout_metadata(&request, &customer_json),
                 customer: customer_json,
-                metadata: serde_json::json!({}),
+                provider: first,
+                checkout_key: request.idempotency_key.clone(),
             },
         )?;
         let mut stored = Some(stored);
-        let total = order.amount.minor;
 
         let mut last_retriable = None;
         for entry in route {
@@ -278,19 +340,7 @@ impl Checkouts {
                 order.id.as_str(),
                 &format!("checkout:{}", entry.provider),
             ));
-            let wire = PaymentRequest {
-                amount: WireMoney {
-                    minor: total as u64,
-                    currency: request.currency.as_str().to_string(),
-                },
-                order_id: order.id.to_string(),
-                description: None,
-                payment_method: request.payment_method.clone(),
-                capture: request.capture,
-                return_url: request.return_url.clone(),
-                customer: request.customer.clone(),
-                metadata: vec![("tenant_id".into(), tenant.to_string())],
-            };
+            let wire = payment_request(tenant, &request, &order);
             let provider_id = record.settings.provider.clone();
             // Set when this attempt's requests waited for the order's commit.
             let mut held = None;
@@ -310,12 +360,26 @@ impl Checkouts {
                         stored,
                         open.provider.create_payment_after(Some(gate), ctx, wire)
                     );
-                    // Not stored: the call's requests were denied before
-                    // any I/O, so nothing was charged.
-                    stored?;
-                    result
+                    match stored {
+                        Ok(()) => result,
+                        // A live order holds this key: this is a retry.
+                        // This call's requests were denied before any I/O.
+                        Err(LedgerError::CheckoutKeyTaken) => {
+                            return self.resume(tenant, &request, &order, &records).await;
+                        }
+                        // Not stored: the call's requests were denied
+                        // before any I/O, so nothing was charged.
+                        Err(e) => return Err(e.into()),
+                    }
                 }
-                None => open.provider.create_payment(ctx, wire).await,
+                None => {
+                    // A fallback: record the gateway that may hold the
+                    // charge before any request reaches it, so a retry
+                    // resumes there and nowhere else.
+                    ledger::set_order_gateway(&self.store, tenant, &order.id, &provider_id, None)
+                        .await?;
+                    open.provider.create_payment(ctx, wire).await
+                }
             };
             match result {
                 Ok(payment) => {
@@ -343,12 +407,7 @@ impl Checkouts {
                     last_retriable = Some(provider_failure(&e));
                 }
                 Err(CallError::Gateway(ProviderError::Declined(d))) => {
-                    let order = self.mark(tenant, &order.id, OrderStatus::Declined).await?;
-                    return Err(CheckoutError::Declined {
-                        order: Box::new(order),
-                        code: d.code,
-                        message: d.message,
-                    });
+                    return Err(self.declined(tenant, &order.id, d).await);
                 }
                 // The gateway refused the request itself: nothing charged.
                 Err(CallError::Gateway(
@@ -362,33 +421,11 @@ impl Checkouts {
                         message: describe(&e),
                     });
                 }
-                // Unknown outcome: the gateway may have charged. Keep the
-                // order pending (with its provider recorded) for
+                // Unknown outcome: the gateway may have charged. The order
+                // stays pending with this gateway recorded, for
                 // reconciliation; a client retry with the same
-                // Idempotency-Key reaches the gateway with the same key.
-                Err(e) => {
-                    if let Err(err) = ledger::set_order_gateway(
-                        &self.store,
-                        tenant,
-                        &order.id,
-                        &provider_id,
-                        None,
-                    )
-                    .await
-                    {
-                        tracing::error!(order = %order.id, "cannot record the gateway of a pending order: {err}");
-                    }
-                    return Err(match e {
-                        CallError::Gateway(ProviderError::Unavailable(m)) => {
-                            CheckoutError::Unavailable(m)
-                        }
-                        CallError::Gateway(other) => CheckoutError::Gateway {
-                            provider: entry.provider.clone(),
-                            message: describe(&other),
-                        },
-                        other => provider_failure(&other),
-                    });
-                }
+                // Idempotency-Key resumes it there (`resume`).
+                Err(e) => return Err(outcome_unknown(&entry.provider, e)),
             }
         }
         if let Some(stored) = stored {
@@ -398,6 +435,106 @@ impl Checkouts {
         let _ = self.mark(tenant, &order.id, OrderStatus::Canceled).await;
         Err(last_retriable
             .unwrap_or_else(|| CheckoutError::NoRoute(request.currency.as_str().into())))
+    }
+
+    /// A retry of a checkout whose first attempt left a live order under
+    /// the same `Idempotency-Key` (a 5xx is not kept for replay, so the
+    /// client sends it again). The order goes back to the one gateway it
+    /// records, with the same gateway idempotency key and the same request,
+    /// so the gateway answers as it did (or would have) the first time; an
+    /// approved charge whose booking failed is booked now.
+    ///
+    /// Must never: call another gateway (an earlier one answered 429 and
+    /// charged nothing, but the recorded one may hold the charge), or
+    /// cancel the order on an error (it may hold a charge). Only the
+    /// gateway's own decline ends it.
+    async fn resume(
+        &self,
+        tenant: &TenantId,
+        request: &CheckoutRequest,
+        staged: &Order,
+        records: &Records,
+    ) -> Result<CheckoutOutcome, CheckoutError> {
+        let key = request
+            .idempotency_key
+            .as_deref()
+            .ok_or(LedgerError::CheckoutKeyTaken)?;
+        let order = ledger::live_order_for_checkout_key(&self.store, tenant, key)
+            .await?
+            .ok_or(LedgerError::CheckoutKeyTaken)?;
+        if order.kind != OrderKind::Checkout
+            || order.amount != staged.amount
+            || order.lines != staged.lines
+            || order.customer != staged.customer
+            || order.metadata != staged.metadata
+        {
+            return Err(CheckoutError::KeyReused);
+        }
+        match order.status {
+            OrderStatus::Pending | OrderStatus::RequiresAction => {}
+            OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded => {
+                let rows = ledger::rows_for_order(&self.store, tenant, &order.id).await?;
+                return Ok(CheckoutOutcome::Paid { order, rows });
+            }
+            current @ (OrderStatus::Declined | OrderStatus::Canceled) => {
+                return Err(LedgerError::StatusConflict { current }.into());
+            }
+        }
+        let unavailable = |name: &str| {
+            CheckoutError::Unavailable(format!(
+                "order {} may hold a charge at `{name}`, which is not enabled for this tenant now; \
+                 it is resumed there only",
+                order.id
+            ))
+        };
+        let provider_id = order.provider.clone().ok_or_else(|| unavailable("?"))?;
+        let record = records
+            .iter()
+            .find(|r| r.settings.provider == provider_id && r.settings.enabled)
+            .ok_or_else(|| unavailable(provider_id.as_str()))?;
+        let provider = self
+            .gateways
+            .providers()
+            .get(provider_id.as_str())
+            .ok_or_else(|| unavailable(provider_id.as_str()))?;
+        let open = self.gateways.open_record(provider, tenant, record)?;
+        let mut ctx = open.ctx;
+        ctx.idempotency_key = Some(gateway_key(
+            tenant,
+            Some(key),
+            order.id.as_str(),
+            &format!("checkout:{provider_id}"),
+        ));
+        let wire = payment_request(tenant, request, &order);
+        tracing::info!(order = %order.id, provider = %provider_id, "resuming the order of an earlier attempt under the same Idempotency-Key");
+        match open.provider.create_payment(ctx, wire).await {
+            Ok(payment) => {
+                let lines = order.lines.clone();
+                self.settle(tenant, order, &lines, provider_id, payment)
+                    .await
+            }
+            Err(CallError::Gateway(ProviderError::Declined(d))) => {
+                Err(self.declined(tenant, &order.id, d).await)
+            }
+            Err(e) => Err(outcome_unknown(provider_id.as_str(), e)),
+        }
+    }
+
+    /// Marks the order declined; the error the client gets.
+    async fn declined(
+        &self,
+        tenant: &TenantId,
+        order: &OrderId,
+        decline: crate::runtime::contract::Decline,
+    ) -> CheckoutError {
+        match self.mark(tenant, order, OrderStatus::Declined).await {
+            Ok(order) => CheckoutError::Declined {
+                order: Box::new(order),
+                code: decline.code,
+                message: decline.message,
+            },
+            Err(e) => e,
+        }
     }
 
     async fn mark(
@@ -501,14 +638,7 @@ impl Checkouts {
                     .ok_or(LedgerError::OrderNotFound)?;
                 Ok(CheckoutOutcome::Pending { order })
             }
-            PaymentState::Declined(d) => {
-                let order = self.mark(tenant, &order.id, OrderStatus::Declined).await?;
-                Err(CheckoutError::Declined {
-                    order: Box::new(order),
-                    code: d.code,
-                    message: d.message,
-                })
-            }
+            PaymentState::Declined(d) => Err(self.declined(tenant, &order.id, d).await),
             PaymentState::Canceled => {
                 let order = self.mark(tenant, &order.id, OrderStatus::Canceled).await?;
                 Err(CheckoutError::Declined {
@@ -586,6 +716,8 @@ impl Checkouts {
                     lines: lines.clone(),
                     customer: entry.customer.clone(),
                     metadata,
+                    provider: None,
+                    checkout_key: None,
                 },
             )
             .await?;

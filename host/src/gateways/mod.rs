@@ -10,6 +10,7 @@ pub mod routing;
 pub mod settings;
 pub mod vault;
 
+pub use cache::Records;
 pub use routing::{RouteEntry, eligible};
 pub use settings::{GatewayError, GatewayInput, GatewayView, Gateways, OpenGateway};
 pub use vault::{Sealed, Vault, VaultError, mask};

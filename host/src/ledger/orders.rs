@@ -140,7 +140,7 @@ fn total(lines: &[OrderLine]) -> Result<i64, String> {
     })
 }
 
-/// A new order. It starts `pending`, with no gateway assigned.
+/// A new order. It starts `pending`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewOrder {
     /// Checkout, manual, bulk or external.
@@ -153,6 +153,15 @@ pub struct NewOrder {
     pub customer: serde_json::Value,
     /// Free-form tenant metadata (JSON object).
     pub metadata: serde_json::Value,
+    /// The gateway the order goes to first (checkouts). Stored with the
+    /// order, so the gateway that may hold its charge is durable before any
+    /// request reaches it.
+    pub provider: Option<ProviderId>,
+    /// The client's `Idempotency-Key` for a checkout. At most one live
+    /// (neither canceled nor declined) order per key and tenant: storing a
+    /// second fails with [`LedgerError::CheckoutKeyTaken`], and
+    /// [`live_order_for_checkout_key`] finds the first.
+    pub checkout_key: Option<String>,
 }
 
 /// An order as stored.
@@ -300,7 +309,7 @@ fn order_insert(tenant: &TenantId, order: &NewOrder) -> Result<(Order, SqlBuf), 
         status: OrderStatus::Pending,
         amount: Money::new(amount_minor, order.currency),
         lines: order.lines.clone(),
-        provider: None,
+        provider: order.provider.clone(),
         gateway_reference: None,
         customer: order.customer.clone(),
         metadata: order.metadata.clone(),
@@ -309,8 +318,8 @@ fn order_insert(tenant: &TenantId, order: &NewOrder) -> Result<(Order, SqlBuf), 
     };
     let insert = SqlBuf::bound(
         format!(
-            "INSERT INTO orders ({ORDER_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9, $10, $10)"
+            "INSERT INTO orders ({ORDER_COLUMNS}, checkout_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $11, $12)"
         ),
         vec![
             Arg::Text(created.id.to_string()),
@@ -320,9 +329,11 @@ fn order_insert(tenant: &TenantId, order: &NewOrder) -> Result<(Order, SqlBuf), 
             Arg::Text(created.amount.currency.as_str().to_owned()),
             Arg::Int(amount_minor),
             Arg::Text(lines),
+            Arg::opt_text(created.provider.as_ref().map(ProviderId::as_str)),
             Arg::Text(created.customer.to_string()),
             Arg::Text(created.metadata.to_string()),
             Arg::Int(now.as_i64()),
+            Arg::opt_text(order.checkout_key.as_deref()),
         ],
     );
     Ok((created, insert))
@@ -333,8 +344,30 @@ fn order_insert_error(tenant: &TenantId, e: StoreError) -> LedgerError {
         Some(Violation::ForeignKey { .. }) => {
             LedgerError::Invalid(format!("tenant {tenant} does not exist"))
         }
+        Some(v @ Violation::Unique { .. }) if v.mentions("checkout_key") => {
+            LedgerError::CheckoutKeyTaken
+        }
         _ => LedgerError::Store(e),
     }
+}
+
+/// The tenant's live (neither canceled nor declined) order stored under a
+/// checkout's `Idempotency-Key`, if any.
+pub async fn live_order_for_checkout_key(
+    store: &Store,
+    tenant: &TenantId,
+    key: &str,
+) -> Result<Option<Order>, LedgerError> {
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS} FROM orders \
+          WHERE tenant_id = $1 AND checkout_key = $2 AND status NOT IN ('canceled', 'declined')"
+    );
+    let row = sqlx::query(&sql)
+        .bind(tenant.as_str())
+        .bind(key)
+        .fetch_optional(store.pool())
+        .await?;
+    Ok(row.as_ref().map(decode_order).transpose()?)
 }
 
 /// The order, if it exists and belongs to `tenant` (another tenant's id → `None`).

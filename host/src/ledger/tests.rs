@@ -40,6 +40,8 @@ async fn order(
             lines,
             customer: serde_json::json!({"email": "a@example.com"}),
             metadata: serde_json::json!({"cart": "c1"}),
+            provider: None,
+            checkout_key: None,
         },
     )
     .await
@@ -1006,6 +1008,8 @@ async fn orders_are_mutable_workflow_state() {
                 )],
                 customer: serde_json::json!({}),
                 metadata: serde_json::json!({}),
+                provider: None,
+                checkout_key: None,
             },
         )
         .await
@@ -1044,6 +1048,8 @@ async fn orders_are_mutable_workflow_state() {
                 lines: vec![OrderLine::product(0, None)],
                 customer: serde_json::json!({}),
                 metadata: serde_json::json!({}),
+                provider: None,
+                checkout_key: None,
             },
         )
         .await

@@ -42,11 +42,13 @@ macro_rules! migration {
 const SQLITE: &[Migration] = &[
     migration!("sqlite", 1, "0001", "init"),
     migration!("sqlite", 2, "0002", "refund_hold_reference"),
+    migration!("sqlite", 3, "0003", "checkout_key"),
 ];
 
 const POSTGRES: &[Migration] = &[
     migration!("postgres", 1, "0001", "init"),
     migration!("postgres", 2, "0002", "refund_hold_reference"),
+    migration!("postgres", 3, "0003", "checkout_key"),
 ];
 
 /// Serialises migrators across PostgreSQL sessions ("payhost" in ASCII).
