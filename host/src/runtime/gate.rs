@@ -131,4 +131,14 @@ mod tests {
             "the word stands after the opener is gone"
         );
     }
+
+    #[tokio::test]
+    async fn a_sealed_gate_stays_shut_when_the_opener_says_yes_later() {
+        let (opener, mut gate) = send_gate();
+        assert!(gate.seal_if_unused(), "nothing passed yet");
+        assert!(gate.seal_if_unused(), "sealing twice agrees");
+        opener.open();
+        assert!(!gate.wait().await, "an open word does not unseal");
+        assert!(gate.seal_if_unused(), "still nothing passed");
+    }
 }
