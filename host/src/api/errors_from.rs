@@ -120,6 +120,12 @@ impl From<CheckoutError> for ApiError {
     fn from(e: CheckoutError) -> Self {
         match e {
             CheckoutError::Invalid(m) => ApiError::validation(m),
+            CheckoutError::OverBudget => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "checkout_timed_out",
+                "the checkout took too long and was stopped; its order is kept, and a retry \
+                 with the same Idempotency-Key resumes it",
+            ),
             CheckoutError::KeyReused => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",

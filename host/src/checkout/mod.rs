@@ -59,6 +59,14 @@ pub struct CheckoutRequest {
     pub idempotency_key: Option<String>,
 }
 
+/// The longest a checkout runs. Shorter than the `Idempotency-Key`
+/// in-flight lease by a margin (clocks of several instances, writes that
+/// land after the stop), so a retry that takes the key over never runs
+/// beside the first attempt.
+pub const CHECKOUT_BUDGET: std::time::Duration = std::time::Duration::from_secs(240);
+const _: () =
+    assert!(CHECKOUT_BUDGET.as_secs() + 60 <= crate::store::idempotency::IN_FLIGHT_LEASE.as_secs());
+
 /// The idempotency key sent to a gateway for one operation: derived from the
 /// client's key when there is one (stable across client retries), else from
 /// our own id for the operation. Never longer than 64 characters.
@@ -128,6 +136,10 @@ pub enum CheckoutError {
     Gateway { provider: String, message: String },
     #[error("provider failure ({code}): {message}")]
     Provider { code: &'static str, message: String },
+    /// The checkout ran past [`CHECKOUT_BUDGET`] and was stopped; its
+    /// order is kept as it was.
+    #[error("the checkout took longer than its budget")]
+    OverBudget,
     /// The `Idempotency-Key` holds a live order with another cart or other
     /// payment details.
     #[error("the Idempotency-Key was used for another checkout")]
@@ -266,7 +278,22 @@ impl Checkouts {
     /// outcome is unknown (5xx, deadline, sandbox violation after a request
     /// went out) the order stays `pending` for reconciliation and nothing is
     /// booked: falling through there could charge at two gateways.
+    ///
+    /// A checkout that runs past [`CHECKOUT_BUDGET`] is stopped where it is
+    /// (its order keeps what it recorded), so it can never still be running
+    /// when the `Idempotency-Key`'s in-flight lease lets a retry resume its
+    /// order: two runs of one order could call two gateways.
     pub async fn checkout(
+        &self,
+        tenant: &TenantId,
+        request: CheckoutRequest,
+    ) -> Result<CheckoutOutcome, CheckoutError> {
+        tokio::time::timeout(CHECKOUT_BUDGET, self.checkout_unbounded(tenant, request))
+            .await
+            .unwrap_or(Err(CheckoutError::OverBudget))
+    }
+
+    async fn checkout_unbounded(
         &self,
         tenant: &TenantId,
         request: CheckoutRequest,
@@ -329,9 +356,11 @@ impl Checkouts {
                 .iter()
                 .find(|r| r.settings.provider.as_str() == entry.provider)
                 .ok_or_else(|| CheckoutError::NoRoute(request.currency.as_str().into()))?;
-            let Some(provider) = providers.get(&entry.provider) else {
-                continue;
-            };
+            // `eligible` kept only loaded providers, so the first entry is
+            // the one the order records.
+            let provider = providers
+                .get(&entry.provider)
+                .ok_or_else(|| CheckoutError::NoRoute(request.currency.as_str().into()))?;
             let open = self.gateways.open_record(provider, tenant, record)?;
             let mut ctx = open.ctx;
             ctx.idempotency_key = Some(gateway_key(
@@ -476,8 +505,9 @@ impl Checkouts {
                 let rows = ledger::rows_for_order(&self.store, tenant, &order.id).await?;
                 return Ok(CheckoutOutcome::Paid { order, rows });
             }
-            current @ (OrderStatus::Declined | OrderStatus::Canceled) => {
-                return Err(LedgerError::StatusConflict { current }.into());
+            // Not live, so not found by the key (an answer that is not kept).
+            OrderStatus::Declined | OrderStatus::Canceled => {
+                return Err(LedgerError::CheckoutKeyTaken.into());
             }
         }
         let unavailable = |name: &str| {
