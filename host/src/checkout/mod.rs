@@ -6,6 +6,8 @@
 //! order), or let refunds exceed what was paid (the ledger enforces it; the
 //! reservation keeps two concurrent API refunds from both reaching the gateway).
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::gateways::{Gateways, Records, RouteEntry, eligible};
@@ -17,7 +19,8 @@ use crate::runtime::contract::{
     CaptureMode, Customer, Money as WireMoney, NextAction, PaymentRequest, PaymentState,
     ProviderError, RefundRequest, RefundStatus,
 };
-use crate::runtime::{CallError, SendGate, send_gate};
+use crate::runtime::{CallError, LoadedProvider, SendGate, send_gate};
+use crate::store::gateways::GatewaySettingsRecord;
 use crate::store::{Currency, Money, OrderId, PaymentId, ProviderId, Store, TenantId};
 
 /// A line of a cart.
@@ -300,38 +303,15 @@ impl Checkouts {
     ) -> Result<CheckoutOutcome, CheckoutError> {
         let lines = lines_of(&request.items, request.shipping)?;
         let records = self.gateways.records(tenant).await?;
-        let entries: Vec<RouteEntry> = records
-            .iter()
-            .map(|r| RouteEntry {
-                provider: r.settings.provider.as_str().to_string(),
-                priority: r.settings.priority,
-                currencies: r
-                    .settings
-                    .currencies
-                    .iter()
-                    .map(|c| c.as_str().to_string())
-                    .collect(),
-                enabled: r.settings.enabled,
-            })
-            .collect();
-        let providers = self.gateways.providers();
-        let route = eligible(&entries, request.currency.as_str(), |p| {
-            providers.get(p).is_some()
-        });
-        if route.is_empty() {
-            return Err(CheckoutError::NoRoute(
-                request.currency.as_str().to_string(),
-            ));
-        }
+        let route = self.route(&records, request.currency)?;
         let customer_json = request
             .customer
             .as_ref()
             .map(|c| serde_json::json!({"id": c.id, "email": c.email, "name": c.name}))
             .unwrap_or(serde_json::Value::Null);
-        let first = records
-            .iter()
-            .find(|r| r.settings.provider.as_str() == route[0].provider)
-            .map(|r| r.settings.provider.clone());
+        let first = route
+            .first()
+            .map(|(record, _)| record.settings.provider.clone());
         // The order is committed while the first gateway call gets ready;
         // that call's requests wait until the commit is durable. It records
         // that first gateway, and the client's key (see `resume`).
@@ -351,26 +331,18 @@ impl Checkouts {
         let mut stored = Some(stored);
 
         let mut last_retriable = None;
-        for entry in route {
-            let record = records
-                .iter()
-                .find(|r| r.settings.provider.as_str() == entry.provider)
-                .ok_or_else(|| CheckoutError::NoRoute(request.currency.as_str().into()))?;
-            // `eligible` kept only loaded providers, so the first entry is
-            // the one the order records.
-            let provider = providers
-                .get(&entry.provider)
-                .ok_or_else(|| CheckoutError::NoRoute(request.currency.as_str().into()))?;
+        for (record, provider) in route {
+            let provider_id = record.settings.provider.clone();
+            let name = provider_id.as_str();
             let open = self.gateways.open_record(provider, tenant, record)?;
             let mut ctx = open.ctx;
             ctx.idempotency_key = Some(gateway_key(
                 tenant,
                 request.idempotency_key.as_deref(),
                 order.id.as_str(),
-                &format!("checkout:{}", entry.provider),
+                &format!("checkout:{name}"),
             ));
             let wire = payment_request(tenant, &request, &order);
-            let provider_id = record.settings.provider.clone();
             // Set when this attempt's requests waited for the order's commit.
             let mut held = None;
             let result = match stored.take() {
@@ -418,12 +390,12 @@ impl Checkouts {
                 }
                 // 429: the gateway did not process it; the next one may.
                 Err(CallError::Gateway(ProviderError::RateLimited(after))) => {
-                    tracing::warn!(provider = %entry.provider, order = %order.id, "gateway rate limited, trying next");
+                    tracing::warn!(provider = %name, order = %order.id, "gateway rate limited, trying next");
                     last_retriable = Some(CheckoutError::RateLimited(after));
                 }
                 // The component never ran: nothing was sent.
                 Err(e @ CallError::Instantiate(_)) => {
-                    tracing::warn!(provider = %entry.provider, order = %order.id, "provider could not start, trying next: {e}");
+                    tracing::warn!(provider = %name, order = %order.id, "provider could not start, trying next: {e}");
                     last_retriable = Some(provider_failure(&e));
                 }
                 // The deadline struck while the request still waited for
@@ -432,7 +404,7 @@ impl Checkouts {
                 Err(e @ CallError::Deadline { .. })
                     if held.as_ref().is_some_and(SendGate::seal_if_unused) =>
                 {
-                    tracing::warn!(provider = %entry.provider, order = %order.id, "deadline before any request left, trying next: {e}");
+                    tracing::warn!(provider = %name, order = %order.id, "deadline before any request left, trying next: {e}");
                     last_retriable = Some(provider_failure(&e));
                 }
                 Err(CallError::Gateway(ProviderError::Declined(d))) => {
@@ -446,7 +418,7 @@ impl Checkouts {
                 )) => {
                     let _ = self.mark(tenant, &order.id, OrderStatus::Canceled).await;
                     return Err(CheckoutError::Gateway {
-                        provider: entry.provider.clone(),
+                        provider: name.to_owned(),
                         message: describe(&e),
                     });
                 }
@@ -454,7 +426,7 @@ impl Checkouts {
                 // stays pending with this gateway recorded, for
                 // reconciliation; a client retry with the same
                 // Idempotency-Key resumes it there (`resume`).
-                Err(e) => return Err(outcome_unknown(&entry.provider, e)),
+                Err(e) => return Err(outcome_unknown(name, e)),
             }
         }
         if let Some(stored) = stored {
@@ -464,6 +436,43 @@ impl Checkouts {
         let _ = self.mark(tenant, &order.id, OrderStatus::Canceled).await;
         Err(last_retriable
             .unwrap_or_else(|| CheckoutError::NoRoute(request.currency.as_str().into())))
+    }
+
+    /// The tenant's gateways that take `currency`, enabled and loaded, in
+    /// priority order, each with its provider; none → [`CheckoutError::NoRoute`].
+    fn route<'r>(
+        &self,
+        records: &'r Records,
+        currency: Currency,
+    ) -> Result<Vec<(&'r GatewaySettingsRecord, Arc<LoadedProvider>)>, CheckoutError> {
+        let entries: Vec<RouteEntry> = records
+            .iter()
+            .map(|r| RouteEntry {
+                provider: r.settings.provider.as_str().to_string(),
+                priority: r.settings.priority,
+                currencies: r
+                    .settings
+                    .currencies
+                    .iter()
+                    .map(|c| c.as_str().to_string())
+                    .collect(),
+                enabled: r.settings.enabled,
+            })
+            .collect();
+        let providers = self.gateways.providers();
+        let route: Vec<_> = eligible(&entries, currency.as_str(), |p| providers.get(p).is_some())
+            .into_iter()
+            .filter_map(|entry| {
+                let record = records
+                    .iter()
+                    .find(|r| r.settings.provider.as_str() == entry.provider)?;
+                Some((record, providers.get(&entry.provider)?))
+            })
+            .collect();
+        if route.is_empty() {
+            return Err(CheckoutError::NoRoute(currency.as_str().to_string()));
+        }
+        Ok(route)
     }
 
     /// A retry of a checkout whose first attempt left a live order under
