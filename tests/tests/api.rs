@@ -1009,13 +1009,7 @@ async fn no_gateway_request_leaves_before_the_pending_order_is_stored() {
         };
         execute_all(&app, &refuse).await;
         let client_key = format!("unstorable-{}", rand_u64());
-        let gateway_key = payhost::checkout::gateway_key(
-            &payhost::store::TenantId::parse(&tenant).expect("tenant id"),
-            Some(&client_key),
-            "",
-            "checkout:stripe",
-        );
-        let sent = || stripe_calls_keyed(&format!("{gateway_key}:"));
+        let sent = || stripe_checkout_calls(&tenant, &client_key);
 
         let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_visa").await;
         assert_eq!(status, 500, "[{}] {body}", app.backend);
@@ -1088,15 +1082,43 @@ async fn order_states(app: &TestApp, tenant: &str) -> Vec<(String, Option<String
 /// Saves the hostile test provider (it approves any other payment method,
 /// with `ok-<order id>` as the reference) for USD.
 async fn save_hostile(app: &TestApp, key: &str, priority: i64, enabled: bool) {
-    let (status, body) = app
-        .tenant(
-            key,
-            Method::PUT,
-            "/v1/gateways/hostile",
-            Some(json!({"credentials": {}, "priority": priority, "currencies": ["USD"], "enabled": enabled})),
-        )
-        .await;
+    put_gateway(
+        app,
+        key,
+        "hostile",
+        json!({"credentials": {}, "priority": priority, "currencies": ["USD"], "enabled": enabled}),
+    )
+    .await;
+}
+
+/// `PUT /v1/gateways/{provider}`, which must succeed.
+async fn put_gateway(app: &TestApp, key: &str, provider: &str, settings: Value) {
+    let path = format!("/v1/gateways/{provider}");
+    let (status, body) = app.tenant(key, Method::PUT, &path, Some(settings)).await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// Requests the sandbox Stripe saw for the tenant's checkout under
+/// `client_key` (the gateway key is derived from it).
+fn stripe_checkout_calls(tenant: &str, client_key: &str) -> usize {
+    let gateway_key = payhost::checkout::gateway_key(
+        &payhost::store::TenantId::parse(tenant).expect("tenant id"),
+        Some(client_key),
+        "",
+        "checkout:stripe",
+    );
+    stripe_calls_keyed(&format!("{gateway_key}:"))
+}
+
+/// The tenant's balance shows one USD payment of 1000.
+async fn assert_paid_once(app: &TestApp, key: &str) {
+    let (_, balance) = app.tenant(key, Method::GET, "/v1/balance", None).await;
+    assert_eq!(
+        balance["items"],
+        json!([{"currency": "USD", "paid": 1000, "refunded": 0, "net": 1000}]),
+        "[{}]",
+        app.backend
+    );
 }
 
 /// The gateway approved, then the ledger could not book the rows. The
@@ -1121,13 +1143,7 @@ async fn a_retry_books_a_charge_the_ledger_could_not_book_once() {
         let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_visa").await;
         assert_eq!(status, 201, "[{}] {body}", app.backend);
         assert_eq!(body["status"], "paid");
-        let (_, balance) = app.tenant(&key, Method::GET, "/v1/balance", None).await;
-        assert_eq!(
-            balance["items"],
-            json!([{"currency": "USD", "paid": 1000, "refunded": 0, "net": 1000}]),
-            "[{}]",
-            app.backend
-        );
+        assert_paid_once(&app, &key).await;
         assert_eq!(
             order_states(&app, &tenant).await,
             vec![("paid".to_string(), Some("stripe".to_string()))],
@@ -1151,13 +1167,7 @@ async fn a_retry_resumes_only_at_the_gateway_that_may_hold_the_charge() {
         save_hostile(&app, &key, 2, true).await;
         refuse_rows(&app, &tenant).await;
         let client_key = format!("fallthrough-{}", rand_u64());
-        let stripe_key = payhost::checkout::gateway_key(
-            &payhost::store::TenantId::parse(&tenant).expect("tenant id"),
-            Some(&client_key),
-            "",
-            "checkout:stripe",
-        );
-        let at_stripe = || stripe_calls_keyed(&format!("{stripe_key}:"));
+        let at_stripe = || stripe_checkout_calls(&tenant, &client_key);
         let method = "pm_sandbox_rate_limited";
 
         let (status, body) = keyed_checkout(&app, &key, &client_key, method).await;
@@ -1237,6 +1247,52 @@ async fn a_checkout_key_holds_one_live_order() {
             assert_eq!(status, 503, "[{}] {body}", app.backend);
         }
         assert_eq!(orders_of(&app, &tenant).await, 3, "[{}]", app.backend);
+        app.finish().await;
+    }
+}
+
+/// Saves Stripe for USD with the given secret key.
+async fn save_stripe_key(app: &TestApp, key: &str, secret_key: &str) {
+    let settings =
+        json!({"credentials": {"secret-key": secret_key}, "priority": 1, "currencies": ["USD"]});
+    put_gateway(app, key, "stripe", settings).await;
+}
+
+/// Stripe approved and the booking failed; then the tenant saved the keys of
+/// another Stripe account. That account never saw the first call's
+/// idempotency key, so resuming there would charge a second time: the retry
+/// answers 503 and the order waits. With the first keys back, the retry
+/// books the first charge, once.
+#[tokio::test]
+async fn a_retry_does_not_resume_an_order_under_another_gateway_account() {
+    for app in TestApp::each_backend().await {
+        let (tenant, key) = app.new_tenant("Switched account shop").await;
+        let first_account = app.save_stripe(&key, 1, &["USD"]).await;
+        refuse_rows(&app, &tenant).await;
+        let client_key = format!("switched-{}", rand_u64());
+        let at_stripe = || stripe_checkout_calls(&tenant, &client_key);
+
+        let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_visa").await;
+        assert_eq!(status, 500, "[{}] {body}", app.backend);
+        assert_eq!(at_stripe(), 1, "[{}]", app.backend);
+        allow_rows(&app).await;
+
+        app.save_stripe(&key, 1, &["USD"]).await;
+        let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_visa").await;
+        assert_eq!(status, 503, "[{}] {body}", app.backend);
+        assert_eq!(body["error"]["code"], "gateway_unavailable");
+        assert_eq!(
+            at_stripe(),
+            1,
+            "[{}] the other account was not called",
+            app.backend
+        );
+
+        save_stripe_key(&app, &key, &first_account).await;
+        let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_visa").await;
+        assert_eq!(status, 201, "[{}] {body}", app.backend);
+        assert_eq!(body["status"], "paid");
+        assert_paid_once(&app, &key).await;
         app.finish().await;
     }
 }

@@ -309,9 +309,15 @@ impl Checkouts {
             .as_ref()
             .map(|c| serde_json::json!({"id": c.id, "email": c.email, "name": c.name}))
             .unwrap_or(serde_json::Value::Null);
-        let first = route
-            .first()
-            .map(|(record, _)| record.settings.provider.clone());
+        // The first gateway is opened before the order is staged: the
+        // order records it, and the account its credentials belong to.
+        let mut route = route.into_iter();
+        let (first_record, first_provider) = route
+            .next()
+            .ok_or_else(|| CheckoutError::NoRoute(request.currency.as_str().into()))?;
+        let first_open = self
+            .gateways
+            .open_record(first_provider, tenant, first_record)?;
         // The order is committed while the first gateway call gets ready;
         // that call's requests wait until the commit is durable. It records
         // that first gateway, and the client's key (see `resume`).
@@ -324,17 +330,27 @@ impl Checkouts {
                 lines: lines.clone(),
                 metadata: checkout_metadata(&request, &customer_json),
                 customer: customer_json,
-                provider: first,
+                provider: Some(first_record.settings.provider.clone()),
                 checkout_key: request.idempotency_key.clone(),
+                gateway_account: Some(first_open.credentials_fingerprint.clone()),
             },
         )?;
         let mut stored = Some(stored);
 
         let mut last_retriable = None;
-        for (record, provider) in route {
+        let mut next = Some((first_record, first_open));
+        loop {
+            let (record, open) = match next.take() {
+                Some(first) => first,
+                None => match route.next() {
+                    Some((record, provider)) => {
+                        (record, self.gateways.open_record(provider, tenant, record)?)
+                    }
+                    None => break,
+                },
+            };
             let provider_id = record.settings.provider.clone();
             let name = provider_id.as_str();
-            let open = self.gateways.open_record(provider, tenant, record)?;
             let mut ctx = open.ctx;
             ctx.idempotency_key = Some(gateway_key(
                 tenant,
@@ -377,8 +393,14 @@ impl Checkouts {
                     // A fallback: record the gateway that may hold the
                     // charge before any request reaches it, so a retry
                     // resumes there and nowhere else.
-                    ledger::set_order_gateway(&self.store, tenant, &order.id, &provider_id, None)
-                        .await?;
+                    ledger::route_pending_order(
+                        &self.store,
+                        tenant,
+                        &order.id,
+                        &provider_id,
+                        &open.credentials_fingerprint,
+                    )
+                    .await?;
                     open.provider.create_payment(ctx, wire).await
                 }
             };
@@ -497,7 +519,7 @@ impl Checkouts {
             .idempotency_key
             .as_deref()
             .ok_or(LedgerError::CheckoutKeyTaken)?;
-        let order = ledger::live_order_for_checkout_key(&self.store, tenant, key)
+        let (order, account) = ledger::live_order_for_checkout_key(&self.store, tenant, key)
             .await?
             .ok_or(LedgerError::CheckoutKeyTaken)?;
         if order.kind != OrderKind::Checkout
@@ -537,6 +559,15 @@ impl Checkouts {
             .get(provider_id.as_str())
             .ok_or_else(|| unavailable(provider_id.as_str()))?;
         let open = self.gateways.open_record(provider, tenant, record)?;
+        // Other credentials may be another account, which never saw the
+        // first call's idempotency key: resuming there could charge twice.
+        if account.is_some_and(|a| a != open.credentials_fingerprint) {
+            return Err(CheckoutError::Unavailable(format!(
+                "order {} may hold a charge at `{provider_id}` under the credentials saved at \
+                 the time, and other credentials are saved now; it is resumed only with those",
+                order.id
+            )));
+        }
         let mut ctx = open.ctx;
         ctx.idempotency_key = Some(gateway_key(
             tenant,
@@ -757,6 +788,7 @@ impl Checkouts {
                     metadata,
                     provider: None,
                     checkout_key: None,
+                    gateway_account: None,
                 },
             )
             .await?;

@@ -145,6 +145,10 @@ pub struct OpenGateway {
     pub ctx: CallContext,
     /// The decrypted webhook secret, if configured.
     pub webhook_secret: Option<String>,
+    /// Which credentials these are ([`Vault::fingerprint`], under the key
+    /// that sealed them), so an order can tell whether a later call goes to
+    /// the same gateway account.
+    pub credentials_fingerprint: String,
 }
 
 impl Gateways {
@@ -433,13 +437,15 @@ impl Gateways {
     ) -> Result<OpenGateway, GatewayError> {
         let s = &record.settings;
         let id = s.provider.as_str();
+        let bound = binding(tenant, id, "credentials");
         let plaintext = self.vault.open(
-            &binding(tenant, id, "credentials"),
+            &bound,
             &Sealed {
                 key_id: s.key_id.clone(),
                 bytes: s.credentials.0.clone(),
             },
         )?;
+        let credentials_fingerprint = self.vault.fingerprint(&s.key_id, &bound, &plaintext)?;
         let credentials: BTreeMap<String, String> =
             serde_json::from_slice(&plaintext).map_err(|_| VaultError::Corrupt)?;
         let webhook_secret = match &s.webhook_secret {
@@ -466,6 +472,7 @@ impl Gateways {
                 idempotency_key: None,
             },
             webhook_secret,
+            credentials_fingerprint,
         })
     }
 }

@@ -120,6 +120,36 @@ impl Vault {
         }
     }
 
+    /// A keyed fingerprint of `plaintext`, to tell two secrets apart
+    /// without storing either: HMAC-SHA256 under a key derived from master
+    /// key `key_id` (never the sealing key itself), bound to `binding`.
+    /// `<key id>:<32 hex digits>`. The same secret under another master key
+    /// gives another fingerprint.
+    pub fn fingerprint(
+        &self,
+        key_id: &str,
+        binding: &str,
+        plaintext: &[u8],
+    ) -> Result<String, VaultError> {
+        use hmac::{Hmac, Mac};
+        type HmacSha256 = Hmac<sha2::Sha256>;
+        let master = self
+            .keys
+            .get(key_id)
+            .ok_or_else(|| VaultError::UnknownKey(key_id.to_string()))?;
+        let mut derive =
+            <HmacSha256 as Mac>::new_from_slice(master).expect("HMAC takes a key of any length");
+        derive.update(b"payhost fingerprint key v1");
+        let subkey = derive.finalize().into_bytes();
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&subkey).expect("HMAC takes a key of any length");
+        mac.update(binding.as_bytes());
+        mac.update(&[0]);
+        mac.update(plaintext);
+        let tag = mac.finalize().into_bytes();
+        Ok(format!("{key_id}:{}", hex::encode(&tag[..16])))
+    }
+
     /// Open a sealed secret; fails if it was sealed for another binding,
     /// tampered with, or under a key this vault does not hold.
     pub fn open(&self, binding: &str, sealed: &Sealed) -> Result<Vec<u8>, VaultError> {
@@ -222,5 +252,37 @@ mod tests {
         assert_eq!(mask("sk_test_51Habcdef4242"), "…4242");
         assert_eq!(mask("sk_test_123456789"), "…6789");
         assert_eq!(mask("fifteen_chars_x"), "****");
+    }
+
+    #[test]
+    fn fingerprints_tell_secrets_apart_without_showing_them() {
+        let key = |_| Vault::decode_key("k", &Vault::generate_key()).expect("key");
+        let vault = Vault::new(
+            "k1",
+            [("k1".to_string(), key(1)), ("k2".to_string(), key(2))].into(),
+        )
+        .expect("vault");
+        let a = vault
+            .fingerprint("k1", "t/stripe/credentials", b"sk_test_a")
+            .expect("a");
+        assert_eq!(
+            a,
+            vault
+                .fingerprint("k1", "t/stripe/credentials", b"sk_test_a")
+                .expect("again")
+        );
+        assert!(a.starts_with("k1:") && a.len() == 3 + 32, "{a}");
+        assert!(!a.contains("sk_test_a"));
+        for other in [
+            vault.fingerprint("k1", "t/stripe/credentials", b"sk_test_b"),
+            vault.fingerprint("k1", "u/stripe/credentials", b"sk_test_a"),
+            vault.fingerprint("k2", "t/stripe/credentials", b"sk_test_a"),
+        ] {
+            assert_ne!(a[3..], other.expect("other")[3..]);
+        }
+        assert_eq!(
+            vault.fingerprint("k9", "t/stripe/credentials", b"sk_test_a"),
+            Err(VaultError::UnknownKey("k9".into()))
+        );
     }
 }

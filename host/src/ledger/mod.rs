@@ -29,9 +29,9 @@ pub use book::{
 };
 pub use orders::{
     LineKind, NewOrder, Order, OrderKind, OrderLine, OrderStatus, create_order, create_order_in,
-    find_order_by_gateway_reference, get_order, live_order_for_checkout_key, set_order_gateway,
-    set_order_gateway_in, set_order_status, set_order_status_in, stage_order, transition_order,
-    transition_order_in, transition_routed_order_in,
+    find_order_by_gateway_reference, get_order, live_order_for_checkout_key, route_pending_order,
+    set_order_gateway, set_order_gateway_in, set_order_status, set_order_status_in, stage_order,
+    transition_order, transition_order_in, transition_routed_order_in,
 };
 pub use read::{
     Balance, LedgerRow, PaymentFilter, RefundSummary, balances, find_by_external_ref,

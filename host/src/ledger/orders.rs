@@ -12,7 +12,7 @@ use sqlx::any::AnyRow;
 use super::{Entitlement, GatewayRef, LedgerError, NewLedgerRow, Source, text_enum};
 use crate::store::{
     Arg, Currency, Money, OrderId, ProviderId, SqlBuf, Store, StoreError, TenantId, UnixMillis,
-    Violation, WriteTx, get_i64, get_json, get_opt_parsed, get_parsed, get_time,
+    Violation, WriteTx, get_i64, get_json, get_opt_parsed, get_opt_text, get_parsed, get_time,
 };
 
 text_enum!(
@@ -162,6 +162,10 @@ pub struct NewOrder {
     /// second fails with [`LedgerError::CheckoutKeyTaken`], and
     /// [`live_order_for_checkout_key`] finds the first.
     pub checkout_key: Option<String>,
+    /// Which account of `provider` the order goes to: the fingerprint of the
+    /// credentials (`OpenGateway::credentials_fingerprint`). A resumed order
+    /// goes only to the same account.
+    pub gateway_account: Option<String>,
 }
 
 /// An order as stored.
@@ -318,8 +322,8 @@ fn order_insert(tenant: &TenantId, order: &NewOrder) -> Result<(Order, SqlBuf), 
     };
     let insert = SqlBuf::bound(
         format!(
-            "INSERT INTO orders ({ORDER_COLUMNS}, checkout_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $11, $12)"
+            "INSERT INTO orders ({ORDER_COLUMNS}, checkout_key, gateway_account) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $11, $12, $13)"
         ),
         vec![
             Arg::Text(created.id.to_string()),
@@ -334,6 +338,7 @@ fn order_insert(tenant: &TenantId, order: &NewOrder) -> Result<(Order, SqlBuf), 
             Arg::Text(created.metadata.to_string()),
             Arg::Int(now.as_i64()),
             Arg::opt_text(order.checkout_key.as_deref()),
+            Arg::opt_text(order.gateway_account.as_deref()),
         ],
     );
     Ok((created, insert))
@@ -352,14 +357,14 @@ fn order_insert_error(tenant: &TenantId, e: StoreError) -> LedgerError {
 }
 
 /// The tenant's live (neither canceled nor declined) order stored under a
-/// checkout's `Idempotency-Key`, if any.
+/// checkout's `Idempotency-Key`, if any, with the gateway account it went to.
 pub async fn live_order_for_checkout_key(
     store: &Store,
     tenant: &TenantId,
     key: &str,
-) -> Result<Option<Order>, LedgerError> {
+) -> Result<Option<(Order, Option<String>)>, LedgerError> {
     let sql = format!(
-        "SELECT {ORDER_COLUMNS} FROM orders \
+        "SELECT {ORDER_COLUMNS}, gateway_account FROM orders \
           WHERE tenant_id = $1 AND checkout_key = $2 AND status NOT IN ('canceled', 'declined')"
     );
     let row = sqlx::query(&sql)
@@ -367,7 +372,39 @@ pub async fn live_order_for_checkout_key(
         .bind(key)
         .fetch_optional(store.pool())
         .await?;
-    Ok(row.as_ref().map(decode_order).transpose()?)
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let account = get_opt_text(&row, "gateway_account")?;
+    Ok(Some((decode_order(&row)?, account)))
+}
+
+/// Records the gateway (and its account) a pending order goes to next,
+/// before any request reaches it (a checkout's fallback).
+pub async fn route_pending_order(
+    store: &Store,
+    tenant: &TenantId,
+    id: &OrderId,
+    provider: &ProviderId,
+    gateway_account: &str,
+) -> Result<(), LedgerError> {
+    let changed = sqlx::query(
+        "UPDATE orders SET provider = $3, gateway_account = $4, updated_at = $5 \
+          WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
+    )
+    .bind(tenant.as_str())
+    .bind(id.as_str())
+    .bind(provider.as_str())
+    .bind(gateway_account)
+    .bind(UnixMillis::now().as_i64())
+    .execute(store.pool())
+    .await
+    .map_err(|e| routing_error(e.into()))?
+    .rows_affected();
+    if changed == 0 {
+        return Err(LedgerError::OrderNotFound);
+    }
+    Ok(())
 }
 
 /// The order, if it exists and belongs to `tenant` (another tenant's id → `None`).

@@ -42,6 +42,7 @@ async fn order(
             metadata: serde_json::json!({"cart": "c1"}),
             provider: None,
             checkout_key: None,
+            gateway_account: None,
         },
     )
     .await
@@ -1010,6 +1011,7 @@ async fn orders_are_mutable_workflow_state() {
                 metadata: serde_json::json!({}),
                 provider: None,
                 checkout_key: None,
+                gateway_account: None,
             },
         )
         .await
@@ -1050,6 +1052,7 @@ async fn orders_are_mutable_workflow_state() {
                 metadata: serde_json::json!({}),
                 provider: None,
                 checkout_key: None,
+                gateway_account: None,
             },
         )
         .await

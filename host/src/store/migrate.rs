@@ -43,12 +43,14 @@ const SQLITE: &[Migration] = &[
     migration!("sqlite", 1, "0001", "init"),
     migration!("sqlite", 2, "0002", "refund_hold_reference"),
     migration!("sqlite", 3, "0003", "checkout_key"),
+    migration!("sqlite", 4, "0004", "order_gateway_account"),
 ];
 
 const POSTGRES: &[Migration] = &[
     migration!("postgres", 1, "0001", "init"),
     migration!("postgres", 2, "0002", "refund_hold_reference"),
     migration!("postgres", 3, "0003", "checkout_key"),
+    migration!("postgres", 4, "0004", "order_gateway_account"),
 ];
 
 /// Serialises migrators across PostgreSQL sessions ("payhost" in ASCII).
