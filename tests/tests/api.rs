@@ -1292,6 +1292,12 @@ async fn a_retry_does_not_resume_an_order_under_another_gateway_account() {
         let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_visa").await;
         assert_eq!(status, 201, "[{}] {body}", app.backend);
         assert_eq!(body["status"], "paid");
+        assert_eq!(
+            at_stripe(),
+            2,
+            "[{}] the first account was asked again (and replayed its charge)",
+            app.backend
+        );
         assert_paid_once(&app, &key).await;
         app.finish().await;
     }

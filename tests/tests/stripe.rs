@@ -538,3 +538,76 @@ async fn a_call_held_at_its_gate_past_the_deadline_sends_nothing() {
     assert!(!gate.seal_if_unused(), "its request passed the gate");
     assert_eq!(sent(), 1);
 }
+
+/// An order remembers which credentials its gateway call used (a keyed
+/// fingerprint). After the master key is rotated and the tenant re-saves the
+/// same Stripe key (now sealed under the new master key), the stored
+/// fingerprint still matches; another key never does.
+#[tokio::test]
+async fn credential_fingerprints_survive_a_master_key_rotation() {
+    use payhost::gateways::{GatewayInput, Gateways, Vault};
+    let db = payhost::store::testing::TestDb::sqlite().await.expect("db");
+    let store = db.store().clone();
+    let tenant = payhost::store::testing::tenant(&store, "Rotating shop").await;
+    let (k1, k2) = (Vault::generate_key(), Vault::generate_key());
+    let vault = |active: &str, keys: &[(&str, &String)]| {
+        let keys = keys
+            .iter()
+            .map(|(id, k)| (id.to_string(), Vault::decode_key(id, k).expect("key")))
+            .collect();
+        std::sync::Arc::new(Vault::new(active, keys).expect("vault"))
+    };
+    let before = Gateways::new(
+        store.clone(),
+        vault("k1", &[("k1", &k1)]),
+        payhost_tests::registry().await,
+    );
+    let after = Gateways::new(
+        store.clone(),
+        vault("k2", &[("k1", &k1), ("k2", &k2)]),
+        payhost_tests::registry().await,
+    );
+    let actor = payhost::audit::Actor::operator("test").expect("actor");
+    let save = |gateways: &Gateways, secret: String| {
+        let gateways = gateways.clone();
+        let (actor, tenant) = (actor.clone(), tenant.clone());
+        async move {
+            let input = GatewayInput {
+                credentials: [("secret-key".to_string(), secret)].into(),
+                webhook_secret: None,
+                priority: 1,
+                currencies: vec![payhost::store::Currency::parse("USD").expect("USD")],
+                enabled: true,
+            };
+            gateways
+                .save(&actor, &tenant, "stripe", input)
+                .await
+                .expect("saved");
+        }
+    };
+    let secret = stripe_test_key();
+    save(&before, secret.clone()).await;
+    let first = before.open(&tenant, "stripe").await.expect("open");
+    let stored = first.credentials_fingerprint.clone();
+    assert!(stored.starts_with("k1:"), "{stored}");
+    assert!(!stored.contains(&secret));
+
+    // Rotated: the same key is sealed under k2 now.
+    save(&after, secret.clone()).await;
+    let resaved = after.open(&tenant, "stripe").await.expect("open");
+    assert!(resaved.credentials_fingerprint.starts_with("k2:"));
+    assert!(after.same_credentials(&tenant, "stripe", &resaved, &stored));
+
+    // Another Stripe account's key is not the same credentials.
+    save(&after, stripe_test_key()).await;
+    let other = after.open(&tenant, "stripe").await.expect("open");
+    assert!(!after.same_credentials(&tenant, "stripe", &other, &stored));
+    // Nor is anything under a master key this host no longer holds.
+    assert!(!before.same_credentials(
+        &tenant,
+        "stripe",
+        &resaved,
+        &resaved.credentials_fingerprint
+    ));
+    db.cleanup().await;
+}

@@ -561,7 +561,13 @@ impl Checkouts {
         let open = self.gateways.open_record(provider, tenant, record)?;
         // Other credentials may be another account, which never saw the
         // first call's idempotency key: resuming there could charge twice.
-        if account.is_some_and(|a| a != open.credentials_fingerprint) {
+        // An order without one (stored by a build before migration 0004)
+        // cannot tell, so it waits too.
+        let same = account.as_deref().is_some_and(|account| {
+            self.gateways
+                .same_credentials(tenant, provider_id.as_str(), &open, account)
+        });
+        if !same {
             return Err(CheckoutError::Unavailable(format!(
                 "order {} may hold a charge at `{provider_id}` under the credentials saved at \
                  the time, and other credentials are saved now; it is resumed only with those",

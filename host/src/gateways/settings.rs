@@ -101,6 +101,16 @@ fn binding(tenant: &TenantId, provider: &str, what: &str) -> String {
     format!("{tenant}/{provider}/{what}")
 }
 
+/// The credentials as fingerprinted: JSON of the name → value map, names
+/// sorted, so the same credentials always give the same bytes.
+fn canonical_credentials(credentials: &[Credential]) -> Vec<u8> {
+    let map: BTreeMap<&str, &str> = credentials
+        .iter()
+        .map(|c| (c.name.as_str(), c.value.as_str()))
+        .collect();
+    serde_json::to_vec(&map).unwrap_or_default()
+}
+
 /// Gateway settings service: providers + vault + store, with a per-tenant
 /// cache of the stored records for routing (see [`super::cache`]).
 #[derive(Clone)]
@@ -445,7 +455,6 @@ impl Gateways {
                 bytes: s.credentials.0.clone(),
             },
         )?;
-        let credentials_fingerprint = self.vault.fingerprint(&s.key_id, &bound, &plaintext)?;
         let credentials: BTreeMap<String, String> =
             serde_json::from_slice(&plaintext).map_err(|_| VaultError::Corrupt)?;
         let webhook_secret = match &s.webhook_secret {
@@ -461,18 +470,46 @@ impl Gateways {
             }
             None => None,
         };
+        let credentials: Vec<Credential> = credentials
+            .into_iter()
+            .map(|(name, value)| Credential { name, value })
+            .collect();
+        let credentials_fingerprint =
+            self.vault
+                .fingerprint(&s.key_id, &bound, &canonical_credentials(&credentials))?;
         Ok(OpenGateway {
             provider,
             ctx: CallContext {
-                credentials: credentials
-                    .into_iter()
-                    .map(|(name, value)| Credential { name, value })
-                    .collect(),
+                credentials,
                 base_url: None,
                 idempotency_key: None,
             },
             webhook_secret,
             credentials_fingerprint,
         })
+    }
+
+    /// Whether `open` holds the credentials that `fingerprint` (an
+    /// [`OpenGateway::credentials_fingerprint`] stored earlier) was taken
+    /// of. It is recomputed under the master key it names, so a rotation
+    /// in between does not matter while that key is still configured.
+    pub fn same_credentials(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+        open: &OpenGateway,
+        fingerprint: &str,
+    ) -> bool {
+        let Some((key_id, _)) = fingerprint.rsplit_once(':') else {
+            return false;
+        };
+        let bound = binding(tenant, provider, "credentials");
+        self.vault
+            .fingerprint(
+                key_id,
+                &bound,
+                &canonical_credentials(&open.ctx.credentials),
+            )
+            .is_ok_and(|now| now == fingerprint)
     }
 }

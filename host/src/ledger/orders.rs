@@ -380,7 +380,8 @@ pub async fn live_order_for_checkout_key(
 }
 
 /// Records the gateway (and its account) a pending order goes to next,
-/// before any request reaches it (a checkout's fallback).
+/// before any request reaches it (a checkout's fallback). An order that is
+/// no longer pending → [`LedgerError::StatusConflict`].
 pub async fn route_pending_order(
     store: &Store,
     tenant: &TenantId,
@@ -388,6 +389,7 @@ pub async fn route_pending_order(
     provider: &ProviderId,
     gateway_account: &str,
 ) -> Result<(), LedgerError> {
+    let mut tx = store.begin_write().await?;
     let changed = sqlx::query(
         "UPDATE orders SET provider = $3, gateway_account = $4, updated_at = $5 \
           WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
@@ -397,12 +399,16 @@ pub async fn route_pending_order(
     .bind(provider.as_str())
     .bind(gateway_account)
     .bind(UnixMillis::now().as_i64())
-    .execute(store.pool())
+    .execute(tx.conn())
     .await
     .map_err(|e| routing_error(e.into()))?
     .rows_affected();
+    tx.commit().await?;
     if changed == 0 {
-        return Err(LedgerError::OrderNotFound);
+        let order = get_order(store, tenant, id).await?;
+        return Err(order.map_or(LedgerError::OrderNotFound, |o| {
+            LedgerError::StatusConflict { current: o.status }
+        }));
     }
     Ok(())
 }
