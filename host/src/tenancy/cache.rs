@@ -112,14 +112,14 @@ pub enum ResolverError {
     #[error("broadcasting the invalidation over PostgreSQL NOTIFY failed: {0}")]
     Notify(#[source] StoreError),
     /// Subscribing to [`INVALIDATION_CHANNEL`] on PostgreSQL failed.
-    #[error("listening on PostgreSQL channel {INVALIDATION_CHANNEL} failed: {0}")]
+    #[error("listening on the PostgreSQL invalidation channel failed: {0}")]
     Listen(#[source] sqlx::Error),
     /// A cache entry could not be encoded for L2 (not expected: entries are
     /// validated ids and enums).
     #[error("cannot encode a tenant cache entry: {0}")]
     Encode(#[from] serde_json::Error),
     /// Subscribing to [`INVALIDATION_CHANNEL`] on PostgreSQL timed out.
-    #[error("listening on PostgreSQL channel {INVALIDATION_CHANNEL} timed out")]
+    #[error("listening on the PostgreSQL invalidation channel timed out")]
     ListenTimeout,
 }
 
@@ -142,6 +142,13 @@ pub struct ResolverOptions {
     /// connection (an [`sqlx::AnyPool`] cannot `LISTEN`). Required when the
     /// store is PostgreSQL and `redis_url` is not set; rejected on SQLite.
     pub postgres_url: Option<String>,
+    /// The PostgreSQL `NOTIFY` / Redis pub/sub channel the invalidations
+    /// travel on ([`INVALIDATION_CHANNEL`] by default). Every instance of
+    /// one deployment uses the same; deployments that share a database
+    /// server or a Redis without sharing tenants use different ones (an
+    /// unreadable or oversized message flushes every listener's L1).
+    /// Lowercase ASCII letters, digits and `_`, at most 63 bytes.
+    pub channel: String,
 }
 
 impl Default for ResolverOptions {
@@ -152,6 +159,7 @@ impl Default for ResolverOptions {
             negative_ttl: Duration::from_secs(5),
             redis_url: None,
             postgres_url: None,
+            channel: INVALIDATION_CHANNEL.to_owned(),
         }
     }
 }
@@ -176,6 +184,7 @@ impl fmt::Debug for ResolverOptions {
             .field("negative_ttl", &self.negative_ttl)
             .field("redis_url", &redacted(&self.redis_url))
             .field("postgres_url", &redacted(&self.postgres_url))
+            .field("channel", &self.channel)
             .finish()
     }
 }
@@ -278,6 +287,7 @@ struct Inner {
     ttl: Duration,
     negative_ttl: Duration,
     postgres_url: Option<String>,
+    channel: String,
     clock: Arc<dyn Clock>,
     l1: Mutex<L1>,
     l2: Option<RedisL2>,
@@ -315,6 +325,18 @@ impl TenantResolver {
         if opts.negative_ttl > MAX_TTL {
             return Err(config("negative_ttl", "must be at most 7 days"));
         }
+        let channel_ok = !opts.channel.is_empty()
+            && opts.channel.len() <= 63
+            && opts
+                .channel
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !channel_ok {
+            return Err(config(
+                "channel",
+                "must be 1-63 lowercase ASCII letters, digits or `_`",
+            ));
+        }
         let l2 = match &opts.redis_url {
             Some(url) => Some(RedisL2::new(url)?),
             None => None,
@@ -349,6 +371,7 @@ impl TenantResolver {
                 ttl: opts.ttl,
                 negative_ttl: opts.negative_ttl,
                 postgres_url: opts.postgres_url,
+                channel: opts.channel,
                 clock,
                 l1: Mutex::new(L1::new(opts.l1_capacity)),
                 l2,
@@ -360,7 +383,7 @@ impl TenantResolver {
         })
     }
 
-    /// Subscribes to [`INVALIDATION_CHANNEL`] (Redis pub/sub when Redis is
+    /// Subscribes to [`ResolverOptions::channel`] (Redis pub/sub when Redis is
     /// configured, else PostgreSQL `LISTEN`) and spawns the task that applies
     /// other instances' invalidations to this L1. Returns once subscribed, so
     /// a broadcast sent after it returns is heard. `None` on SQLite without
@@ -376,19 +399,21 @@ impl TenantResolver {
     ) -> Result<Option<JoinHandle<()>>, ResolverError> {
         let weak = Arc::downgrade(&self.inner);
         let shutdown = self.inner.shutdown.subscribe();
+        let channel = self.inner.channel.clone();
         if let Some(l2) = &self.inner.l2 {
-            let pubsub = redis_subscribe(&l2.client).await?;
+            let pubsub = redis_subscribe(&l2.client, &channel).await?;
             let client = l2.client.clone();
             return Ok(Some(tokio::spawn(redis_listen_loop(
-                weak, client, pubsub, shutdown,
+                weak, client, channel, pubsub, shutdown,
             ))));
         }
         match (&self.inner.postgres_url, self.inner.store.backend()) {
             (Some(url), Backend::Postgres) => {
-                let listener = pg_subscribe(url).await?;
+                let listener = pg_subscribe(url, &channel).await?;
                 Ok(Some(tokio::spawn(pg_listen_loop(
                     weak,
                     url.clone(),
+                    channel,
                     listener,
                     shutdown,
                 ))))
@@ -568,14 +593,14 @@ impl TenantResolver {
         }
         let mut payload = WireMessage::new(&self.inner.origin, inv).encode();
         if let Some(l2) = &self.inner.l2 {
-            return l2.publish(&payload).await;
+            return l2.publish(&self.inner.channel, &payload).await;
         }
         if payload.len() > MAX_NOTIFY_PAYLOAD {
             payload = WireMessage::flush_all(&self.inner.origin).encode();
         }
         // `pg_notify` returns `void`, which the Any driver cannot decode; select a constant.
         sqlx::query("SELECT 1 AS sent FROM pg_notify($1, $2)")
-            .bind(INVALIDATION_CHANNEL)
+            .bind(&self.inner.channel)
             .bind(payload)
             .execute(store.pool())
             .await
@@ -920,7 +945,7 @@ impl L1 {
 // ---------------------------------------------------------------------------
 // Broadcast payload.
 
-/// The JSON sent on [`INVALIDATION_CHANNEL`].
+/// The JSON sent on the invalidation channel ([`ResolverOptions::channel`]).
 #[derive(Debug, Serialize, Deserialize)]
 struct WireMessage {
     /// The sending resolver, which has already evicted locally.
@@ -1270,12 +1295,9 @@ impl RedisL2 {
         self.exec::<()>("tombstone", true, &pipe).await
     }
 
-    async fn publish(&self, payload: &str) -> Result<(), ResolverError> {
+    async fn publish(&self, channel: &str, payload: &str) -> Result<(), ResolverError> {
         let mut pipe = redis::pipe();
-        pipe.cmd("PUBLISH")
-            .arg(INVALIDATION_CHANNEL)
-            .arg(payload)
-            .ignore();
+        pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
         self.exec::<()>("publish", true, &pipe).await
     }
 }
@@ -1283,10 +1305,10 @@ impl RedisL2 {
 // ---------------------------------------------------------------------------
 // Listeners.
 
-async fn redis_subscribe(client: &redis::Client) -> Result<PubSub, ResolverError> {
+async fn redis_subscribe(client: &redis::Client, channel: &str) -> Result<PubSub, ResolverError> {
     let subscribe = async {
         let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(INVALIDATION_CHANNEL).await?;
+        pubsub.subscribe(channel).await?;
         Ok::<_, redis::RedisError>(pubsub)
     };
     match tokio::time::timeout(LISTEN_CONNECT_TIMEOUT, subscribe).await {
@@ -1301,10 +1323,10 @@ async fn redis_subscribe(client: &redis::Client) -> Result<PubSub, ResolverError
     }
 }
 
-async fn pg_subscribe(url: &str) -> Result<PgListener, ResolverError> {
+async fn pg_subscribe(url: &str, channel: &str) -> Result<PgListener, ResolverError> {
     let subscribe = async {
         let mut listener = PgListener::connect(url).await?;
-        listener.listen(INVALIDATION_CHANNEL).await?;
+        listener.listen(channel).await?;
         Ok::<_, sqlx::Error>(listener)
     };
     match tokio::time::timeout(LISTEN_CONNECT_TIMEOUT, subscribe).await {
@@ -1339,6 +1361,7 @@ async fn back_off(backoff: &mut Duration, shutdown: &mut watch::Receiver<()>) ->
 async fn redis_listen_loop(
     weak: Weak<Inner>,
     client: redis::Client,
+    channel: String,
     mut pubsub: PubSub,
     mut shutdown: watch::Receiver<()>,
 ) {
@@ -1366,7 +1389,7 @@ async fn redis_listen_loop(
             return;
         }
         let Some(next) = reconnect(&mut shutdown, "redis resubscribe", || {
-            redis_subscribe(&client)
+            redis_subscribe(&client, &channel)
         })
         .await
         else {
@@ -1406,6 +1429,7 @@ where
 async fn pg_listen_loop(
     weak: Weak<Inner>,
     url: String,
+    channel: String,
     mut listener: PgListener,
     mut shutdown: watch::Receiver<()>,
 ) {
@@ -1432,7 +1456,8 @@ async fn pg_listen_loop(
                 if !flush(&weak) {
                     return;
                 }
-                let Some(next) = reconnect(&mut shutdown, "re-LISTEN", || pg_subscribe(&url)).await
+                let Some(next) =
+                    reconnect(&mut shutdown, "re-LISTEN", || pg_subscribe(&url, &channel)).await
                 else {
                     return;
                 };
@@ -1504,6 +1529,7 @@ mod tests {
     {
         each_backend_with_url(|store, url| {
             let opts = ResolverOptions {
+                channel: test_channel(),
                 ttl: LONG_TTL,
                 ..ResolverOptions::default()
             }
@@ -2083,6 +2109,16 @@ mod tests {
                 })),
                 Some("redis_url")
             );
+            for channel in ["", "Payhost", "payhost-tenants", &"x".repeat(64)] {
+                assert_eq!(
+                    option_of(bad(ResolverOptions {
+                        channel: channel.to_string(),
+                        ..opts.clone()
+                    })),
+                    Some("channel"),
+                    "{channel:?}"
+                );
+            }
             match store.backend() {
                 Backend::Postgres => {
                     assert_eq!(
@@ -2394,5 +2430,14 @@ mod tests {
             "b to stop resolving the revoked key",
             b.resolve_api_key(&hash).await.expect("b").is_none()
         );
+    }
+
+    /// A channel of this test's own: tests run side by side on one
+    /// PostgreSQL server and one Redis, and one test's flush must not reach
+    /// another's instances.
+    fn test_channel() -> String {
+        let mut suffix = [0u8; 8];
+        rand::rng().fill_bytes(&mut suffix);
+        format!("payhost_test_{}", hex::encode(suffix))
     }
 }
