@@ -290,6 +290,15 @@ impl std::str::FromStr for Currency {
     }
 }
 
+/// Largest amount of one order line, in minor units (10^11: a billion in a
+/// two-decimal currency). Gateways cap a payment far lower (Stripe: 99,999,999
+/// for most currencies); the bound keeps every sum over stored rows far from
+/// `i64`'s limit, so a tenant can never book amounts that break its balance.
+pub const MAX_LINE_MINOR: i64 = 100_000_000_000;
+
+/// Largest total of one order (the sum of its lines), in minor units (10^12).
+pub const MAX_ORDER_MINOR: i64 = 1_000_000_000_000;
+
 /// An amount of money: integer minor units (cents) plus its currency. Never a float.
 ///
 /// `minor` may be zero or negative in computed values (e.g. a balance); every

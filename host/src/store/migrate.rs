@@ -44,6 +44,7 @@ const SQLITE: &[Migration] = &[
     migration!("sqlite", 2, "0002", "refund_hold_reference"),
     migration!("sqlite", 3, "0003", "checkout_key"),
     migration!("sqlite", 4, "0004", "order_gateway_account"),
+    migration!("sqlite", 5, "0005", "money_bounds"),
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -51,6 +52,7 @@ const POSTGRES: &[Migration] = &[
     migration!("postgres", 2, "0002", "refund_hold_reference"),
     migration!("postgres", 3, "0003", "checkout_key"),
     migration!("postgres", 4, "0004", "order_gateway_account"),
+    migration!("postgres", 5, "0005", "money_bounds"),
 ];
 
 /// Serialises migrators across PostgreSQL sessions ("payhost" in ASCII).

@@ -36,8 +36,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Row};
 
 pub use domain::{
-    ApiKeyId, AuditEventId, Currency, Money, OrderId, ParseError, PaymentId, ProviderId,
-    RefundReservationId, TenantId, UnixMillis,
+    ApiKeyId, AuditEventId, Currency, MAX_LINE_MINOR, MAX_ORDER_MINOR, Money, OrderId, ParseError,
+    PaymentId, ProviderId, RefundReservationId, TenantId, UnixMillis,
 };
 pub use migrate::{MIGRATIONS_TABLE, MigrationReport};
 pub(crate) use writer::SqliteWriter;
@@ -429,15 +429,30 @@ impl Store {
     /// (`BEGIN IMMEDIATE`, so a read-then-write transaction can never fail
     /// with SQLITE_BUSY half-way); PostgreSQL relies on row locks taken by the
     /// statements inside.
+    ///
+    /// Cancel-safe: the future may be dropped at any `.await` (here, inside
+    /// the transaction, or in [`WriteTx::commit`]) and the connection still
+    /// never goes back to the pool inside a transaction. See [`WriteTx`].
     pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
-        let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        };
-        Ok(WriteTx {
-            tx,
+        let conn = self.pool.acquire().await?;
+        // From here on the transaction owns the connection: if this future
+        // is dropped while `BEGIN` runs, `WriteTx`'s drop ends whatever
+        // `BEGIN` started before the connection can be reused.
+        let mut tx = WriteTx {
+            conn: Some(conn),
             backend: self.backend,
-        })
+        };
+        let begin = match self.backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        };
+        if let Err(e) = run_script(tx.conn(), begin).await {
+            // A `BEGIN` that failed opened nothing (SQLITE_BUSY, or a lost
+            // connection that the pool's release check discards).
+            tx.release();
+            return Err(e.into());
+        }
+        Ok(tx)
     }
 
     /// Checks the database answers.
@@ -481,8 +496,29 @@ fn normalize_sqlite_url(url: &str) -> (String, bool) {
 
 /// A write transaction from [`Store::begin_write`]. Dropped without
 /// [`WriteTx::commit`], it rolls back.
+///
+/// Why this does not use `sqlx::Transaction`: sqlx 0.8 counts a connection's
+/// transaction depth in the client, and a future dropped while `BEGIN` or
+/// `COMMIT` is on the wire leaves that count disagreeing with the server.
+/// On SQLite the worker thread still runs the `BEGIN` and the connection
+/// went back to the pool holding the write lock (every later write then
+/// failed with "non-zero transaction depth" and "database is locked"); on
+/// PostgreSQL a connection went back inside a transaction that nobody would
+/// commit, so another request's confirmed write was silently rolled back.
+///
+/// So this type issues `BEGIN`/`COMMIT`/`ROLLBACK` itself and keeps one
+/// invariant: **the connection returns to the pool only after a `COMMIT` or
+/// `ROLLBACK` it sent has answered successfully.** Any other way out (an
+/// error, or a drop at any `.await`) hands the connection to a task that
+/// sends `ROLLBACK` after whatever is still running on it, and closes the
+/// connection instead of returning it if that fails (or if there is no
+/// runtime left to run the task). Until then the pool counts the connection
+/// as in use, so no other request's statements can run inside the
+/// transaction.
 pub struct WriteTx {
-    tx: sqlx::Transaction<'static, Any>,
+    /// `Some` until the transaction ended (committed, rolled back, or handed
+    /// to the rollback task by `Drop`).
+    conn: Option<sqlx::pool::PoolConnection<Any>>,
     backend: Backend,
 }
 
@@ -496,14 +532,21 @@ impl fmt::Debug for WriteTx {
 
 impl WriteTx {
     /// Makes every statement of the transaction durable, atomically.
-    pub async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await?;
+    ///
+    /// If this future is dropped before `COMMIT` answers, the outcome is
+    /// unknown to the caller (the commit may or may not have happened); the
+    /// connection is rolled back or closed either way.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        // An error leaves `self` to `Drop`, which rolls back or closes.
+        run_script(self.conn(), "COMMIT").await?;
+        self.release();
         Ok(())
     }
 
     /// Discards every statement of the transaction.
-    pub async fn rollback(self) -> Result<(), StoreError> {
-        self.tx.rollback().await?;
+    pub async fn rollback(mut self) -> Result<(), StoreError> {
+        run_script(self.conn(), "ROLLBACK").await?;
+        self.release();
         Ok(())
     }
 
@@ -514,7 +557,39 @@ impl WriteTx {
 
     /// The connection, for repositories in this crate.
     pub(crate) fn conn(&mut self) -> &mut AnyConnection {
-        &mut self.tx
+        // `conn` is only taken by `release` and `Drop`, which end the
+        // transaction, so a live `WriteTx` always has it.
+        self.conn
+            .as_deref_mut()
+            .expect("a live WriteTx holds its connection")
+    }
+
+    /// Returns the connection to the pool: only after a statement that ended
+    /// any transaction on it answered.
+    fn release(&mut self) {
+        drop(self.conn.take());
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                // Statements of a dropped future still queued on the
+                // connection run first (the SQLite worker and the PostgreSQL
+                // protocol both keep order); the ROLLBACK comes after them.
+                runtime.spawn(async move {
+                    if let Err(error) = run_script(&mut conn, "ROLLBACK").await {
+                        tracing::warn!(%error, "rollback of a dropped transaction failed; closing its connection");
+                        conn.close_on_drop();
+                    }
+                });
+            }
+            Err(_) => conn.close_on_drop(),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use super::gateways::{self, Ciphertext, GatewaySettingsWrite};
 use super::idempotency::{self, Begin, IN_FLIGHT_LEASE, IdempotencyKey, RequestHash};
-use super::testing::{TestDb, each_backend, tenant};
+use super::testing::{TestDb, each_backend, each_backend_with_url, tenant};
 use super::*;
 
 #[tokio::test]
@@ -19,11 +19,11 @@ async fn migrations_apply_once_and_rerun_as_a_no_op() {
         .await
         .expect("connect creates the file");
     let first = store.migrate().await.expect("first migrate");
-    assert_eq!(first.applied, vec![1, 2, 3, 4]);
+    assert_eq!(first.applied, vec![1, 2, 3, 4, 5]);
     assert!(first.already_applied.is_empty());
     let second = store.migrate().await.expect("second migrate");
     assert!(second.applied.is_empty());
-    assert_eq!(second.already_applied, vec![1, 2, 3, 4]);
+    assert_eq!(second.already_applied, vec![1, 2, 3, 4, 5]);
     store.close().await;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
@@ -39,7 +39,7 @@ async fn migrations_apply_once_and_rerun_as_a_no_op() {
             .expect("count")
             .try_get("n")
             .expect("n");
-        assert_eq!(count, 4);
+        assert_eq!(count, 5);
     })
     .await;
 }
@@ -55,6 +55,8 @@ async fn concurrent_migrators_apply_each_migration_once() {
     {
         // A fresh, unmigrated schema.
         let schema = format!("payhost_race_{}", &TenantId::generate().as_str()[4..]);
+        // Nothing may have connected a Store yet in this test process.
+        sqlx::any::install_default_drivers();
         let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&pg)
             .await
             .expect("admin");
@@ -73,7 +75,7 @@ async fn concurrent_migrators_apply_each_migration_once() {
         applied.sort();
         assert_eq!(
             applied,
-            vec![1, 2, 3, 4],
+            vec![1, 2, 3, 4, 5],
             "exactly one migrator applies each version"
         );
         let backend = a.backend();
@@ -481,4 +483,133 @@ fn keyset_cursor_round_trips_and_rejects_garbage() {
 fn ciphertext_debug_hides_bytes() {
     let shown = format!("{:?}", Ciphertext(b"super secret".to_vec()));
     assert_eq!(shown, "Ciphertext(12 bytes)");
+}
+
+/// Polls `future` until it finishes or has answered `Pending` `polls` times,
+/// then drops it when it is next woken, without polling it again: a client
+/// hanging up just as the answer to its `polls`-th `.await` arrived (the
+/// moment the answer sits unread in its channel).
+async fn drop_after_polls<F: Future>(future: F, polls: usize) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut pending = 0;
+    std::future::poll_fn(|cx| {
+        if pending == polls {
+            return std::task::Poll::Ready(None);
+        }
+        match future.as_mut().poll(cx) {
+            std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
+            std::task::Poll::Pending => {
+                pending += 1;
+                std::task::Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
+/// Rows of `cancel_probe` as seen by a connection of its own (not the pool's).
+async fn probe_rows(url: &str) -> Vec<i64> {
+    let mut conn = <AnyConnection as Connection>::connect(url)
+        .await
+        .expect("own connection");
+    let rows = sqlx::query("SELECT n FROM cancel_probe ORDER BY n")
+        .fetch_all(&mut conn)
+        .await
+        .expect("probe rows");
+    conn.close().await.expect("close");
+    rows.iter().map(|r| r.get::<i64, _>("n")).collect()
+}
+
+/// The bug behind "an aborted request breaks every SQLite write until restart"
+/// and "PostgreSQL lost a write it had confirmed": a transaction future
+/// dropped at any `.await` (in `BEGIN`, between statements, in `COMMIT`)
+/// left the connection in a transaction, or its transaction depth confused,
+/// and the pool handed it out again. A one-connection pool makes the next
+/// request get exactly that connection. After every drop: the next write
+/// commits at once, an autocommit statement is visible to another
+/// connection (it did not run inside a leftover transaction), and the
+/// dropped transaction's two rows are both there or both absent.
+#[tokio::test]
+async fn a_transaction_dropped_at_any_await_never_poisons_the_pool() {
+    each_backend_with_url(|_, url| async move {
+        let options = StoreOptions {
+            max_connections: Some(1),
+            ..StoreOptions::default()
+        };
+        let store = Store::connect_with(&url, &options).await.expect("store");
+        sqlx::query("CREATE TABLE cancel_probe (n BIGINT PRIMARY KEY)")
+            .execute(store.pool())
+            .await
+            .expect("probe table");
+        let insert = |n: i64| format!("INSERT INTO cancel_probe (n) VALUES ({n})");
+        let mut next = 1i64;
+        let mut completed_at = None;
+        let mut rounds = 0;
+        // Whether a drop lands before or after the server answered varies
+        // from run to run, so sweep several times.
+        for _round in 0..8 {
+        for polls in 1..64 {
+            let n = next;
+            next += 10;
+            let write = async {
+                let mut tx = store.begin_write().await?;
+                run_script(tx.conn(), &insert(n)).await?;
+                run_script(tx.conn(), &insert(n + 1)).await?;
+                tx.commit().await
+            };
+            let finished = match drop_after_polls(write, polls).await {
+                Some(result) => {
+                    result.expect("an undisturbed transaction commits");
+                    completed_at = Some(polls);
+                    true
+                }
+                None => false,
+            };
+
+            // An autocommit statement on the (only) connection is durable on
+            // its own: it did not run inside a transaction left open.
+            let alone = next;
+            next += 10;
+            sqlx::query(&insert(alone))
+                .execute(store.pool())
+                .await
+                .unwrap_or_else(|e| panic!("after a drop at poll {polls}: {e}"));
+            assert!(
+                probe_rows(&url).await.contains(&alone),
+                "after a drop at poll {polls}: an autocommit write ran inside a leftover transaction"
+            );
+            // The next transaction starts and commits at once.
+            let after = next;
+            next += 10;
+            let mut tx = tokio::time::timeout(Duration::from_secs(10), store.begin_write())
+                .await
+                .expect("the next transaction starts")
+                .unwrap_or_else(|e| panic!("after a drop at poll {polls}: {e}"));
+            run_script(tx.conn(), &insert(after))
+                .await
+                .expect("insert");
+            tx.commit().await.expect("commit");
+
+            let rows = probe_rows(&url).await;
+            assert!(rows.contains(&after) && rows.contains(&alone), "poll {polls}: {rows:?}");
+            assert_eq!(
+                rows.contains(&n),
+                rows.contains(&(n + 1)),
+                "poll {polls}: the dropped transaction was half applied: {rows:?}"
+            );
+            if finished {
+                assert!(rows.contains(&n), "poll {polls}: a committed write is lost");
+                rounds += 1;
+                break;
+            }
+        }
+        }
+        assert_eq!(rounds, 8, "a sweep ended before its write could finish");
+        assert!(
+            completed_at.is_some_and(|p| p > 1),
+            "the write finished within one poll, so nothing was dropped mid-way"
+        );
+        store.close().await;
+    })
+    .await;
 }
