@@ -523,6 +523,17 @@ pub async fn list_payments(
     })))
 }
 
+/// A sum of minor units as a JSON number. Sums are `i128` so they never
+/// overflow; one beyond `i64` (unreachable under the per-line bound short of
+/// ~10^8 rows at the maximum) is rendered as a string of its exact digits
+/// rather than rounded.
+fn sum_json(minor: i128) -> Value {
+    match i64::try_from(minor) {
+        Ok(fits) => Value::from(fits),
+        Err(_) => Value::String(minor.to_string()),
+    }
+}
+
 /// `GET /v1/balance`: per currency, computed from the ledger rows.
 pub async fn balance(
     State(state): State<AppState>,
@@ -534,9 +545,9 @@ pub async fn balance(
         .map(|b| {
             json!({
                 "currency": b.currency.as_str(),
-                "paid": b.paid.minor,
-                "refunded": b.refunded.minor,
-                "net": b.net.minor,
+                "paid": sum_json(b.paid),
+                "refunded": sum_json(b.refunded),
+                "net": sum_json(b.net),
             })
         })
         .collect();

@@ -21,7 +21,9 @@ use crate::runtime::contract::{
 };
 use crate::runtime::{CallError, LoadedProvider, SendGate, send_gate};
 use crate::store::gateways::GatewaySettingsRecord;
-use crate::store::{Currency, Money, OrderId, PaymentId, ProviderId, Store, TenantId};
+use crate::store::{
+    Currency, MAX_LINE_MINOR, Money, OrderId, PaymentId, ProviderId, Store, TenantId,
+};
 
 /// A line of a cart.
 #[derive(Debug, Clone)]
@@ -173,16 +175,22 @@ fn lines_of(items: &[CartItem], shipping: Option<i64>) -> Result<Vec<OrderLine>,
                 "items[{i}]: amount and quantity must be positive"
             )));
         }
-        let amount = item.unit_amount.checked_mul(item.quantity).ok_or_else(|| {
-            CheckoutError::Invalid(format!("items[{i}]: amount × quantity overflows"))
-        })?;
+        let amount = item
+            .unit_amount
+            .checked_mul(item.quantity)
+            .filter(|a| *a <= MAX_LINE_MINOR)
+            .ok_or_else(|| {
+                CheckoutError::Invalid(format!(
+                    "items[{i}]: amount × quantity exceeds the maximum of {MAX_LINE_MINOR} minor units per line"
+                ))
+            })?;
         lines.push(OrderLine::product(amount, item.user_plan.clone()));
     }
     if let Some(cost) = shipping {
-        if cost <= 0 {
-            return Err(CheckoutError::Invalid(
-                "shipping.amount must be positive".into(),
-            ));
+        if cost <= 0 || cost > MAX_LINE_MINOR {
+            return Err(CheckoutError::Invalid(format!(
+                "shipping.amount must be positive and at most {MAX_LINE_MINOR} minor units"
+            )));
         }
         lines.push(OrderLine::shipping(cost));
     }

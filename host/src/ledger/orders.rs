@@ -11,8 +11,9 @@ use sqlx::any::AnyRow;
 
 use super::{Entitlement, GatewayRef, LedgerError, NewLedgerRow, Source, text_enum};
 use crate::store::{
-    Arg, Currency, Money, OrderId, ProviderId, SqlBuf, Store, StoreError, TenantId, UnixMillis,
-    Violation, WriteTx, get_i64, get_json, get_opt_parsed, get_opt_text, get_parsed, get_time,
+    Arg, Currency, MAX_LINE_MINOR, MAX_ORDER_MINOR, Money, OrderId, ProviderId, SqlBuf, Store,
+    StoreError, TenantId, UnixMillis, Violation, WriteTx, get_i64, get_json, get_opt_parsed,
+    get_opt_text, get_parsed, get_time,
 };
 
 text_enum!(
@@ -300,9 +301,33 @@ pub async fn create_order_in(
     Ok(created)
 }
 
+/// Refuses an order over the documented money bounds: a line over
+/// [`MAX_LINE_MINOR`] or a total over [`MAX_ORDER_MINOR`]. Checked when an
+/// order is created, not when one is read, so a stored order never becomes
+/// unreadable if the bounds change.
+fn within_bounds(lines: &[OrderLine], total: i64) -> Result<(), LedgerError> {
+    if let Some((i, line)) = lines
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l.amount_minor > MAX_LINE_MINOR)
+    {
+        return Err(LedgerError::Invalid(format!(
+            "line {i}: amount {} exceeds the maximum of {MAX_LINE_MINOR} minor units per line",
+            line.amount_minor
+        )));
+    }
+    if total > MAX_ORDER_MINOR {
+        return Err(LedgerError::Invalid(format!(
+            "order total {total} exceeds the maximum of {MAX_ORDER_MINOR} minor units per order"
+        )));
+    }
+    Ok(())
+}
+
 /// The order `order` becomes, and the statement that stores it.
 fn order_insert(tenant: &TenantId, order: &NewOrder) -> Result<(Order, SqlBuf), LedgerError> {
     let amount_minor = total(&order.lines).map_err(LedgerError::Invalid)?;
+    within_bounds(&order.lines, amount_minor)?;
     let lines =
         serde_json::to_string(&order.lines).map_err(|e| LedgerError::Invalid(e.to_string()))?;
     let now = UnixMillis::now();

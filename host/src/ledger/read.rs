@@ -233,42 +233,62 @@ pub async fn list_payments(
 }
 
 /// Money per currency, computed from the rows (never stored).
+///
+/// The sums are `i128`: a balance is a sum over any number of rows and must
+/// never overflow, whatever was booked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Balance {
     /// The currency of the three amounts.
     pub currency: Currency,
-    /// Sum of approved rows.
-    pub paid: Money,
-    /// Sum of refund rows.
-    pub refunded: Money,
-    /// `paid - refunded`.
-    pub net: Money,
+    /// Sum of approved rows, minor units.
+    pub paid: i128,
+    /// Sum of refund rows, minor units.
+    pub refunded: i128,
+    /// `paid - refunded`, minor units.
+    pub net: i128,
 }
+
+/// Rows' amounts are summed in two parts, `amount / SPLIT` and
+/// `amount % SPLIT`, each of which stays far inside `i64` for any realistic
+/// row count (SQLite's `SUM` fails on overflow; PostgreSQL's would need a
+/// `NUMERIC` that the `Any` driver cannot decode), and recombined as `i128`.
+const SPLIT: i64 = 1_000_000;
 
 /// `tenant`'s balance in each currency it has approved or refunded rows in,
 /// sorted by currency. Pending rows count towards nothing.
 pub async fn balances(store: &Store, tenant: &TenantId) -> Result<Vec<Balance>, LedgerError> {
-    let rows = sqlx::query(
-        "SELECT currency, \
-                CAST(COALESCE(SUM(CASE WHEN status = 'approved' THEN amount_minor ELSE 0 END), 0) AS BIGINT) AS paid, \
-                CAST(COALESCE(SUM(CASE WHEN status = 'refunded' THEN amount_minor ELSE 0 END), 0) AS BIGINT) AS refunded \
+    let part = |status: &str, op: &str| {
+        format!(
+            "CAST(COALESCE(SUM(CASE WHEN status = '{status}' THEN amount_minor {op} {SPLIT} ELSE 0 END), 0) AS BIGINT)"
+        )
+    };
+    let sql = format!(
+        "SELECT currency, {} AS paid_high, {} AS paid_low, {} AS refunded_high, {} AS refunded_low \
            FROM payments \
           WHERE tenant_id = $1 AND status IN ('approved', 'refunded') \
           GROUP BY currency ORDER BY currency",
-    )
-    .bind(tenant.as_str())
-    .fetch_all(store.pool())
-    .await?;
+        part("approved", "/"),
+        part("approved", "%"),
+        part("refunded", "/"),
+        part("refunded", "%"),
+    );
+    let rows = sqlx::query(&sql)
+        .bind(tenant.as_str())
+        .fetch_all(store.pool())
+        .await?;
+    let sum = |row: &AnyRow, high: &'static str, low: &'static str| -> Result<i128, StoreError> {
+        Ok(i128::from(get_i64(row, high)?) * i128::from(SPLIT) + i128::from(get_i64(row, low)?))
+    };
     rows.iter()
         .map(|row| {
             let currency = get_parsed(row, "currency", Currency::parse)?;
-            let paid = get_i64(row, "paid")?;
-            let refunded = get_i64(row, "refunded")?;
+            let paid = sum(row, "paid_high", "paid_low")?;
+            let refunded = sum(row, "refunded_high", "refunded_low")?;
             Ok(Balance {
                 currency,
-                paid: Money::new(paid, currency),
-                refunded: Money::new(refunded, currency),
-                net: Money::new(paid - refunded, currency),
+                paid,
+                refunded,
+                net: paid - refunded,
             })
         })
         .collect()

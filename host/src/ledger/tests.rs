@@ -754,15 +754,15 @@ async fn balances_are_sums_over_rows() {
             vec![
                 Balance {
                     currency: eur(),
-                    paid: Money::new(1500, eur()),
-                    refunded: Money::new(300, eur()),
-                    net: Money::new(1200, eur()),
+                    paid: 1500,
+                    refunded: 300,
+                    net: 1200,
                 },
                 Balance {
                     currency: usd(),
-                    paid: Money::new(2000, usd()),
-                    refunded: Money::new(0, usd()),
-                    net: Money::new(2000, usd()),
+                    paid: 2000,
+                    refunded: 0,
+                    net: 2000,
                 },
             ]
         );
