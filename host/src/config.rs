@@ -72,6 +72,10 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Largest accepted request body, KiB.
     pub max_body_kib: usize,
+    /// Mutations in progress at once on this instance. Each runs to
+    /// completion in its own task even if its client hangs up; beyond this
+    /// a mutation waits briefly for a slot, then gets 503 `server_busy`.
+    pub max_mutations_in_progress: usize,
 }
 
 impl fmt::Debug for Config {
@@ -92,6 +96,7 @@ impl fmt::Debug for Config {
             .field("retired_master_keys", &self.retired_master_keys)
             .field("redis_url", &url(&self.redis_url))
             .field("max_body_kib", &self.max_body_kib)
+            .field("max_mutations_in_progress", &self.max_mutations_in_progress)
             .finish()
     }
 }
@@ -176,6 +181,7 @@ impl Default for Config {
             retired_master_keys: BTreeMap::new(),
             redis_url: None,
             max_body_kib: 64,
+            max_mutations_in_progress: crate::api::DEFAULT_MAX_MUTATIONS,
         }
     }
 }
@@ -251,6 +257,9 @@ impl Config {
             "MASTER_KEY_ID" => self.master_key_id = value.to_string(),
             "REDIS_URL" => self.redis_url = Some(value.to_string()),
             "MAX_BODY_KIB" => self.max_body_kib = parse(value).map_err(bad)?,
+            "MAX_MUTATIONS_IN_PROGRESS" => {
+                self.max_mutations_in_progress = parse(value).map_err(bad)?
+            }
             // Variables for other tools (tests, logging) share the prefix.
             _ if key.starts_with("TEST_") || matches!(key, "LOG" | "SKIP_COMPONENT_BUILD") => {}
             _ => return Err(bad("unknown setting".into())),
@@ -274,6 +283,9 @@ impl Config {
         }
         if self.max_body_kib == 0 {
             return Err(invalid("max_body_kib", "must be > 0"));
+        }
+        if self.max_mutations_in_progress == 0 {
+            return Err(invalid("max_mutations_in_progress", "must be > 0"));
         }
         if let Some(t) = &self.admin_token
             && t.expose().len() < 16

@@ -143,8 +143,13 @@ pub async fn app_state(
         admin_token,
         max_body_bytes: config.max_body_kib * 1024,
         resolver,
+        mutations: api::Mutations::new(config.max_mutations_in_progress),
     })
 }
+
+/// How long `serve` waits, after the listener closed, for mutations still in
+/// progress.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `payhost serve`: run until Ctrl-C / SIGTERM, then drain and stop.
 pub async fn serve(mut config: Config) -> anyhow::Result<()> {
@@ -163,6 +168,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         tracing::info!(provider = p.id(), source = p.source(), version = %p.manifest().version, "provider loaded");
     }
     let state = app_state(&config, &url, store, providers).await?;
+    let mutations = state.mutations.clone();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -170,6 +176,14 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // Mutations whose clients hung up still run in their own tasks: let them
+    // finish (book, store their idempotent response) before the process ends.
+    if !mutations.idle(SHUTDOWN_DRAIN).await {
+        tracing::warn!(
+            in_progress = mutations.in_progress(),
+            "mutations still running at shutdown; their orders stay pending for a retry to resume"
+        );
+    }
     drop(sandboxes);
     Ok(())
 }

@@ -254,6 +254,23 @@ pub async fn registry() -> Arc<payhost::runtime::ProviderRegistry> {
     .clone()
 }
 
+/// Retries `attempt` until it returns `Ok`, for at most 10 s (a broadcast
+/// reaching another instance); panics with `what` and the last answer.
+pub async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, serde_json::Value>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match attempt().await {
+            Ok(done) => return done,
+            Err(last) => assert!(std::time::Instant::now() < deadline, "{what}: {last}"),
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// The admin token every test app uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -267,6 +284,8 @@ pub struct TestApp {
     pub store: payhost::store::Store,
     /// `sqlite` or `postgres`.
     pub backend: &'static str,
+    /// The instance's mutations in progress (each in its own task).
+    pub mutations: payhost::api::Mutations,
     db: Option<payhost::store::testing::TestDb>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -310,6 +329,7 @@ impl TestApp {
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let mutations = state.mutations.clone();
         let server = tokio::spawn(async move {
             axum_serve(listener, payhost::api::router(state)).await;
         });
@@ -318,9 +338,21 @@ impl TestApp {
             client: reqwest::Client::new(),
             store,
             backend,
+            mutations,
             db: None,
             server,
         }
+    }
+
+    /// Waits (up to 60 s) until every mutation this instance started has
+    /// finished, including those whose clients hung up; panics otherwise.
+    pub async fn quiesce(&self) {
+        assert!(
+            self.mutations.idle(Duration::from_secs(60)).await,
+            "{}: {} mutations still running after 60 s",
+            self.backend,
+            self.mutations.in_progress()
+        );
     }
 
     /// One app per available backend (SQLite always, PostgreSQL when

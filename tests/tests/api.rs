@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use payhost_tests::{TestApp, rand_u64, stripe_calls_keyed, stripe_sandbox};
+use payhost_tests::{TestApp, eventually, rand_u64, stripe_calls_keyed, stripe_sandbox};
 
 const WEBHOOK_SECRET: &str = "whsec_test_webhook_secret_value";
 
@@ -825,23 +825,6 @@ async fn bad_input_gets_clear_errors_never_500() {
             .await;
         assert_eq!(status, 401);
         app.finish().await;
-    }
-}
-
-/// Retries `attempt` until it returns `Ok`, for at most 10 s (a broadcast
-/// reaching another instance); panics with `what` and the last answer.
-async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, Value>>,
-{
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match attempt().await {
-            Ok(done) => return done,
-            Err(last) => assert!(std::time::Instant::now() < deadline, "{what}: {last}"),
-        }
-        tokio::task::yield_now().await;
     }
 }
 

@@ -25,12 +25,14 @@ use crate::store::Store;
 use crate::tenancy::{ApiKeyHash, ResolvedApiKey, TenantResolver};
 
 mod auth;
+mod detach;
 mod error;
 mod errors_from;
 mod operator;
 mod tenant;
 
 pub use auth::TenantCtx;
+pub use detach::{DEFAULT_MAX_MUTATIONS, Mutations};
 pub use error::{ApiError, from_json_rejection};
 
 /// Shared state of every handler.
@@ -50,6 +52,9 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Cache-first tenant resolution (API key, Host header).
     pub resolver: TenantResolver,
+    /// The bound on mutations in progress; each runs in its own task
+    /// (see [`detach`]).
+    pub mutations: Mutations,
 }
 
 impl AppState {
@@ -152,6 +157,12 @@ pub fn router(state: AppState) -> Router {
         .merge(tenant)
         .fallback(|| async { ApiError::not_found("route_not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        // Outermost, so authentication, idempotency and the handler of a
+        // mutation all run in its task.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            detach::detach_mutations,
+        ))
         .with_state(state)
 }
 

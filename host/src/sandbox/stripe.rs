@@ -172,6 +172,17 @@ impl StripeSandbox {
         self.shared.lock().events.clone()
     }
 
+    /// What the account of `api_key` has moved: each payment intent that
+    /// received money and each refund, sorted by id. Tests hold the ledger
+    /// against it (every charge and refund here must be booked, or recorded
+    /// with its reference).
+    pub fn money_moved(&self, api_key: &str) -> MoneyMoved {
+        self.shared
+            .lock()
+            .account(&AccountId::for_api_key(api_key))
+            .money_moved()
+    }
+
     /// Delivers every later event, for every API key, to `url` as a POST with
     /// `Content-Type: application/json` and a `Stripe-Signature` made with
     /// `secret` (see [`sign_payload`]). Several endpoints may be subscribed;
@@ -209,6 +220,39 @@ impl std::fmt::Debug for StripeSandbox {
             .field("base_url", &self.shared.base_url)
             .finish_non_exhaustive()
     }
+}
+
+/// See [`StripeSandbox::money_moved`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoneyMoved {
+    /// Payment intents with `amount_received > 0`.
+    pub payments: Vec<MovedPayment>,
+    /// Refunds, whatever their status.
+    pub refunds: Vec<MovedRefund>,
+}
+
+/// A payment intent that received money.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovedPayment {
+    /// `pi_…`.
+    pub id: String,
+    /// Minor units received.
+    pub amount_received: i64,
+    /// Lower-case ISO code, as Stripe writes it.
+    pub currency: String,
+}
+
+/// A refund the sandbox made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovedRefund {
+    /// `re_…`.
+    pub id: String,
+    /// The payment intent it refunds.
+    pub payment_intent: String,
+    /// Minor units.
+    pub amount: i64,
+    /// `succeeded` or `pending`.
+    pub status: &'static str,
 }
 
 /// What the server task and the handle share.

@@ -845,6 +845,34 @@ impl Account {
         }
     }
 
+    /// Every payment intent that received money and every refund, for
+    /// [`super::StripeSandbox::money_moved`].
+    pub(crate) fn money_moved(&self) -> super::MoneyMoved {
+        let mut payments: Vec<super::MovedPayment> = self
+            .payment_intents
+            .values()
+            .filter(|pi| pi.amount_received > 0)
+            .map(|pi| super::MovedPayment {
+                id: pi.id.clone(),
+                amount_received: pi.amount_received,
+                currency: pi.currency.clone(),
+            })
+            .collect();
+        payments.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut refunds: Vec<super::MovedRefund> = self
+            .refunds
+            .values()
+            .map(|r| super::MovedRefund {
+                id: r.id.clone(),
+                payment_intent: r.payment_intent.clone(),
+                amount: r.amount,
+                status: r.status,
+            })
+            .collect();
+        refunds.sort_by(|a, b| a.id.cmp(&b.id));
+        super::MoneyMoved { payments, refunds }
+    }
+
     /// The balance object: per currency, what was captured minus what was
     /// refunded (all of it `available`; nothing is ever `pending`).
     pub(crate) fn balance_json(&self) -> Value {
