@@ -12,6 +12,10 @@ use serde::Deserialize;
 
 use crate::runtime::{Origin, OutboundPolicy, ProviderSettings, SandboxLimits};
 
+/// Default cap on mutations in progress (connected or not) per instance
+/// (`max_mutations_in_progress`).
+pub const DEFAULT_MAX_MUTATIONS: usize = 1024;
+
 /// A configuration value that must never be printed or logged.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -181,7 +185,7 @@ impl Default for Config {
             retired_master_keys: BTreeMap::new(),
             redis_url: None,
             max_body_kib: 64,
-            max_mutations_in_progress: crate::api::DEFAULT_MAX_MUTATIONS,
+            max_mutations_in_progress: DEFAULT_MAX_MUTATIONS,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod broadcast;
 pub mod checkout;
 pub mod cli;
 pub mod config;

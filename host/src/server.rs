@@ -133,8 +133,8 @@ pub async fn app_state(
             format!("adm_{}", hex::encode(rand::random::<[u8; 24]>()))
         })?,
     };
-    let gateways =
-        Gateways::new(store.clone(), Arc::new(vault(config)?), providers.clone()).follow(&resolver);
+    let gateways = Gateways::new(store.clone(), Arc::new(vault(config)?), providers.clone())
+        .follow(resolver.broadcast());
     Ok(AppState {
         checkouts: Checkouts::new(store.clone(), gateways.clone()),
         store,

@@ -32,8 +32,7 @@ use super::{ApiError, AppState};
 /// How long a mutation waits for a permit before it is answered 503.
 pub const PERMIT_WAIT: Duration = Duration::from_secs(5);
 
-/// Default cap on mutations in progress (connected or not) per instance.
-pub const DEFAULT_MAX_MUTATIONS: usize = 1024;
+pub use crate::config::DEFAULT_MAX_MUTATIONS;
 
 /// The bound on mutations in progress, shared by every request of one
 /// instance. Cheap to clone.

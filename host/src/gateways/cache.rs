@@ -8,15 +8,13 @@
 //! - [`Gateways::save`](super::Gateways::save) and
 //!   [`Gateways::delete`](super::Gateways::delete) evict the tenant here
 //!   before they return.
-//! - Other instances hear of the change through the tenant cache's
-//!   invalidation broadcast ([`TenantResolver::on_invalidate`]), which the
-//!   API layer sends after every gateway change.
+//! - Other instances hear of the change on the cluster broadcast
+//!   ([`crate::broadcast`], topic [`super::settings::TOPIC`]), which
+//!   [`Gateways`](super::Gateways) publishes after every save and delete.
 //! - An entry lives at most [`DEFAULT_TTL`], the bound on staleness if a
 //!   broadcast is lost.
 //! - A fill that raced with an eviction is dropped (an epoch counter), so a
 //!   read that started before a save cannot re-insert the old settings.
-//!
-//! [`TenantResolver::on_invalidate`]: crate::tenancy::TenantResolver::on_invalidate
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

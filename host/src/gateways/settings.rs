@@ -13,13 +13,13 @@ use serde_json::json;
 use super::cache::{self, Records, SettingsCache};
 use super::vault::{Sealed, Vault, VaultError, mask};
 use crate::audit::{self, Actor};
+use crate::broadcast::{Broadcast, Heard};
 use crate::runtime::contract::{CallContext, Credential, ProviderError};
 use crate::runtime::{CallError, LoadedProvider, ProviderRegistry};
 use crate::store::gateways::{
     self as repo, Ciphertext, GatewaySettingsRecord, GatewaySettingsWrite,
 };
 use crate::store::{Currency, ProviderId, Store, StoreError, TenantId};
-use crate::tenancy::{Evicted, TenantResolver};
 
 /// What a tenant submits for one gateway. No `Debug`: it holds secrets.
 #[derive(Clone)]
@@ -119,28 +119,32 @@ pub struct Gateways {
     vault: Arc<Vault>,
     providers: Arc<ProviderRegistry>,
     cache: Arc<SettingsCache>,
-    /// Broadcasts this instance's changes to the others' caches.
-    resolver: Option<TenantResolver>,
+    /// Tells the other instances' caches of this instance's changes.
+    broadcast: Option<Broadcast>,
 }
+
+/// The broadcast topic of gateway-settings changes; the payload is the
+/// tenant id whose settings changed.
+pub const TOPIC: &str = "gateways";
 
 /// See [`Gateways::evict_when_done`].
 struct EvictOnDrop {
     cache: Arc<SettingsCache>,
-    resolver: Option<TenantResolver>,
+    broadcast: Option<Broadcast>,
     tenant: TenantId,
 }
 
 impl Drop for EvictOnDrop {
     fn drop(&mut self) {
         self.cache.evict(std::slice::from_ref(&self.tenant));
-        let (Some(resolver), Ok(runtime)) =
-            (self.resolver.take(), tokio::runtime::Handle::try_current())
+        let (Some(broadcast), Ok(runtime)) =
+            (self.broadcast.take(), tokio::runtime::Handle::try_current())
         else {
             return;
         };
         let tenant = self.tenant.clone();
         runtime.spawn(async move {
-            if let Err(e) = resolver.invalidate_tenant(&tenant).await {
+            if let Err(e) = broadcast.publish(TOPIC, tenant.as_str()).await {
                 tracing::warn!(tenant = %tenant, "gateway settings changed but the broadcast failed: {e}");
             }
         });
@@ -169,22 +173,29 @@ impl Gateways {
             vault,
             providers,
             cache: Arc::new(SettingsCache::new(cache::DEFAULT_TTL)),
-            resolver: None,
+            broadcast: None,
         }
     }
 
-    /// Keeps the settings cache in step with other host instances: evicts
-    /// whenever `resolver` evicts a tenant (also on other instances'
-    /// broadcasts), and broadcasts this instance's saves and deletes through
-    /// it. Without this, only this instance's own changes evict, which is
-    /// enough for a single SQLite host.
-    pub fn follow(mut self, resolver: &TenantResolver) -> Gateways {
-        let cache = self.cache.clone();
-        resolver.on_invalidate(move |evicted| match evicted {
-            Evicted::Tenants(tenants) => cache.evict(tenants),
-            Evicted::All => cache.flush(),
+    /// Keeps the settings cache in step with other host instances: publishes
+    /// this instance's saves and deletes on `broadcast` (topic [`TOPIC`]) and
+    /// evicts what the others publish, or everything when messages may have
+    /// been missed. Without this, only this instance's own changes evict,
+    /// which is enough for a single SQLite host.
+    pub fn follow(mut self, broadcast: &Broadcast) -> Gateways {
+        // Hold the cache weakly: the broadcast may outlive this service.
+        let cache = Arc::downgrade(&self.cache);
+        broadcast.subscribe(TOPIC, move |heard| {
+            let Some(cache) = cache.upgrade() else { return };
+            match heard {
+                Heard::Message(tenant) => match TenantId::parse(tenant) {
+                    Ok(tenant) => cache.evict(std::slice::from_ref(&tenant)),
+                    Err(_) => cache.flush(),
+                },
+                Heard::Missed => cache.flush(),
+            }
         });
-        self.resolver = Some(resolver.clone());
+        self.broadcast = Some(broadcast.clone());
         self
     }
 
@@ -196,7 +207,7 @@ impl Gateways {
     fn evict_when_done(&self, tenant: &TenantId) -> EvictOnDrop {
         EvictOnDrop {
             cache: self.cache.clone(),
-            resolver: self.resolver.clone(),
+            broadcast: self.broadcast.clone(),
             tenant: tenant.clone(),
         }
     }

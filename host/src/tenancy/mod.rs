@@ -26,8 +26,8 @@ pub use api_keys::{
     issue_api_key, list_api_keys, resolve_api_key, revoke_api_key,
 };
 pub use cache::{
-    Clock, Evicted, INVALIDATION_CHANNEL, Invalidation, ResolverError, ResolverOptions,
-    SystemClock, TenantResolver,
+    Clock, INVALIDATION_CHANNEL, Invalidation, ResolverError, ResolverOptions, SystemClock,
+    TenantResolver,
 };
 pub use domains::{
     Domain, DomainChange, attach_domain, detach_domain, list_domains, move_domain, resolve_domain,
