@@ -11,7 +11,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::bindings::payhost::provider::{host, types};
 use super::gate::SendGate;
 use super::outbound::ConnectionPool;
-use super::policy::{EventLog, OutboundHooks, OutboundPolicy, PolicyEvent};
+use super::policy::{EventLog, OutboundHooks, OutboundPolicy, PolicyEvent, RequestBudget};
 
 /// Longest component log line kept (longer lines are truncated).
 const MAX_LOG_LINE: usize = 4 * 1024;
@@ -89,6 +89,7 @@ impl CallState {
         policy: Arc<OutboundPolicy>,
         connections: Arc<ConnectionPool>,
         memory_cap: usize,
+        max_requests: u32,
         secrets: Vec<String>,
     ) -> Self {
         let events = EventLog::default();
@@ -112,6 +113,7 @@ impl CallState {
                 events: events.clone(),
                 pool: connections,
                 gate: None,
+                budget: RequestBudget::new(max_requests),
             },
             limiter: MemoryLimiter {
                 limit: memory_cap,
@@ -134,6 +136,11 @@ impl CallState {
     /// and scrubbed of the call's secrets.
     pub(crate) fn stderr_text(&self) -> String {
         self.scrub(String::from_utf8_lossy(&self.stderr.contents()).trim())
+    }
+
+    /// The credential values handed to this call (for scrubbing its output).
+    pub(crate) fn secrets(&self) -> &[String] {
+        &self.secrets
     }
 
     /// `text` with every secret of this call replaced by `[redacted]`.
