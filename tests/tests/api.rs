@@ -2,42 +2,14 @@
 //! database per test (SQLite always, PostgreSQL when configured), the real
 //! Stripe component against the sandbox Stripe.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use payhost_tests::{TestApp, rand_u64, stripe_calls_keyed, stripe_sandbox};
+use payhost_tests::{TestApp, captured_logs, rand_u64, stripe_calls_keyed, stripe_sandbox};
 
 const WEBHOOK_SECRET: &str = "whsec_test_webhook_secret_value";
-
-/// Every log line of this test process, for the secrets test.
-fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = buffer.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("trace")
-            .with_writer(move || LogWriter(writer.clone()))
-            .try_init();
-        buffer
-    })
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut b) = self.0.lock() {
-            b.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn cart(currency: &str, method: &str) -> Value {
     json!({
