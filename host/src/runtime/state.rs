@@ -143,6 +143,13 @@ impl CallState {
         &self.secrets
     }
 
+    /// A component's log message as the host logs it: capped at
+    /// [`MAX_LOG_LINE`], without control characters (a newline could forge
+    /// a log line) and without the call's secrets, like every guest string.
+    fn log_line(&self, message: &str) -> String {
+        super::sanitize::Cleaner::new(&self.secrets).text(message, MAX_LOG_LINE)
+    }
+
     /// `text` with every secret of this call replaced by `[redacted]`.
     pub(crate) fn scrub(&self, text: &str) -> String {
         let mut out = text.to_string();
@@ -185,15 +192,7 @@ impl host::Host for CallState {
             }
             return;
         }
-        let mut message = self.scrub(&message);
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
+        let message = self.log_line(&message);
         let provider = &*self.provider;
         match level {
             host::LogLevel::Trace => {
@@ -212,5 +211,26 @@ impl host::Host for CallState {
                 tracing::error!(target: "payhost::component", provider, "{message}")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_log_lines_are_capped_single_lines_without_secrets() {
+        let state = CallState::new(
+            Arc::from("test"),
+            Arc::new(OutboundPolicy::deny_all()),
+            Arc::default(),
+            1024 * 1024,
+            1,
+            vec!["sk_test_log_secret".into()],
+        );
+        let line = state.log_line("ok\n2026-12-01 ERROR forged line sk_test_log_secret");
+        assert_eq!(line, "ok 2026-12-01 ERROR forged line [redacted]");
+        let long = state.log_line(&"y".repeat(10 * MAX_LOG_LINE));
+        assert!(long.len() <= MAX_LOG_LINE, "{}", long.len());
     }
 }
