@@ -330,6 +330,39 @@ async fn a_refund_of_another_amount_keeps_the_hold_with_its_reference_and_is_aud
     }
 }
 
+#[tokio::test]
+async fn a_payment_of_another_amount_is_not_booked_and_is_audited() {
+    for app in TestApp::each_backend().await {
+        let (tenant, key) = app.new_tenant("Short payment shop").await;
+        save_hostile(&app, &key).await;
+        let (status, body) =
+            checkout(&app, &key, 1000, json!({"payment_method": "short-payment"})).await;
+        assert_eq!(status, 502, "[{}] {body}", app.backend);
+        assert_eq!(body["error"]["code"], "provider_amount_mismatch");
+        // Kept pending with the gateway's reference, for reconciliation.
+        let pending = count(
+            &app,
+            "SELECT COUNT(*) FROM orders WHERE tenant_id = $1 AND status = 'pending' \
+             AND gateway_reference LIKE 'short-pay-%'",
+            &tenant,
+        )
+        .await;
+        assert_eq!(pending, 1, "[{}]", app.backend);
+        let (status, audit) = app
+            .admin(
+                Method::GET,
+                &format!("/admin/audit?tenant_id={tenant}&action=payment.amount_mismatch"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{audit}");
+        let details = &audit["items"][0]["details"];
+        assert_eq!(details["requested"]["amount"], 1000, "{audit}");
+        assert_eq!(details["reported"]["amount"], 999);
+        app.finish().await;
+    }
+}
+
 // ----- 11: capabilities -------------------------------------------------------
 
 #[tokio::test]

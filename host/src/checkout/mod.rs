@@ -714,6 +714,18 @@ impl Checkouts {
             .await?;
         }
         if mismatch {
+            self.audit_mismatch(
+                tenant,
+                "payment.amount_mismatch",
+                serde_json::json!({
+                    "order_id": order.id,
+                    "provider": provider.as_str(),
+                    "gateway_reference": gateway_ref.as_str(),
+                    "requested": {"amount": order.amount.minor, "currency": order.amount.currency.as_str()},
+                    "reported": {"amount": payment.amount.minor, "currency": payment.amount.currency},
+                }),
+            )
+            .await;
             return Err(CheckoutError::Provider {
                 code: "provider_amount_mismatch",
                 message: format!(
@@ -1084,6 +1096,22 @@ impl Checkouts {
         }
     }
 
+    /// Records a gateway amount mismatch (`action`) for the operator. A
+    /// failed audit write is logged, not returned: the caller's record of
+    /// the mismatch (order or hold with its reference) is already stored.
+    async fn audit_mismatch(&self, tenant: &TenantId, action: &str, details: serde_json::Value) {
+        let audited = match crate::audit::Actor::system("checkout") {
+            Ok(actor) => crate::audit::record(&self.store, &actor, action, Some(tenant), details)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = audited {
+            tracing::error!(%tenant, action, "amount mismatch not audited: {e}");
+        }
+    }
+
     /// A refund the gateway took for another amount or currency than held.
     /// Like a payment amount mismatch, nothing is booked: the hold stays
     /// (counting against what remains, so the difference cannot be refunded
@@ -1112,24 +1140,10 @@ impl Checkouts {
             "requested": {"amount": hold.amount.minor, "currency": hold.amount.currency.as_str()},
             "reported": {"amount": refund.amount.minor, "currency": refund.amount.currency},
         });
-        let audited = match crate::audit::Actor::system("checkout") {
-            Ok(actor) => crate::audit::record(
-                &self.store,
-                &actor,
-                "refund.amount_mismatch",
-                Some(tenant),
-                details,
-            )
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = audited {
-            // The hold and its reference are stored: reconciliation still
-            // finds it, so the client's answer does not change.
-            tracing::error!(hold = %hold.id, "refund amount mismatch not audited: {e}");
-        }
+        // The hold and its reference are stored: reconciliation finds it
+        // even if the audit write fails, so the client's answer is the same.
+        self.audit_mismatch(tenant, "refund.amount_mismatch", details)
+            .await;
         CheckoutError::RefundAmountMismatch {
             provider: provider.as_str().into(),
             hold: hold.id,

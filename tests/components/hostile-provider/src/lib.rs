@@ -12,6 +12,7 @@
 //! | `huge-reference` | approves with a 4 MiB payment reference                |
 //! | `flood:<url>`    | GETs `<url>` again and again until a request fails     |
 //! | `short-refund`   | approves (reference `short-<order id>`); its refunds report 1 less than asked |
+//! | `short-payment`  | approves 1 less than asked (reference `short-pay-<order id>`) |
 //! | anything else    | approves the payment (reference `ok-<order id>`)        |
 //!
 //! `refund` succeeds (reference `re_hostile_<refund id>`) for the amount
@@ -92,6 +93,14 @@ impl Provider for Hostile {
             }
             "huge-reference" => "r".repeat(HUGE),
             "short-refund" => format!("short-{}", request.order_id),
+            "short-payment" => {
+                return Ok(Payment {
+                    reference: format!("short-pay-{}", request.order_id),
+                    state: PaymentState::Approved,
+                    amount: Money::new(request.amount.minor.saturating_sub(1), "USD"),
+                    captured: None,
+                });
+            }
             m if m.starts_with("flood:") => {
                 let url = &m["flood:".len()..];
                 // Until the host stops it (or the deadline does).
