@@ -76,6 +76,16 @@ async fn get(app: &TestApp, key: &str, path: String) -> Value {
     body
 }
 
+/// The one audit event of `tenant` with `action`.
+async fn the_audit_event(app: &TestApp, tenant: &str, action: &str) -> Value {
+    let path = format!("/admin/audit?tenant_id={tenant}&action={action}");
+    let (status, audit) = app.admin(Method::GET, &path, None).await;
+    assert_eq!(status, 200, "{audit}");
+    let items = audit["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{audit}");
+    items[0].clone()
+}
+
 async fn count(app: &TestApp, sql: &str, bind: &str) -> i64 {
     sqlx::query_scalar(sql)
         .bind(bind)
@@ -308,17 +318,7 @@ async fn a_refund_of_another_amount_keeps_the_hold_with_its_reference_and_is_aud
         assert_eq!(again["error"]["code"], "refund_exceeds_paid");
 
         // The operator sees it.
-        let (status, audit) = app
-            .admin(
-                Method::GET,
-                &format!("/admin/audit?tenant_id={tenant}&action=refund.amount_mismatch"),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{audit}");
-        let items = audit["items"].as_array().expect("items");
-        assert_eq!(items.len(), 1, "{audit}");
-        let details = &items[0]["details"];
+        let details = &the_audit_event(&app, &tenant, "refund.amount_mismatch").await["details"];
         assert_eq!(details["hold_id"], hold.as_str());
         assert_eq!(details["requested"]["amount"], 1000);
         assert_eq!(details["reported"]["amount"], 999);
@@ -348,16 +348,8 @@ async fn a_payment_of_another_amount_is_not_booked_and_is_audited() {
         )
         .await;
         assert_eq!(pending, 1, "[{}]", app.backend);
-        let (status, audit) = app
-            .admin(
-                Method::GET,
-                &format!("/admin/audit?tenant_id={tenant}&action=payment.amount_mismatch"),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{audit}");
-        let details = &audit["items"][0]["details"];
-        assert_eq!(details["requested"]["amount"], 1000, "{audit}");
+        let details = &the_audit_event(&app, &tenant, "payment.amount_mismatch").await["details"];
+        assert_eq!(details["requested"]["amount"], 1000, "{details}");
         assert_eq!(details["reported"]["amount"], 999);
         app.finish().await;
     }
