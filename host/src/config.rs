@@ -136,6 +136,8 @@ pub struct LimitsConfig {
     pub memory_cap_mib: usize,
     /// Instances alive at once.
     pub max_instances: u32,
+    /// Outbound requests one component call may send (the next is denied).
+    pub max_requests_per_call: u32,
 }
 
 impl Default for LimitsConfig {
@@ -145,6 +147,7 @@ impl Default for LimitsConfig {
             call_deadline_ms: d.call_deadline.as_millis() as u64,
             memory_cap_mib: d.memory_cap_bytes / (1024 * 1024),
             max_instances: d.max_instances,
+            max_requests_per_call: d.max_requests_per_call,
         }
     }
 }
@@ -254,6 +257,9 @@ impl Config {
             "CALL_DEADLINE_MS" => self.limits.call_deadline_ms = parse(value).map_err(bad)?,
             "MEMORY_CAP_MIB" => self.limits.memory_cap_mib = parse(value).map_err(bad)?,
             "MAX_INSTANCES" => self.limits.max_instances = parse(value).map_err(bad)?,
+            "MAX_REQUESTS_PER_CALL" => {
+                self.limits.max_requests_per_call = parse(value).map_err(bad)?
+            }
             "DATA_DIR" => self.data_dir = PathBuf::from(value),
             "DATABASE_URL" => self.database_url = Some(value.to_string()),
             "ADMIN_TOKEN" => self.admin_token = Some(Secret::new(value)),
@@ -284,6 +290,9 @@ impl Config {
         }
         if self.limits.max_instances == 0 {
             return Err(invalid("limits.max_instances", "must be > 0"));
+        }
+        if self.limits.max_requests_per_call == 0 {
+            return Err(invalid("limits.max_requests_per_call", "must be > 0"));
         }
         if self.max_body_kib == 0 {
             return Err(invalid("max_body_kib", "must be > 0"));
@@ -332,7 +341,37 @@ impl Config {
             call_deadline: Duration::from_millis(self.limits.call_deadline_ms),
             memory_cap_bytes: self.limits.memory_cap_mib * 1024 * 1024,
             max_instances: self.limits.max_instances,
+            max_requests_per_call: self.limits.max_requests_per_call,
             ..SandboxLimits::default()
+        }
+    }
+
+    /// Refuses a `[providers.<id>]` section naming no loaded provider (a
+    /// typo would otherwise leave the real provider on its defaults, e.g.
+    /// pointed at the live gateway). Checked once the providers are loaded,
+    /// since ids come from their manifests.
+    pub fn check_provider_sections<'a>(
+        &self,
+        loaded: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), ConfigError> {
+        let loaded: Vec<&str> = loaded.into_iter().collect();
+        match self
+            .providers
+            .keys()
+            .find(|id| !loaded.contains(&id.as_str()))
+        {
+            None => Ok(()),
+            Some(id) => Err(ConfigError::Invalid {
+                key: format!("providers.{id}"),
+                message: format!(
+                    "no loaded provider has the id `{id}` (loaded: {})",
+                    if loaded.is_empty() {
+                        "none".to_string()
+                    } else {
+                        loaded.join(", ")
+                    }
+                ),
+            }),
         }
     }
 
@@ -436,6 +475,36 @@ mod tests {
         let c = Config::load(Some(&f.0), env).unwrap();
         assert_eq!(c.listen.port(), 9100);
         assert_eq!(c.limits.memory_cap_mib, 16);
+    }
+
+    #[test]
+    fn the_request_budget_is_configurable_and_positive() {
+        let f = write("[limits]\nmax_requests_per_call = 3\n");
+        let c = Config::load(Some(&f.0), Vec::new()).unwrap();
+        assert_eq!(c.sandbox_limits().max_requests_per_call, 3);
+        assert_eq!(
+            Config::default().sandbox_limits().max_requests_per_call,
+            crate::runtime::DEFAULT_MAX_REQUESTS_PER_CALL
+        );
+        let env = vec![("PAYHOST_MAX_REQUESTS_PER_CALL".to_string(), "0".to_string())];
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(err.contains("limits.max_requests_per_call"), "{err}");
+    }
+
+    #[test]
+    fn a_provider_section_must_name_a_loaded_provider() {
+        let f = write("[providers.stripee]\nbase_url = \"http://127.0.0.1:1\"\n");
+        let c = Config::load(Some(&f.0), Vec::new()).unwrap();
+        let err = c
+            .check_provider_sections(["stripe", "hostile"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("providers.stripee"), "{err}");
+        assert!(err.contains("loaded: stripe, hostile"), "{err}");
+        let f = write("[providers.stripe]\nbase_url = \"http://127.0.0.1:1\"\n");
+        let c = Config::load(Some(&f.0), Vec::new()).unwrap();
+        c.check_provider_sections(["stripe"])
+            .expect("a section of a loaded provider");
     }
 
     #[test]

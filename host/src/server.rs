@@ -32,8 +32,13 @@ impl Sandboxes {
     }
 
     /// Point the first-party providers at the sandboxes unless the operator
-    /// configured a base URL explicitly.
+    /// configured a base URL explicitly. Without bundled providers only an
+    /// existing `[providers.stripe]` section is pointed there: a section
+    /// created here for a provider that is not loaded would fail the start.
     pub fn apply(&self, config: &mut Config) {
+        if !config.bundled_providers && !config.providers.contains_key("stripe") {
+            return;
+        }
         let stripe = config.providers.entry("stripe".into()).or_default();
         if stripe.base_url.is_none() {
             stripe.base_url = Some(self.stripe.base_url());
@@ -41,7 +46,8 @@ impl Sandboxes {
     }
 }
 
-/// Build the runtime and provider registry described by `config`.
+/// Build the runtime and provider registry described by `config`. Fails
+/// when a `[providers.<id>]` section names no loaded provider.
 pub async fn load_providers(config: &Config) -> anyhow::Result<(Runtime, Arc<ProviderRegistry>)> {
     let runtime = Runtime::new(config.sandbox_limits())?;
     let registry = ProviderRegistry::load(
@@ -51,6 +57,7 @@ pub async fn load_providers(config: &Config) -> anyhow::Result<(Runtime, Arc<Pro
         |m| config.provider_settings(&m.id),
     )
     .await?;
+    config.check_provider_sections(registry.iter().map(|p| p.id()))?;
     Ok((runtime, Arc::new(registry)))
 }
 
@@ -224,4 +231,45 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_section_for_a_provider_that_is_not_loaded_refuses_the_start() {
+        let mut config = Config {
+            bundled_providers: false,
+            ..Config::default()
+        };
+        config
+            .providers
+            .insert("strpie".into(), crate::config::ProviderConfig::default());
+        let Err(err) = load_providers(&config).await else {
+            panic!("a typo in a section name refuses the start");
+        };
+        let err = err.to_string();
+        assert!(err.contains("providers.strpie"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_sandbox_adds_a_section_only_for_the_bundled_stripe() {
+        let sandboxes = Sandboxes::start().await.expect("sandboxes start");
+        let mut without = Config {
+            bundled_providers: false,
+            ..Config::default()
+        };
+        sandboxes.apply(&mut without);
+        without
+            .check_provider_sections(std::iter::empty())
+            .expect("no section was added for a provider that is not loaded");
+
+        let mut bundled = Config::default();
+        sandboxes.apply(&mut bundled);
+        assert_eq!(
+            bundled.providers["stripe"].base_url.as_deref(),
+            Some(sandboxes.stripe.base_url().as_str())
+        );
+    }
 }

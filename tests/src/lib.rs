@@ -5,11 +5,45 @@
 //! the expensive part; every call still gets a fresh instance.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use payhost::runtime::{LoadError, LoadedProvider, ProviderSettings, Runtime, SandboxLimits};
 use tokio::sync::OnceCell;
+
+/// Every log line of this test process: the first call installs a global
+/// `trace` subscriber writing into the returned buffer (call it before the
+/// code whose logs a test reads). The code generator's own traces (gigabytes
+/// per component compiled) are left out; they never see request data.
+pub fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                "trace,cranelift_codegen=info,cranelift_frontend=info,regalloc2=info,\
+                 wasmtime_cranelift=info",
+            )
+            .with_writer(move || LogWriter(writer.clone()))
+            .try_init();
+        buffer
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut b) = self.0.lock() {
+            b.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Limits used by the hostile-component tests: short deadline, small memory.
 pub const HOSTILE_DEADLINE: Duration = Duration::from_millis(500);

@@ -159,11 +159,58 @@ impl From<CheckoutError> for ApiError {
                 "the gateway is rate limiting this account",
             )
             .with_retry_after(after.map_or(5, u64::from)),
-            CheckoutError::Gateway { provider, message } => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "gateway_error",
-                format!("{provider}: {message}"),
-            ),
+            CheckoutError::Gateway { provider, message } => {
+                // The message is the component's, capped and cleaned by the
+                // runtime (`runtime::sanitize`) before it got here.
+                tracing::warn!(%provider, "gateway error: {message}");
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "gateway_error",
+                    format!("{provider}: {message}"),
+                )
+            }
+            CheckoutError::GatewayInvalidRequest { provider, message } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "gateway_invalid_request",
+                format!("{provider} refused the request: {message}"),
+            )
+            .with_details(json!({"provider": provider})),
+            CheckoutError::CapabilityNotSupported {
+                provider,
+                capability,
+            } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "capability_not_supported",
+                format!("provider `{provider}` does not support {capability}"),
+            )
+            .with_details(json!({"provider": provider, "capability": capability})),
+            CheckoutError::RefundAmountMismatch {
+                provider,
+                hold,
+                reference,
+                requested,
+                reported_minor,
+                reported_currency,
+            } => {
+                tracing::error!(
+                    code = "provider_refund_amount_mismatch",
+                    %provider,
+                    %hold,
+                    %reference,
+                    requested = requested.minor,
+                    requested_currency = requested.currency.as_str(),
+                    reported = reported_minor,
+                    %reported_currency,
+                    "the gateway refunded another amount than requested; the hold is kept"
+                );
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "provider_refund_amount_mismatch",
+                    "the gateway reported another refund amount than requested; the amount \
+                     stays held for reconciliation",
+                )
+                .with_details(json!({"hold_id": hold}))
+            }
             CheckoutError::Provider { code, message } => {
                 tracing::error!(code, "provider failure: {message}");
                 ApiError::new(

@@ -16,8 +16,8 @@ use crate::ledger::{
     OrderStatus, Source,
 };
 use crate::runtime::contract::{
-    CaptureMode, Customer, Money as WireMoney, NextAction, PaymentRequest, PaymentState,
-    ProviderError, RefundRequest, RefundStatus,
+    Capabilities, CaptureMode, Customer, Money as WireMoney, NextAction, PaymentRequest,
+    PaymentState, ProviderError, RefundRequest, RefundStatus,
 };
 use crate::runtime::{CallError, LoadedProvider, SendGate, send_gate};
 use crate::store::gateways::GatewaySettingsRecord;
@@ -139,6 +139,32 @@ pub enum CheckoutError {
     RateLimited(Option<u32>),
     #[error("gateway error ({provider}): {message}")]
     Gateway { provider: String, message: String },
+    /// The gateway refused the request as invalid (`invalid-request`): an
+    /// unknown payment method, an amount over its maximum, a bad return
+    /// URL. Nothing was charged or refunded; the client can fix the request.
+    #[error("the gateway refused the request ({provider}): {message}")]
+    GatewayInvalidRequest { provider: String, message: String },
+    /// The operation needs a capability the provider's manifest does not
+    /// claim; refused before the component is called.
+    #[error("{provider} does not support {capability}")]
+    CapabilityNotSupported {
+        provider: String,
+        capability: &'static str,
+    },
+    /// The gateway took a refund of another amount (or currency) than
+    /// requested. Nothing is booked: the hold stays, with the gateway's
+    /// refund reference, for reconciliation, and the operator is audited.
+    #[error(
+        "{provider} reported refund {reference} of {reported_minor} {reported_currency} for hold {hold} of {requested}"
+    )]
+    RefundAmountMismatch {
+        provider: String,
+        hold: crate::store::RefundReservationId,
+        reference: GatewayRef,
+        requested: Money,
+        reported_minor: u64,
+        reported_currency: String,
+    },
     #[error("provider failure ({code}): {message}")]
     Provider { code: &'static str, message: String },
     /// The checkout ran past [`CHECKOUT_BUDGET`] and was stopped; its
@@ -224,6 +250,12 @@ fn outcome_unknown(provider: &str, e: CallError<ProviderError>) -> CheckoutError
     match e {
         CallError::Gateway(ProviderError::Unavailable(m)) => CheckoutError::Unavailable(m),
         CallError::Gateway(ProviderError::RateLimited(after)) => CheckoutError::RateLimited(after),
+        CallError::Gateway(ProviderError::InvalidRequest(message)) => {
+            CheckoutError::GatewayInvalidRequest {
+                provider: provider.to_owned(),
+                message,
+            }
+        }
         CallError::Gateway(other) => CheckoutError::Gateway {
             provider: provider.to_owned(),
             message: describe(&other),
@@ -311,7 +343,7 @@ impl Checkouts {
     ) -> Result<CheckoutOutcome, CheckoutError> {
         let lines = lines_of(&request.items, request.shipping)?;
         let records = self.gateways.records(tenant).await?;
-        let route = self.route(&records, request.currency)?;
+        let route = self.route(&records, request.currency, request.capture)?;
         let customer_json = request
             .customer
             .as_ref()
@@ -441,10 +473,15 @@ impl Checkouts {
                     return Err(self.declined(tenant, &order.id, d).await);
                 }
                 // The gateway refused the request itself: nothing charged.
+                Err(CallError::Gateway(ProviderError::InvalidRequest(message))) => {
+                    let _ = self.mark(tenant, &order.id, OrderStatus::Canceled).await;
+                    return Err(CheckoutError::GatewayInvalidRequest {
+                        provider: name.to_owned(),
+                        message,
+                    });
+                }
                 Err(CallError::Gateway(
-                    e @ (ProviderError::InvalidCredentials(_)
-                    | ProviderError::InvalidRequest(_)
-                    | ProviderError::Unsupported(_)),
+                    e @ (ProviderError::InvalidCredentials(_) | ProviderError::Unsupported(_)),
                 )) => {
                     let _ = self.mark(tenant, &order.id, OrderStatus::Canceled).await;
                     return Err(CheckoutError::Gateway {
@@ -470,10 +507,14 @@ impl Checkouts {
 
     /// The tenant's gateways that take `currency`, enabled and loaded, in
     /// priority order, each with its provider; none → [`CheckoutError::NoRoute`].
+    /// A manual capture goes only to providers whose manifest claims
+    /// `capture`; if none of the eligible ones does →
+    /// [`CheckoutError::CapabilityNotSupported`].
     fn route<'r>(
         &self,
         records: &'r Records,
         currency: Currency,
+        capture: CaptureMode,
     ) -> Result<Vec<(&'r GatewaySettingsRecord, Arc<LoadedProvider>)>, CheckoutError> {
         let entries: Vec<RouteEntry> = records
             .iter()
@@ -501,6 +542,20 @@ impl Checkouts {
             .collect();
         if route.is_empty() {
             return Err(CheckoutError::NoRoute(currency.as_str().to_string()));
+        }
+        if capture == CaptureMode::Manual {
+            let first = route[0].1.id().to_owned();
+            let capable: Vec<_> = route
+                .into_iter()
+                .filter(|(_, p)| p.manifest().capabilities.contains(Capabilities::CAPTURE))
+                .collect();
+            if capable.is_empty() {
+                return Err(CheckoutError::CapabilityNotSupported {
+                    provider: first,
+                    capability: "capture",
+                });
+            }
+            return Ok(capable);
         }
         Ok(route)
     }
@@ -667,6 +722,18 @@ impl Checkouts {
             .await?;
         }
         if mismatch {
+            self.audit_mismatch(
+                tenant,
+                "payment.amount_mismatch",
+                serde_json::json!({
+                    "order_id": order.id,
+                    "provider": provider.as_str(),
+                    "gateway_reference": gateway_ref.as_str(),
+                    "requested": {"amount": order.amount.minor, "currency": order.amount.currency.as_str()},
+                    "reported": {"amount": payment.amount.minor, "currency": payment.amount.currency},
+                }),
+            )
+            .await;
             return Err(CheckoutError::Provider {
                 code: "provider_amount_mismatch",
                 message: format!(
@@ -899,12 +966,49 @@ impl Checkouts {
                     .await?,
             ));
         };
+        // Refused before any hold or call: a provider that cannot refund in
+        // part would refund everything, or fail in its own way. "In part"
+        // is relative to the gateway's payment, which is the whole order
+        // (its rows share one gateway reference).
+        let provider = self
+            .gateways
+            .providers()
+            .get(provider_id.as_str())
+            .ok_or_else(|| {
+                crate::gateways::GatewayError::UnknownProvider(provider_id.as_str().into())
+            })?;
+        let whole = if provider
+            .manifest()
+            .capabilities
+            .contains(Capabilities::PARTIAL_REFUND)
+        {
+            None
+        } else {
+            let order = ledger::get_order(&self.store, tenant, &row.order_id)
+                .await?
+                .ok_or(LedgerError::OrderNotFound)?;
+            Some(order.amount.minor)
+        };
+        let partial = |minor: i64| whole.is_some_and(|whole| minor < whole);
+        let not_supported = || CheckoutError::CapabilityNotSupported {
+            provider: provider_id.as_str().into(),
+            capability: "partial-refund",
+        };
+        if partial(amount.unwrap_or(row.amount.minor).min(row.amount.minor)) {
+            return Err(not_supported());
+        }
         let reservation = ledger::reserve_refund(&self.store, tenant, payment, amount).await?;
         let release = || async {
             if let Err(e) = ledger::release_refund(&self.store, tenant, &reservation.id).await {
                 tracing::error!(reservation = %reservation.id, "cannot release refund hold: {e}");
             }
         };
+        // What remains after earlier refunds (booked manually, by webhook,
+        // or before a component update) is a partial refund too.
+        if partial(reservation.amount.minor) {
+            release().await;
+            return Err(not_supported());
+        }
         let open = match self.gateways.open(tenant, provider_id.as_str()).await {
             Ok(open) => open,
             Err(e) => {
@@ -932,6 +1036,16 @@ impl Checkouts {
             refund_id: reservation.id.to_string(),
         };
         match open.provider.refund(ctx, request).await {
+            Ok(refund)
+                if matches!(
+                    refund.status,
+                    RefundStatus::Pending | RefundStatus::Succeeded
+                ) && refund.amount != to_wire(reservation.amount) =>
+            {
+                Err(self
+                    .refund_mismatch(tenant, &provider_id, reservation, refund)
+                    .await)
+            }
             Ok(refund) if refund.status == RefundStatus::Pending => {
                 // The hold stays in every branch here: the gateway took the
                 // refund, so releasing the amount could refund it twice.
@@ -971,6 +1085,12 @@ impl Checkouts {
                 Err(match e {
                     ProviderError::Unavailable(m) => CheckoutError::Unavailable(m),
                     ProviderError::RateLimited(a) => CheckoutError::RateLimited(a),
+                    ProviderError::InvalidRequest(message) => {
+                        CheckoutError::GatewayInvalidRequest {
+                            provider: provider_id.as_str().into(),
+                            message,
+                        }
+                    }
                     other => CheckoutError::Gateway {
                         provider: provider_id.as_str().into(),
                         message: describe(&other),
@@ -981,6 +1101,64 @@ impl Checkouts {
                 // Outcome unknown (deadline): keep the hold for the janitor.
                 Err(provider_failure(&e))
             }
+        }
+    }
+
+    /// Records a gateway amount mismatch (`action`) for the operator. A
+    /// failed audit write is logged, not returned: the caller's record of
+    /// the mismatch (order or hold with its reference) is already stored.
+    async fn audit_mismatch(&self, tenant: &TenantId, action: &str, details: serde_json::Value) {
+        let audited = match crate::audit::Actor::system("checkout") {
+            Ok(actor) => crate::audit::record(&self.store, &actor, action, Some(tenant), details)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = audited {
+            tracing::error!(%tenant, action, "amount mismatch not audited: {e}");
+        }
+    }
+
+    /// A refund the gateway took for another amount or currency than held.
+    /// Like a payment amount mismatch, nothing is booked: the hold stays
+    /// (counting against what remains, so the difference cannot be refunded
+    /// again meanwhile) with the gateway's refund reference, so
+    /// reconciliation can settle it, and the operator gets an audit event.
+    async fn refund_mismatch(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        hold: ledger::RefundReservation,
+        refund: crate::runtime::contract::Refund,
+    ) -> CheckoutError {
+        let reference = match refund_reference(&refund.reference) {
+            Ok(reference) => reference,
+            Err(e) => return e,
+        };
+        if let Err(e) = ledger::mark_refund_pending(&self.store, tenant, &hold.id, &reference).await
+        {
+            return e.into();
+        }
+        let details = serde_json::json!({
+            "hold_id": hold.id,
+            "payment_id": hold.payment_id,
+            "provider": provider.as_str(),
+            "gateway_refund_reference": reference.as_str(),
+            "requested": {"amount": hold.amount.minor, "currency": hold.amount.currency.as_str()},
+            "reported": {"amount": refund.amount.minor, "currency": refund.amount.currency},
+        });
+        // The hold and its reference are stored: reconciliation finds it
+        // even if the audit write fails, so the client's answer is the same.
+        self.audit_mismatch(tenant, "refund.amount_mismatch", details)
+            .await;
+        CheckoutError::RefundAmountMismatch {
+            provider: provider.as_str().into(),
+            hold: hold.id,
+            reference,
+            requested: hold.amount,
+            reported_minor: refund.amount.minor,
+            reported_currency: refund.amount.currency,
         }
     }
 }

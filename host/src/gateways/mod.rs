@@ -12,5 +12,7 @@ pub mod vault;
 
 pub use cache::Records;
 pub use routing::{RouteEntry, eligible};
-pub use settings::{GatewayError, GatewayInput, GatewayView, Gateways, OpenGateway};
+pub use settings::{
+    GatewayError, GatewayInput, GatewayView, Gateways, MAX_CREDENTIAL_BYTES, OpenGateway,
+};
 pub use vault::{Sealed, Vault, VaultError, mask};

@@ -21,6 +21,27 @@ use crate::store::gateways::{
 };
 use crate::store::{Currency, ProviderId, Store, StoreError, TenantId};
 
+/// Longest credential value (or webhook secret) accepted, bytes.
+pub const MAX_CREDENTIAL_BYTES: usize = 4096;
+
+/// Why a credential value is refused before it reaches a component: too
+/// long, or holding a control character (a newline or NUL cannot travel in
+/// an HTTP header, and would fail every call as a gateway error). The
+/// message names the field, never the value.
+fn check_credential_value(what: &str, value: &str) -> Result<(), GatewayError> {
+    if value.len() > MAX_CREDENTIAL_BYTES {
+        return Err(GatewayError::Invalid(format!(
+            "{what} is longer than {MAX_CREDENTIAL_BYTES} bytes"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(GatewayError::Invalid(format!(
+            "{what} contains control characters (a newline, tab, NUL or the like)"
+        )));
+    }
+    Ok(())
+}
+
 /// What a tenant submits for one gateway. No `Debug`: it holds secrets.
 #[derive(Clone)]
 pub struct GatewayInput {
@@ -259,6 +280,12 @@ impl Gateways {
                     .collect::<Vec<_>>()
                     .join(", ")
             )));
+        }
+        for (name, value) in &input.credentials {
+            check_credential_value(&format!("credential `{name}`"), value)?;
+        }
+        if let Some(secret) = &input.webhook_secret {
+            check_credential_value("webhook_secret", secret)?;
         }
         if input.currencies.is_empty() {
             return Err(GatewayError::Invalid("currencies must not be empty".into()));
@@ -522,5 +549,30 @@ impl Gateways {
                 &canonical_credentials(&open.ctx.credentials),
             )
             .is_ok_and(|now| now == fingerprint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_values_with_control_characters_or_too_long_are_refused() {
+        check_credential_value("credential `secret-key`", "sk_test_abc").expect("a plain key");
+        for bad in [
+            "sk_test\nabc",
+            "sk_test\rabc",
+            "sk\0",
+            "sk\u{1b}[0m",
+            "sk\tx",
+        ] {
+            let err = check_credential_value("credential `secret-key`", bad)
+                .expect_err("control characters are refused");
+            let text = err.to_string();
+            assert!(text.contains("secret-key"), "{text}");
+            assert!(!text.contains("sk_"), "the value is never echoed: {text}");
+        }
+        let long = "k".repeat(MAX_CREDENTIAL_BYTES + 1);
+        assert!(check_credential_value("webhook_secret", &long).is_err());
     }
 }

@@ -487,6 +487,10 @@ fn choose_amount(target: &Target, requested: Option<i64>) -> Result<Money, Ledge
     }
 }
 
+/// A refund row of `target`. Its `gateway_reference` is the refund's own
+/// reference at the gateway (`re_…`), which webhook echoes and
+/// reconciliation match on; the payment it refunds is `refund_of`. A refund
+/// without a gateway reference (manual) has none.
 fn refund_row(
     target: &Target,
     amount: Money,
@@ -501,7 +505,7 @@ fn refund_row(
         status: EntryStatus::Refunded,
         amount,
         provider: target.payment.provider.clone(),
-        gateway_reference: target.payment.gateway_reference.clone(),
+        gateway_reference: provider_ref.cloned(),
         refund_of: Some(target.payment.id.clone()),
         entitlement: None,
         source,

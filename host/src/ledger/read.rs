@@ -28,7 +28,8 @@ pub struct LedgerRow {
     pub amount: Money,
     /// The gateway; `None` for manual, bulk and external bookings.
     pub provider: Option<ProviderId>,
-    /// The gateway's payment reference.
+    /// The gateway's payment reference; on a refund row, the refund's own
+    /// reference (`re_…`), the payment being `refund_of`.
     pub gateway_reference: Option<GatewayRef>,
     /// For refund rows: the payment row refunded.
     pub refund_of: Option<PaymentId>,

@@ -626,6 +626,13 @@ async fn reserve_complete_release_flow() {
             .expect("complete");
         assert_eq!(booked.amount.minor, 1000);
         assert_eq!(booked.refund_of, Some(row.id.clone()));
+        // The refund row carries the refund's own reference, not the payment's.
+        assert_eq!(booked.gateway_reference, Some(gref("re_9")));
+        let stored = payment(&store, &t, &booked.id)
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!(stored.gateway_reference, Some(gref("re_9")));
         let err = complete_refund(&store, &t, &hold.id, Some(&gref("re_9")), Source::Api)
             .await
             .expect_err("complete twice");

@@ -32,7 +32,15 @@ pub struct SandboxLimits {
     pub max_instances: u32,
     /// Granularity of the deadline (epoch tick).
     pub epoch_tick: Duration,
+    /// Outbound requests one call may send; the next is denied before any
+    /// I/O. Stripe's component sends one per call.
+    pub max_requests_per_call: u32,
 }
+
+/// Default of [`SandboxLimits::max_requests_per_call`]: room for a
+/// component that needs a few round trips (create, confirm, read back),
+/// far below what a runaway loop would send.
+pub const DEFAULT_MAX_REQUESTS_PER_CALL: u32 = 8;
 
 impl Default for SandboxLimits {
     fn default() -> Self {
@@ -41,6 +49,7 @@ impl Default for SandboxLimits {
             memory_cap_bytes: 64 * 1024 * 1024,
             max_instances: 128,
             epoch_tick: Duration::from_millis(5),
+            max_requests_per_call: DEFAULT_MAX_REQUESTS_PER_CALL,
         }
     }
 }
@@ -195,6 +204,7 @@ impl Runtime {
             policy,
             self.inner.connections.clone(),
             limits.memory_cap_bytes,
+            limits.max_requests_per_call,
             secrets,
         );
         let mut store = Store::new(&self.inner.engine, state);

@@ -4,7 +4,8 @@
 //! linker holding exactly the imports the contract allows, the loader that
 //! refuses components not matching `payhost:provider@0.1.0`, and the call
 //! path: **a fresh store and instance per call**, a wall-clock deadline, a
-//! memory cap and an outbound HTTP allow-list. A trap, timeout or denied
+//! memory cap, an outbound HTTP allow-list and request budget, and caps on
+//! every string the guest returns (`sanitize`). A trap, timeout or denied
 //! request becomes a [`CallError`] for that call only; the host keeps serving.
 //!
 //! Must never: let guest state outlive a call, let a component reach a host
@@ -19,13 +20,18 @@ mod outbound;
 mod policy;
 mod provider;
 mod registry;
+mod sanitize;
 mod state;
 
 pub use bindings::contract;
 pub use bindings::{CONTRACT_VERSION, GATEWAY_EXPORT};
 pub use bundled::BUNDLED;
-pub use engine::{EngineError, Runtime, SandboxLimits};
+pub use engine::{DEFAULT_MAX_REQUESTS_PER_CALL, EngineError, Runtime, SandboxLimits};
 pub use gate::{GateOpener, SendGate, send_gate};
 pub use policy::{Origin, OriginError, OutboundPolicy, PolicyEvent, is_public};
 pub use provider::{CallError, LoadError, LoadedProvider, ProviderSettings};
 pub use registry::{ProviderRegistry, RegistryError};
+pub use sanitize::{
+    InvalidOutput, MAX_CODE_BYTES, MAX_CURRENCY_BYTES, MAX_MESSAGE_BYTES, MAX_REFERENCE_BYTES,
+    MAX_RETRY_AFTER_SECS, MAX_SDK_DATA_BYTES, MAX_URL_BYTES, MAX_WEBHOOK_EVENTS,
+};

@@ -30,7 +30,14 @@ pub enum PolicyEvent {
     ResponseTooLarge { origin: String, limit: usize },
     /// Linear memory growth past the per-instance cap.
     MemoryCap { requested: usize, limit: usize },
+    /// A request past the call's request budget (`limit` requests).
+    RequestBudgetExceeded { limit: u32 },
 }
+
+/// Events kept per call. A guest looping on denied requests would
+/// otherwise grow the log without bound; the first events say what
+/// happened, and a memory-cap event is always kept.
+const MAX_EVENTS: usize = 64;
 
 /// Shared, per-call log of policy events (the hooks and the limiter write it,
 /// the runtime reads it after the call).
@@ -39,14 +46,34 @@ pub(crate) struct EventLog(Arc<Mutex<Vec<PolicyEvent>>>);
 
 impl EventLog {
     pub(crate) fn push(&self, event: PolicyEvent) {
-        if let Ok(mut events) = self.0.lock() {
+        if let Ok(mut events) = self.0.lock()
+            && (events.len() < MAX_EVENTS || matches!(event, PolicyEvent::MemoryCap { .. }))
+        {
             events.push(event);
         }
+    }
+
+    /// Records a request past the budget; the error to give the guest.
+    /// Logged once per call: a guest that keeps trying must not flood the log.
+    fn over_budget(&self, origin: &Origin, limit: u32) -> HttpError {
+        let first = self.0.lock().is_ok_and(|events| {
+            !events
+                .iter()
+                .any(|e| matches!(e, PolicyEvent::RequestBudgetExceeded { .. }))
+        });
+        if first {
+            tracing::warn!(%origin, limit, "outbound request denied: the call's request budget is used up");
+            self.push(PolicyEvent::RequestBudgetExceeded { limit });
+        }
+        HttpError::HttpRequestDenied
     }
 
     /// Logs and records a request the host stopped; the error to give the
     /// guest.
     fn deny(&self, origin: String, reason: String) -> HttpError {
+        // The origin may come from the guest's URI: keep the log line short.
+        let origin =
+            super::sanitize::Cleaner::new(&[]).text(&origin, super::sanitize::MAX_URL_BYTES);
         tracing::warn!(%origin, %reason, "outbound request denied");
         self.push(PolicyEvent::OutboundDenied { origin, reason });
         HttpError::HttpRequestDenied
@@ -221,6 +248,34 @@ pub(crate) struct OutboundHooks {
     pub(crate) pool: Arc<ConnectionPool>,
     /// When set, requests wait for it before any I/O (see [`SendGate`]).
     pub(crate) gate: Option<SendGate>,
+    /// Requests this call may still send (`[limits] max_requests_per_call`).
+    /// Counted when a request passes the policy, before any I/O, so a
+    /// request that then fails to connect still counts.
+    pub(crate) budget: RequestBudget,
+}
+
+/// The per-call cap on outbound requests: one call cannot turn its
+/// deadline into a flood against its allowed hosts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestBudget {
+    limit: u32,
+    used: u32,
+}
+
+impl RequestBudget {
+    /// A budget of `limit` requests.
+    pub(crate) fn new(limit: u32) -> Self {
+        RequestBudget { limit, used: 0 }
+    }
+
+    /// Takes one request from the budget; `false` when none is left.
+    fn take(&mut self) -> bool {
+        if self.used >= self.limit {
+            return false;
+        }
+        self.used += 1;
+        true
+    }
 }
 
 /// Why a request may not leave, decided before any I/O: its method (for a
@@ -320,6 +375,10 @@ impl WasiHttpHooks for OutboundHooks {
                 return Box::new(async { Err(denied) });
             }
         };
+        if !self.budget.take() {
+            let denied = events.over_budget(&origin, self.budget.limit);
+            return Box::new(async { Err(denied) });
+        }
         let timeouts = Timeouts {
             connect: clamp(
                 options.and_then(|o| o.connect_timeout),
@@ -438,6 +497,28 @@ mod tests {
             assert_eq!(origin, "https://api.stripe.com:443");
             assert!(reason.contains(refused.as_str()), "{reason}");
         }
+    }
+
+    #[test]
+    fn a_budget_allows_exactly_its_limit() {
+        let mut budget = RequestBudget::new(3);
+        assert_eq!((0..10).filter(|_| budget.take()).count(), 3);
+        assert!(!RequestBudget::new(0).take());
+    }
+
+    #[test]
+    fn the_event_log_is_bounded_but_keeps_a_memory_cap() {
+        let log = EventLog::default();
+        for _ in 0..10 * MAX_EVENTS {
+            let _ = log.deny("http://x.example:80".into(), "not allowed".into());
+        }
+        log.push(PolicyEvent::MemoryCap {
+            requested: 2,
+            limit: 1,
+        });
+        let events = log.take();
+        assert_eq!(events.len(), MAX_EVENTS + 1);
+        assert!(matches!(events.last(), Some(PolicyEvent::MemoryCap { .. })));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use super::bindings::{CONTRACT_VERSION, GATEWAY_EXPORT, Provider, ProviderPre};
 use super::engine::Runtime;
 use super::gate::SendGate;
 use super::policy::{Origin, OutboundPolicy, PolicyEvent};
+use super::sanitize::{Cleaner, MAX_TRAP_BYTES, MAX_URL_BYTES, Untrusted};
 use super::state::CallState;
 
 /// Operator settings for one provider.
@@ -76,6 +77,16 @@ pub enum CallError<E> {
     /// A gateway response exceeded the response-size cap.
     #[error("response from {origin} exceeded {limit} bytes")]
     ResponseTooLarge { origin: String, limit: usize },
+    /// The component tried to send more requests in one call than the
+    /// per-call budget (`[limits] max_requests_per_call`) allows; the
+    /// requests within the budget went out.
+    #[error("component exceeded its budget of {limit} outbound requests per call")]
+    RequestBudgetExceeded { limit: u32 },
+    /// The component answered with a value the host refuses (an identifier
+    /// over its cap or malformed; see `runtime::sanitize`). Whatever the
+    /// component did at the gateway happened; only its answer is unusable.
+    #[error("component returned an invalid {field}: {reason}")]
+    InvalidOutput { field: &'static str, reason: String },
     /// The component trapped (panic, unreachable, bad memory access).
     #[error("component trapped: {0}")]
     Trap(String),
@@ -93,6 +104,8 @@ impl<E> CallError<E> {
             CallError::MemoryCap { .. } => "provider_memory_exceeded",
             CallError::OutboundDenied { .. } => "provider_outbound_denied",
             CallError::ResponseTooLarge { .. } => "provider_response_too_large",
+            CallError::RequestBudgetExceeded { .. } => "provider_request_budget_exceeded",
+            CallError::InvalidOutput { .. } => "provider_invalid_output",
             CallError::Trap(_) => "provider_trapped",
             CallError::Instantiate(_) => "provider_unavailable",
         }
@@ -328,7 +341,8 @@ async fn call<T, E, F>(
     f: F,
 ) -> Result<T, CallError<E>>
 where
-    E: fmt::Debug,
+    T: Untrusted,
+    E: fmt::Debug + Untrusted,
     F: for<'a> FnOnce(&'a Provider, &'a mut Store<CallState>) -> CallFuture<'a, T, E>,
 {
     let mut store = runtime.new_store(provider.clone(), outbound.policy, secrets);
@@ -355,6 +369,9 @@ where
     let events = store.data().events.take();
     let elapsed = started.elapsed();
     let result = classify(outcome, &events, limit, || store.data().stderr_text());
+    // The one place guest results enter the host: everything after this
+    // sees capped, cleaned values (or the refusal).
+    let result = sanitize(result, &Cleaner::new(store.data().secrets()));
     match &result {
         Ok(_) | Err(CallError::Gateway(_)) => {
             tracing::debug!(parent: &span, ?elapsed, "call finished")
@@ -362,6 +379,40 @@ where
         Err(e) => tracing::warn!(parent: &span, ?elapsed, code = e.code(), "call failed: {e}"),
     }
     result
+}
+
+/// Caps and cleans what the guest returned (see `runtime::sanitize`),
+/// including the text of the host's own verdicts that quote the guest.
+fn sanitize<T: Untrusted, E: Untrusted>(
+    result: Result<T, CallError<E>>,
+    cleaner: &Cleaner<'_>,
+) -> Result<T, CallError<E>> {
+    let invalid = |e: super::sanitize::InvalidOutput| CallError::InvalidOutput {
+        field: e.field,
+        reason: e.reason,
+    };
+    match result {
+        Ok(value) => value.sanitize(cleaner).map_err(invalid),
+        Err(CallError::Gateway(e)) => match e.sanitize(cleaner) {
+            Ok(e) => Err(CallError::Gateway(e)),
+            Err(bad) => Err(invalid(bad)),
+        },
+        Err(CallError::Trap(message)) => {
+            Err(CallError::Trap(cleaner.text(&message, MAX_TRAP_BYTES)))
+        }
+        Err(CallError::Instantiate(message)) => Err(CallError::Instantiate(
+            cleaner.text(&message, MAX_TRAP_BYTES),
+        )),
+        Err(CallError::OutboundDenied { origin, reason }) => Err(CallError::OutboundDenied {
+            origin: cleaner.text(&origin, MAX_URL_BYTES),
+            reason: cleaner.text(&reason, MAX_URL_BYTES),
+        }),
+        Err(CallError::ResponseTooLarge { origin, limit }) => Err(CallError::ResponseTooLarge {
+            origin: cleaner.text(&origin, MAX_URL_BYTES),
+            limit,
+        }),
+        Err(other) => Err(other),
+    }
 }
 
 type Outcome<T, E> = Result<
@@ -409,6 +460,9 @@ fn classify<T, E>(
                     origin: origin.clone(),
                     limit: *limit,
                 });
+            }
+            PolicyEvent::RequestBudgetExceeded { limit } => {
+                return Err(CallError::RequestBudgetExceeded { limit: *limit });
             }
             PolicyEvent::MemoryCap { .. } => {}
         }
@@ -473,6 +527,7 @@ impl LoadedProvider {
         f: F,
     ) -> Result<T, CallError<ProviderError>>
     where
+        T: Untrusted,
         F: for<'a> FnOnce(
             &'a Provider,
             &'a mut Store<CallState>,

@@ -11,7 +11,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::bindings::payhost::provider::{host, types};
 use super::gate::SendGate;
 use super::outbound::ConnectionPool;
-use super::policy::{EventLog, OutboundHooks, OutboundPolicy, PolicyEvent};
+use super::policy::{EventLog, OutboundHooks, OutboundPolicy, PolicyEvent, RequestBudget};
 
 /// Longest component log line kept (longer lines are truncated).
 const MAX_LOG_LINE: usize = 4 * 1024;
@@ -89,6 +89,7 @@ impl CallState {
         policy: Arc<OutboundPolicy>,
         connections: Arc<ConnectionPool>,
         memory_cap: usize,
+        max_requests: u32,
         secrets: Vec<String>,
     ) -> Self {
         let events = EventLog::default();
@@ -112,6 +113,7 @@ impl CallState {
                 events: events.clone(),
                 pool: connections,
                 gate: None,
+                budget: RequestBudget::new(max_requests),
             },
             limiter: MemoryLimiter {
                 limit: memory_cap,
@@ -134,6 +136,18 @@ impl CallState {
     /// and scrubbed of the call's secrets.
     pub(crate) fn stderr_text(&self) -> String {
         self.scrub(String::from_utf8_lossy(&self.stderr.contents()).trim())
+    }
+
+    /// The credential values handed to this call (for scrubbing its output).
+    pub(crate) fn secrets(&self) -> &[String] {
+        &self.secrets
+    }
+
+    /// A component's log message as the host logs it: capped at
+    /// [`MAX_LOG_LINE`], without control characters (a newline could forge
+    /// a log line) and without the call's secrets, like every guest string.
+    fn log_line(&self, message: &str) -> String {
+        super::sanitize::Cleaner::new(&self.secrets).text(message, MAX_LOG_LINE)
     }
 
     /// `text` with every secret of this call replaced by `[redacted]`.
@@ -178,15 +192,7 @@ impl host::Host for CallState {
             }
             return;
         }
-        let mut message = self.scrub(&message);
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
+        let message = self.log_line(&message);
         let provider = &*self.provider;
         match level {
             host::LogLevel::Trace => {
@@ -205,5 +211,26 @@ impl host::Host for CallState {
                 tracing::error!(target: "payhost::component", provider, "{message}")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_log_lines_are_capped_single_lines_without_secrets() {
+        let state = CallState::new(
+            Arc::from("test"),
+            Arc::new(OutboundPolicy::deny_all()),
+            Arc::default(),
+            1024 * 1024,
+            1,
+            vec!["sk_test_log_secret".into()],
+        );
+        let line = state.log_line("ok\n2026-12-01 ERROR forged line sk_test_log_secret");
+        assert_eq!(line, "ok 2026-12-01 ERROR forged line [redacted]");
+        let long = state.log_line(&"y".repeat(10 * MAX_LOG_LINE));
+        assert!(long.len() <= MAX_LOG_LINE, "{}", long.len());
     }
 }

@@ -1069,8 +1069,25 @@ mod tests {
     #[tokio::test]
     async fn invalid_parameters_are_rejected_with_the_param_named() {
         let (sandbox, client) = sandbox().await;
-        let cases: [(Form, &str, &str); 6] = [
+        let cases: [(Form, &str, &str); 8] = [
             (&[("currency", "usd")], "parameter_missing", "amount"),
+            // Stripe's maximum is eight digits of minor units.
+            (
+                &[("amount", "100000000"), ("currency", "usd")],
+                "amount_too_large",
+                "amount",
+            ),
+            (
+                &[
+                    ("amount", "100"),
+                    ("currency", "usd"),
+                    ("payment_method", "pm_card_visa"),
+                    ("confirm", "true"),
+                    ("return_url", "not a url"),
+                ],
+                "url_invalid",
+                "return_url",
+            ),
             (
                 &[("amount", "0"), ("currency", "usd")],
                 "parameter_invalid_integer",

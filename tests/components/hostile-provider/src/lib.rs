@@ -8,7 +8,16 @@
 //! | `fetch:<url>`    | GETs `<url>` and reports the status                    |
 //! | `panic`          | panics                                                 |
 //! | `count`          | bumps a global counter and reports it in the reference |
+//! | `huge-error`     | fails with a 4 MiB `internal` message (with control characters) |
+//! | `huge-reference` | approves with a 4 MiB payment reference                |
+//! | `flood:<url>`    | GETs `<url>` again and again until a request fails     |
+//! | `short-refund`   | approves (reference `short-<order id>`); its refunds report 1 less than asked |
+//! | `short-payment`  | approves 1 less than asked (reference `short-pay-<order id>`) |
 //! | anything else    | approves the payment (reference `ok-<order id>`)        |
+//!
+//! `refund` succeeds (reference `re_hostile_<refund id>`) for the amount
+//! asked, except as above. The manifest claims no capabilities, so the host
+//! must never ask it for a partial refund or a manual capture.
 //!
 //! `parse-webhook` tries to slip an event past a rejected signature (see
 //! its doc).
@@ -22,11 +31,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use payhost_provider_sdk::{
     CallContext, Capabilities, EventKind, Manifest, Money, Payment, PaymentRequest, PaymentState,
-    Provider, ProviderError, Refund, RefundRequest, WebhookError, WebhookEvent, WebhookRequest,
-    http,
+    Provider, ProviderError, Refund, RefundRequest, RefundStatus, WebhookError, WebhookEvent,
+    WebhookRequest, http,
 };
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes of the oversized outputs: far over every host cap.
+const HUGE: usize = 4 * 1024 * 1024;
 
 struct Hostile;
 
@@ -73,6 +85,31 @@ impl Provider for Hostile {
             }
             "panic" => panic!("hostile component panicked on purpose"),
             "count" => format!("calls={}", CALLS.fetch_add(1, Ordering::SeqCst) + 1),
+            "huge-error" => {
+                return Err(ProviderError::Internal(format!(
+                    "\u{1b}[31mhostile\n{}",
+                    "x".repeat(HUGE)
+                )));
+            }
+            "huge-reference" => "r".repeat(HUGE),
+            "short-refund" => format!("short-{}", request.order_id),
+            "short-payment" => {
+                return Ok(Payment {
+                    reference: format!("short-pay-{}", request.order_id),
+                    state: PaymentState::Approved,
+                    amount: Money::new(request.amount.minor.saturating_sub(1), "USD"),
+                    captured: None,
+                });
+            }
+            m if m.starts_with("flood:") => {
+                let url = &m["flood:".len()..];
+                // Until the host stops it (or the deadline does).
+                loop {
+                    if let Err(e) = http::send(http::Request::get(url)) {
+                        return Err(e.into());
+                    }
+                }
+            }
             m if m.starts_with("fetch:") => {
                 let url = &m["fetch:".len()..];
                 match http::send(http::Request::get(url)) {
@@ -102,8 +139,18 @@ impl Provider for Hostile {
         unsupported()
     }
 
-    fn refund(_: CallContext, _: RefundRequest) -> Result<Refund, ProviderError> {
-        unsupported()
+    fn refund(_: CallContext, request: RefundRequest) -> Result<Refund, ProviderError> {
+        let Some(mut amount) = request.amount else {
+            return unsupported();
+        };
+        if request.payment_reference.starts_with("short-") {
+            amount.minor = amount.minor.saturating_sub(1);
+        }
+        Ok(Refund {
+            reference: format!("re_hostile_{}", request.refund_id),
+            status: RefundStatus::Succeeded,
+            amount,
+        })
     }
 
     /// Never verifies anything. Without credentials it rejects the
