@@ -167,9 +167,13 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "payhost listening");
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    crate::http_server::serve_http(
+        listener,
+        api::router(state),
+        config.http_options(),
+        shutdown_signal(),
+    )
+    .await?;
     drop(sandboxes);
     Ok(())
 }
