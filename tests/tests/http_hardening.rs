@@ -1,9 +1,11 @@
 //! Issue 11, items 6–9, over the real HTTP server loop: connection limits
-//! seen from a raw TCP client.
+//! seen from a raw TCP client, the JSON error object for the framework's
+//! own rejections, bodies that must be objects, and input validation.
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -117,10 +119,32 @@ async fn read_response(stream: &mut TcpStream) -> Raw {
     Raw::parse(&received)
 }
 
+/// Send `request` whole on a fresh connection and read the answer to EOF.
+async fn raw_exchange(app: &TestApp, request: &[u8]) -> Raw {
+    let mut stream = connect(app).await;
+    stream.write_all(request).await.expect("write");
+    Raw::parse(&read_until_closed(&mut stream, BOUND).await)
+}
+
 fn assert_json_error(raw: &Raw, status: u16, code: &str) {
     assert_eq!(raw.status, status, "{}", String::from_utf8_lossy(&raw.body));
     assert_eq!(raw.header("content-type"), Some("application/json"));
     assert_eq!(raw.json()["error"]["code"], code, "{}", raw.json());
+}
+
+async fn assert_reqwest_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    let body: Value = response.json().await.expect("JSON body");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    body
 }
 
 fn short(header: u64, body: u64, idle: u64, max_connections: usize) -> HttpOptions {
@@ -249,5 +273,262 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     // When one of the two closes, the third is served.
     drop(held.pop());
     assert_eq!(read_response(&mut third).await.status, 200);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_content_length_over_the_cap_is_answered_413_before_any_body() {
+    let app = sqlite_app(HttpOptions::default()).await;
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(
+            b"POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 10000000000\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    // No byte of the body is sent; the answer must come anyway.
+    let raw = read_response(&mut stream).await;
+    assert_json_error(&raw, 413, "body_too_large");
+    assert_eq!(raw.header("connection"), Some("close"));
+    assert!(read_until_closed(&mut stream, BOUND).await.is_empty());
+    app.finish().await;
+}
+
+// ----- 7. every error is the JSON error object ------------------------------
+
+#[tokio::test]
+async fn framework_rejections_are_json_errors() {
+    let app = sqlite_app(HttpOptions::default()).await;
+    let (_, key) = app.new_tenant("Framework errors").await;
+
+    // 413 with no Content-Length (chunked) and no Idempotency-Key, on a
+    // JSON endpoint and on the refund endpoint whose body is optional.
+    for path in ["/v1/orders", "/v1/payments/pay_abc/refunds"] {
+        let chunk = "x".repeat(70 * 1024);
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
+             {:x}\r\n{chunk}\r\n0\r\n\r\n",
+            chunk.len()
+        );
+        let raw = raw_exchange(&app, request.as_bytes()).await;
+        assert_json_error(&raw, 413, "body_too_large");
+    }
+
+    // 405 keeps its Allow header.
+    let response = app
+        .request(Method::DELETE, "/v1/balance", Some(&key))
+        .send()
+        .await
+        .expect("send");
+    let allow = response
+        .headers()
+        .get("allow")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    assert_reqwest_error(response, 405, "method_not_allowed").await;
+    assert!(allow.is_some_and(|a| a.contains("GET")));
+
+    // A path segment that is not UTF-8 once decoded, on tenant and
+    // operator routes.
+    for (method, path, token) in [
+        (Method::GET, "/v1/orders/%FF", key.as_str()),
+        (Method::GET, "/admin/tenants/%FF", ADMIN_TOKEN),
+        (Method::DELETE, "/v1/gateways/%C3%28", key.as_str()),
+    ] {
+        let response = app
+            .request(method, path, Some(token))
+            .send()
+            .await
+            .expect("send");
+        assert_reqwest_error(response, 400, "bad_path").await;
+    }
+
+    // Unknown route.
+    let response = app
+        .request(Method::GET, "/no/such/route", None)
+        .send()
+        .await
+        .expect("send");
+    assert_reqwest_error(response, 404, "route_not_found").await;
+
+    // 414 for a long target.
+    let long = format!("/health?q={}", "a".repeat(9 * 1024));
+    let response = app
+        .request(Method::GET, &long, None)
+        .send()
+        .await
+        .expect("send");
+    assert_reqwest_error(response, 414, "uri_too_long").await;
+
+    // 431 for large headers, and for too many.
+    let response = app
+        .request(Method::GET, "/health", None)
+        .header("x-big", "b".repeat(20 * 1024))
+        .send()
+        .await
+        .expect("send");
+    assert_reqwest_error(response, 431, "headers_too_large").await;
+    let mut many = app.request(Method::GET, "/health", None);
+    for i in 0..150 {
+        many = many.header(format!("x-h{i}"), "v");
+    }
+    assert_reqwest_error(many.send().await.expect("send"), 431, "headers_too_large").await;
+
+    // 415 for a body that is not JSON.
+    let response = app
+        .request(Method::POST, "/v1/orders", Some(&key))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
+    assert_reqwest_error(response, 415, "unsupported_media_type").await;
+    app.finish().await;
+}
+
+// ----- 8. JSON shapes -------------------------------------------------------
+
+#[tokio::test]
+async fn bodies_that_must_be_objects_refuse_arrays_top_level_and_nested() {
+    for app in TestApp::each_backend().await {
+        let (tenant, key) = app.new_tenant("Shapes").await;
+        app.save_stripe(&key, 1, &["USD"]).await;
+        let post = |path: &str, token: &str, body: &'static str| {
+            app.request(Method::POST, path, Some(token))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+        };
+
+        // The issue's charge-by-array.
+        let top = post(
+            "/v1/checkouts",
+            &key,
+            r#"["USD",[[null,"pro",1000,1]],null,null,"pm_card_visa",null,null]"#,
+        )
+        .await
+        .expect("send");
+        assert_reqwest_error(top, 422, "validation_failed").await;
+        // An object whose item is an array.
+        let nested = post(
+            "/v1/checkouts",
+            &key,
+            r#"{"currency":"USD","items":[[null,"pro",1000,1]],"payment_method":"pm_card_visa"}"#,
+        )
+        .await
+        .expect("send");
+        let body = assert_reqwest_error(nested, 422, "validation_failed").await;
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("items[0]")),
+            "{body}"
+        );
+        // An optional nested struct given as an array.
+        let shipping = post(
+            "/v1/checkouts",
+            &key,
+            r#"{"currency":"USD","items":[{"amount":1000}],"shipping":[null,500],"payment_method":"pm_card_visa"}"#,
+        )
+        .await
+        .expect("send");
+        assert_reqwest_error(shipping, 422, "validation_failed").await;
+
+        // Operator endpoints use the same extractor.
+        let keys = post(
+            &format!("/admin/tenants/{tenant}/api-keys"),
+            ADMIN_TOKEN,
+            "[]",
+        )
+        .await
+        .expect("send");
+        assert_reqwest_error(keys, 422, "validation_failed").await;
+        let tenants = post("/admin/tenants", ADMIN_TOKEN, r#"["Array Inc", null]"#)
+            .await
+            .expect("send");
+        assert_reqwest_error(tenants, 422, "validation_failed").await;
+        // The refund body, read by hand because it is optional.
+        let refund = post("/v1/payments/pay_abc/refunds", &key, "[5]")
+            .await
+            .expect("send");
+        assert_reqwest_error(refund, 422, "validation_failed").await;
+        // Bulk users given as arrays.
+        let bulk = post(
+            "/v1/orders/bulk",
+            &key,
+            r#"{"currency":"USD","users":[["u1","pro",100]]}"#,
+        )
+        .await
+        .expect("send");
+        assert_reqwest_error(bulk, 422, "validation_failed").await;
+
+        // Nothing was charged or booked, and no extra key was issued.
+        let (_, balance) = app.tenant(&key, Method::GET, "/v1/balance", None).await;
+        assert_eq!(balance["items"], json!([]), "[{}] {balance}", app.backend);
+        let (_, audit) = app
+            .admin(
+                Method::GET,
+                &format!("/admin/audit?tenant_id={tenant}&action=api_key.issued"),
+                None,
+            )
+            .await;
+        assert_eq!(audit["items"].as_array().map(Vec::len), Some(1), "{audit}");
+        // And objects still work.
+        let (status, order) = app
+            .tenant(
+                &key,
+                Method::POST,
+                "/v1/checkouts",
+                Some(json!({"currency": "USD", "items": [{"amount": 1000}], "payment_method": "pm_card_visa"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{order}");
+        app.finish().await;
+    }
+}
+
+// ----- 9. request-line checks -------------------------------------------
+
+#[tokio::test]
+async fn ambiguous_host_and_authorization_are_refused() {
+    let app = sqlite_app(HttpOptions::default()).await;
+    let host = addr(&app);
+
+    let raw = raw_exchange(
+        &app,
+        format!("GET /health HTTP/1.1\r\nHost: {host}\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert_json_error(&raw, 400, "duplicate_header");
+
+    let response = app
+        .request(Method::GET, "/v1/balance", None)
+        .header("authorization", "Bearer a")
+        .header("authorization", "Bearer b")
+        .send()
+        .await
+        .expect("send");
+    assert_reqwest_error(response, 400, "duplicate_header").await;
+
+    let raw = raw_exchange(
+        &app,
+        format!(
+            "GET http://evil.example/public/tenant HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_json_error(&raw, 400, "host_mismatch");
+    // The same absolute form naming this host is fine.
+    let raw = raw_exchange(
+        &app,
+        format!("GET http://{host}/health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(raw.status, 200);
     app.finish().await;
 }

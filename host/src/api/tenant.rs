@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::{Json, response::IntoResponse, response::Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, JsonBody, QueryParams, TenantCtx};
+use super::{ApiError, AppState, JsonBody, PathParam, QueryParams, RawBody, TenantCtx};
 use crate::checkout::{
     CartItem, CheckoutOutcome, CheckoutRequest, GatewayLessOrder, RefundOutcome,
 };
@@ -90,7 +90,7 @@ fn yes() -> bool {
 pub async fn save_gateway(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
-    Path(provider): Path<String>,
+    PathParam(provider): PathParam<String>,
     JsonBody(body): JsonBody<GatewayBody>,
 ) -> Result<Json<Value>, ApiError> {
     let currencies = body
@@ -129,7 +129,7 @@ pub async fn list_gateways(
 pub async fn delete_gateway(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
-    Path(provider): Path<String>,
+    PathParam(provider): PathParam<String>,
 ) -> Result<StatusCode, ApiError> {
     if state
         .gateways
@@ -264,7 +264,7 @@ pub async fn create_checkout(
 pub async fn get_order(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<Value>, ApiError> {
     let not_found = || ApiError::not_found("order_not_found", "no such order");
     let id = OrderId::parse(&id).map_err(|_| not_found())?;
@@ -399,9 +399,9 @@ pub struct RefundBody {
 pub async fn refund(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = PaymentId::parse(&id)
         .map_err(|_| ApiError::not_found("payment_not_found", "no such payment"))?;
@@ -409,15 +409,9 @@ pub async fn refund(
     let amount = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        serde_json::from_slice::<RefundBody>(&body)
-            .map_err(|e| {
-                if e.is_data() {
-                    ApiError::validation(e.to_string())
-                } else {
-                    ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string())
-                }
-            })?
-            .amount
+        let value = serde_json::from_slice::<Value>(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()))?;
+        super::json_value::<RefundBody>(value)?.amount
     };
     let outcome = state
         .checkouts
@@ -462,7 +456,7 @@ pub async fn refund(
 pub async fn get_payment(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<Value>, ApiError> {
     let not_found = || ApiError::not_found("payment_not_found", "no such payment");
     let id = PaymentId::parse(&id).map_err(|_| not_found())?;
