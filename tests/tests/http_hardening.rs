@@ -489,7 +489,262 @@ async fn bodies_that_must_be_objects_refuse_arrays_top_level_and_nested() {
     }
 }
 
-// ----- 9. request-line checks -------------------------------------------
+// ----- 9. validation --------------------------------------------------------
+
+const CONTROLS: [&str; 5] = ["a\u{0}b", "a\u{1b}[2Jb", "a\nb", "a\rb", "a\u{85}b"];
+
+#[tokio::test]
+async fn client_text_refuses_control_characters_and_overlong_values() {
+    for app in TestApp::each_backend().await {
+        let (_, key) = app.new_tenant("Text rules").await;
+        app.save_stripe(&key, 1, &["USD"]).await;
+        // (path, body with the value at `$`, field named in the 422, cap)
+        let cases: Vec<(&str, Value, &str, usize)> = vec![
+            (
+                "/v1/checkouts",
+                checkout_with(json!({"customer": {"id": "$"}})),
+                "customer.id",
+                255,
+            ),
+            (
+                "/v1/checkouts",
+                checkout_with(json!({"customer": {"email": "$"}})),
+                "customer.email",
+                254,
+            ),
+            (
+                "/v1/checkouts",
+                checkout_with(json!({"customer": {"name": "$"}})),
+                "customer.name",
+                200,
+            ),
+            (
+                "/v1/orders",
+                external_with(json!({"customer": {"id": "$"}})),
+                "customer.id",
+                255,
+            ),
+            (
+                "/v1/orders",
+                external_with(json!({"customer": {"name": "$"}})),
+                "customer.name",
+                200,
+            ),
+            (
+                "/v1/orders",
+                external_with(json!({"external_reference": "$"})),
+                "external_reference",
+                255,
+            ),
+            (
+                "/v1/orders/bulk",
+                json!({"currency": "USD", "users": [
+                    {"user": "ok", "user_plan": "pro", "amount": 1},
+                    {"user": "$", "user_plan": "pro", "amount": 1}]}),
+                "users[1].user",
+                255,
+            ),
+            (
+                "/v1/checkouts",
+                checkout_with(json!({"items": [{"amount": 100, "product": "$"}]})),
+                "items[0].product",
+                200,
+            ),
+            (
+                "/v1/checkouts",
+                checkout_with(json!({"shipping": {"carrier": "$", "amount": 5}})),
+                "shipping.carrier",
+                100,
+            ),
+        ];
+        for (path, template, field, cap) in &cases {
+            let overlong = "x".repeat(cap + 1);
+            for bad in CONTROLS.iter().copied().chain([overlong.as_str()]) {
+                let body = substitute(template, bad);
+                let (status, answer) = app.tenant(&key, Method::POST, path, Some(body)).await;
+                assert_eq!(status, 422, "[{}] {path} {bad:?}: {answer}", app.backend);
+                assert_eq!(answer["error"]["code"], "validation_failed");
+                assert!(
+                    answer["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains(field)),
+                    "{field}: {answer}"
+                );
+            }
+            // At the cap, the same field is accepted.
+            let body = substitute(template, &"y".repeat(*cap));
+            let (status, answer) = app.tenant(&key, Method::POST, path, Some(body)).await;
+            assert!(
+                status == 201,
+                "[{}] {path} at the cap: {answer}",
+                app.backend
+            );
+        }
+        let long_name = "n".repeat(201);
+        for bad in CONTROLS.iter().copied().chain([long_name.as_str()]) {
+            let (status, answer) = app
+                .admin(Method::POST, "/admin/tenants", Some(json!({"name": bad})))
+                .await;
+            assert_eq!(status, 422, "tenant name {bad:?}: {answer}");
+        }
+        app.finish().await;
+    }
+}
+
+/// A paid checkout body with `extra`'s fields on top.
+fn checkout_with(extra: Value) -> Value {
+    merged(
+        json!({"currency": "USD", "items": [{"amount": 100}], "payment_method": "pm_card_visa"}),
+        extra,
+    )
+}
+
+/// An external order body with `extra`'s fields on top.
+fn external_with(extra: Value) -> Value {
+    merged(
+        json!({"kind": "external", "currency": "USD", "items": [{"amount": 100}]}),
+        extra,
+    )
+}
+
+fn merged(mut base: Value, extra: Value) -> Value {
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    base
+}
+
+/// `template` with every string `"$"` replaced by `value`.
+fn substitute(template: &Value, value: &str) -> Value {
+    match template {
+        Value::String(s) if s == "$" => Value::String(value.to_string()),
+        Value::Array(a) => Value::Array(a.iter().map(|v| substitute(v, value)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), substitute(v, value)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[tokio::test]
+async fn products_and_carrier_are_kept_in_the_order() {
+    for app in TestApp::each_backend().await {
+        let (_, key) = app.new_tenant("Descriptive").await;
+        app.save_stripe(&key, 1, &["USD"]).await;
+        let (status, order) = app
+            .tenant(
+                &key,
+                Method::POST,
+                "/v1/checkouts",
+                Some(json!({"currency": "USD",
+                    "items": [{"product": "Pro", "user_plan": "pro", "amount": 1000}, {"amount": 50}],
+                    "shipping": {"carrier": "ups", "amount": 500},
+                    "payment_method": "pm_card_visa"})),
+            )
+            .await;
+        assert_eq!(status, 201, "[{}] {order}", app.backend);
+        let id = order["id"].as_str().expect("order id");
+        let (_, stored) = app
+            .tenant(&key, Method::GET, &format!("/v1/orders/{id}"), None)
+            .await;
+        assert_eq!(
+            stored["metadata"]["items"],
+            json!([{"product": "Pro"}, {}]),
+            "{stored}"
+        );
+        assert_eq!(stored["metadata"]["shipping"]["carrier"], "ups", "{stored}");
+
+        let (status, manual) = app
+            .tenant(
+                &key,
+                Method::POST,
+                "/v1/orders",
+                Some(json!({"kind": "external", "currency": "USD",
+                    "items": [{"product": "Seat", "amount": 300}],
+                    "external_reference": "inv-9", "customer": {"id": "u1"}})),
+            )
+            .await;
+        assert_eq!(status, 201, "{manual}");
+        let id = manual["id"].as_str().expect("order id");
+        let (_, stored) = app
+            .tenant(&key, Method::GET, &format!("/v1/orders/{id}"), None)
+            .await;
+        assert_eq!(
+            stored["metadata"]["items"],
+            json!([{"product": "Seat"}]),
+            "{stored}"
+        );
+        assert_eq!(stored["metadata"]["external_reference"], "inv-9");
+        assert_eq!(stored["customer"]["id"], "u1");
+        app.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn domains_must_be_host_names() {
+    for app in TestApp::each_backend().await {
+        let (tenant, _) = app.new_tenant("Domains").await;
+        let path = format!("/admin/tenants/{tenant}/domains");
+        for bad in [
+            "com",
+            "localhost",
+            "127.0.0.1",
+            "10.0.0.1",
+            "[::1]",
+            "a_b.example.com",
+        ] {
+            let (status, body) = app
+                .admin(Method::POST, &path, Some(json!({"domain": bad})))
+                .await;
+            assert_eq!(status, 422, "[{}] {bad}: {body}", app.backend);
+            assert_eq!(body["error"]["code"], "validation_failed");
+        }
+        let (status, body) = app
+            .admin(
+                Method::POST,
+                &path,
+                Some(json!({"domain": "Shop.Example.com"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["domain"], "shop.example.com");
+        app.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn gateway_currencies_are_deduplicated_and_bounded() {
+    for app in TestApp::each_backend().await {
+        let (_, key) = app.new_tenant("Currencies").await;
+        app.save_stripe(&key, 1, &["USD", "EUR", "USD", "EUR", "GBP"])
+            .await;
+        let (_, list) = app.tenant(&key, Method::GET, "/v1/gateways", None).await;
+        assert_eq!(
+            list["items"][0]["currencies"],
+            json!(["USD", "EUR", "GBP"]),
+            "{list}"
+        );
+
+        const ISO: &str = "AED AFN ALL AMD AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND \
+            BOB BRL BSD BTN BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD \
+            EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ";
+        let many: Vec<&str> = ISO.split_whitespace().collect();
+        assert!(many.len() > 50);
+        let (status, body) = app
+            .tenant(
+                &key,
+                Method::PUT,
+                "/v1/gateways/stripe",
+                Some(json!({"credentials": {"secret-key": "sk_test_x"}, "currencies": many})),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["code"], "validation_failed");
+        app.finish().await;
+    }
+}
 
 #[tokio::test]
 async fn ambiguous_host_and_authorization_are_refused() {
@@ -530,5 +785,26 @@ async fn ambiguous_host_and_authorization_are_refused() {
     )
     .await;
     assert_eq!(raw.status, 200);
+    app.finish().await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_sqlite_database_and_its_wal_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = sqlite_app(HttpOptions::default()).await;
+    app.new_tenant("Private file").await;
+    let url = app.database_url().expect("url");
+    let path = url
+        .trim_start_matches("sqlite://")
+        .split('?')
+        .next()
+        .expect("path")
+        .to_string();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{path}{suffix}");
+        let mode = std::fs::metadata(&file).expect(&file).permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
     app.finish().await;
 }
