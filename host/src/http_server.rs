@@ -384,3 +384,82 @@ pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::{Notify, oneshot};
+
+    use super::*;
+
+    const BOUND: Duration = Duration::from_secs(10);
+
+    async fn eof(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let mut received = Vec::new();
+        let mut buf = [0u8; 1024];
+        let closed = tokio::time::timeout(BOUND, async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "still open");
+        received
+    }
+
+    /// Shutdown closes an idle connection at once, lets an in-flight
+    /// request finish with its response, then returns.
+    #[tokio::test]
+    async fn shutdown_drains_in_flight_requests_and_closes_idle_ones() {
+        let release = Arc::new(Notify::new());
+        let entered = Arc::new(Notify::new());
+        let router = {
+            let (release, entered) = (release.clone(), entered.clone());
+            Router::new().route(
+                "/slow",
+                get(move || async move {
+                    entered.notify_one();
+                    release.notified().await;
+                    "done"
+                }),
+            )
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let options = HttpOptions {
+            idle_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(60),
+            ..HttpOptions::default()
+        };
+        let server = tokio::spawn(serve_http(listener, router, options, async move {
+            let _ = stopped.await;
+        }));
+
+        let mut idle = tokio::net::TcpStream::connect(addr).await.expect("idle");
+        let mut busy = tokio::net::TcpStream::connect(addr).await.expect("busy");
+        busy.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        entered.notified().await;
+        let _ = stop.send(());
+
+        assert!(eof(&mut idle).await.is_empty());
+        assert!(!server.is_finished(), "returned with a request in flight");
+        release.notify_one();
+        let answer = String::from_utf8(eof(&mut busy).await).expect("utf-8");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("done"), "{answer}");
+        tokio::time::timeout(BOUND, server)
+            .await
+            .expect("serve_http returns after the drain")
+            .expect("task")
+            .expect("serve_http");
+    }
+}
