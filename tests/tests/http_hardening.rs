@@ -464,6 +464,30 @@ async fn bodies_that_must_be_objects_refuse_arrays_top_level_and_nested() {
         .expect("send");
         assert_reqwest_error(bulk, 422, "validation_failed").await;
 
+        // A key given twice is refused, not last-one-wins.
+        for (path, token, body) in [
+            ("/admin/tenants", ADMIN_TOKEN, r#"{"name":"A","name":"B"}"#),
+            (
+                "/v1/payments/pay_abc/refunds",
+                key.as_str(),
+                r#"{"amount":1,"amount":2}"#,
+            ),
+            (
+                "/v1/checkouts",
+                key.as_str(),
+                r#"{"currency":"USD","items":[{"amount":1,"amount":1000}],"payment_method":"pm_card_visa"}"#,
+            ),
+        ] {
+            let response = post(path, token, body).await.expect("send");
+            let answer = assert_reqwest_error(response, 422, "validation_failed").await;
+            assert!(
+                answer["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("duplicate")),
+                "{answer}"
+            );
+        }
+
         // Nothing was charged or booked, and no extra key was issued.
         let (_, balance) = app.tenant(&key, Method::GET, "/v1/balance", None).await;
         assert_eq!(balance["items"], json!([]), "[{}] {balance}", app.backend);

@@ -77,16 +77,33 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<serde_json::Value>::from_request(req, state).await {
-            Ok(Json(value)) => json_value(value).map(JsonBody),
+        match Json::<strict_json::UniqueKeys>::from_request(req, state).await {
+            Ok(Json(strict_json::UniqueKeys(value))) => json_value(value).map(JsonBody),
             Err(rejection) => Err(from_json_rejection(rejection)),
         }
     }
 }
 
 /// `value` as a `T`, objects staying objects (see [`JsonBody`]).
-pub(crate) fn json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+fn json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     strict_json::from_value(value).map_err(ApiError::validation)
+}
+
+/// JSON text as a `T` under [`JsonBody`]'s rules, for a body read by
+/// hand: 400 `malformed_json` for bad syntax, 422 otherwise.
+pub(crate) fn json_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let strict_json::UniqueKeys(value) = serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_data() {
+            ApiError::validation(e.to_string())
+        } else {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "malformed_json",
+                e.to_string(),
+            )
+        }
+    })?;
+    json_value(value)
 }
 
 /// A raw request body, for endpoints whose body is optional; read errors

@@ -27,6 +27,82 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, String> {
     })
 }
 
+/// A JSON value parsed with every object's keys unique: `{"amount": 1,
+/// "amount": 1000}` is an error, as it is to a derived struct parsed
+/// straight from text, instead of the last key silently winning (which a
+/// proxy reading the first would disagree with).
+pub struct UniqueKeys(pub Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(UniqueKeysVisitor)
+            .map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(UniqueKeys(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let UniqueKeys(value) = map.next_value()?;
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format!("duplicate field `{key}`")));
+            }
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 struct Strict(Value);
 
 fn unexpected(value: &Value) -> Unexpected<'_> {
@@ -218,6 +294,17 @@ mod tests {
         let map = from_value::<Body>(json!({"currency": "USD", "items": [], "tags": [["k", "v"]]}))
             .unwrap_err();
         assert!(map.starts_with("tags:"), "{map}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let parse = |t: &str| serde_json::from_str::<UniqueKeys>(t).map(|u| u.0);
+        assert!(parse(r#"{"a": 1, "a": 2}"#).is_err());
+        assert!(parse(r#"{"a": [{"b": 1, "b": 1}]}"#).is_err());
+        assert_eq!(
+            parse(r#"{"a": [1, -2, 1.5, "s", null, true, {}]}"#).ok(),
+            Some(json!({"a": [1, -2, 1.5, "s", null, true, {}]}))
+        );
     }
 
     #[test]

@@ -501,9 +501,7 @@ pub async fn refund(
     let amount = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        let value = serde_json::from_slice::<Value>(&body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()))?;
-        super::json_value::<RefundBody>(value)?.amount
+        super::json_bytes::<RefundBody>(&body)?.amount
     };
     let outcome = state
         .checkouts
