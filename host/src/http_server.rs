@@ -198,7 +198,14 @@ async fn serve_connection(
         conn.as_mut().graceful_shutdown();
     }
     loop {
-        let deadline = activity.last() + options.idle_timeout;
+        // While a request is in flight the connection is not idle: look
+        // again one idle period later (its end restarts the idle clock), so
+        // a long request never makes this loop spin on a past deadline.
+        let deadline = if activity.in_flight.load(Ordering::SeqCst) > 0 {
+            Instant::now() + options.idle_timeout
+        } else {
+            activity.last() + options.idle_timeout
+        };
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
