@@ -420,6 +420,49 @@ mod tests {
         received
     }
 
+    /// A request in flight longer than the idle timeout is not cut off:
+    /// the connection is idle only once its response is sent.
+    #[tokio::test]
+    async fn a_long_request_outlives_the_idle_timeout() {
+        let release = Arc::new(Notify::new());
+        let router = {
+            let release = release.clone();
+            Router::new().route(
+                "/slow",
+                get(move || async move {
+                    release.notified().await;
+                    "done"
+                }),
+            )
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let options = HttpOptions {
+            idle_timeout: Duration::from_secs(1),
+            ..HttpOptions::default()
+        };
+        let server = tokio::spawn(serve_http(
+            listener,
+            router,
+            options,
+            std::future::pending(),
+        ));
+        let mut busy = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        busy.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        // Two idle periods pass with the request in flight: the connection
+        // must stay open (a read that ends would mean it was closed).
+        let mut buf = [0u8; 64];
+        let early = tokio::time::timeout(Duration::from_millis(2500), busy.read(&mut buf)).await;
+        assert!(early.is_err(), "closed or answered early: {early:?}");
+        release.notify_one();
+        let answer = String::from_utf8(eof(&mut busy).await).expect("utf-8");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("done"), "{answer}");
+        server.abort();
+    }
+
     /// Shutdown closes an idle connection at once, lets an in-flight
     /// request finish with its response, then returns.
     #[tokio::test]
