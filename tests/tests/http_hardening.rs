@@ -207,21 +207,43 @@ async fn a_slow_header_connection_is_closed_after_the_header_timeout() {
 #[tokio::test]
 async fn a_partial_body_is_answered_408_and_closed() {
     let app = sqlite_app(short(10, 1, 60, 64)).await;
-    let mut stream = connect(&app).await;
-    let started = Instant::now();
-    stream
-        .write_all(
-            format!(
-                "POST /admin/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
-                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
+    let (_, key) = app.new_tenant("Slow bodies").await;
+    // An operator write, and a tenant write whose body the Idempotency-Key
+    // layer reads first.
+    for (auth, extra) in [
+        (ADMIN_TOKEN.to_string(), ""),
+        (key.clone(), "Idempotency-Key: slow-1\r\n"),
+    ] {
+        let path = if extra.is_empty() {
+            "/admin/tenants"
+        } else {
+            "/v1/orders"
+        };
+        let mut stream = connect(&app).await;
+        let started = Instant::now();
+        stream
+            .write_all(
+                format!(
+                    "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {auth}\r\n{extra}\
+                     Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
+                )
+                .as_bytes(),
             )
-            .as_bytes(),
+            .await
+            .expect("write");
+        let raw = Raw::parse(&read_until_closed(&mut stream, BOUND).await);
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        assert_json_error(&raw, 408, "body_timeout");
+    }
+    // The key was never taken: the same key with a whole body works.
+    let (status, order) = app
+        .send(
+            app.request(reqwest::Method::POST, "/v1/orders", Some(&key))
+                .header("idempotency-key", "slow-1")
+                .json(&serde_json::json!({"kind": "manual", "currency": "USD", "items": [{"amount": 5}]})),
         )
-        .await
-        .expect("write");
-    let raw = Raw::parse(&read_until_closed(&mut stream, BOUND).await);
-    assert!(started.elapsed() >= Duration::from_millis(900));
-    assert_json_error(&raw, 408, "body_timeout");
+        .await;
+    assert_eq!(status, 201, "{order}");
     app.finish().await;
 }
 
