@@ -80,6 +80,8 @@ pub struct Config {
     /// completion in its own task even if its client hangs up; beyond this
     /// a mutation waits briefly for a slot, then gets 503 `server_busy`.
     pub max_mutations_in_progress: usize,
+    /// `[http]`: connection timeouts and cap.
+    pub http: HttpConfig,
 }
 
 impl fmt::Debug for Config {
@@ -101,6 +103,7 @@ impl fmt::Debug for Config {
             .field("redis_url", &url(&self.redis_url))
             .field("max_body_kib", &self.max_body_kib)
             .field("max_mutations_in_progress", &self.max_mutations_in_progress)
+            .field("http", &self.http)
             .finish()
     }
 }
@@ -152,6 +155,34 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `[http]`: what a client connection may hold. See
+/// [`crate::http_server`] for how each limit is enforced.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// A request head must arrive within this, seconds.
+    pub header_read_timeout_secs: u64,
+    /// A request body must arrive within this of its head, seconds.
+    pub body_read_timeout_secs: u64,
+    /// A connection with no request in progress is closed after this
+    /// long without receiving anything, seconds.
+    pub idle_timeout_secs: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        let d = crate::http_server::HttpOptions::default();
+        HttpConfig {
+            header_read_timeout_secs: d.header_read_timeout.as_secs(),
+            body_read_timeout_secs: d.body_read_timeout.as_secs(),
+            idle_timeout_secs: d.idle_timeout.as_secs(),
+            max_connections: d.max_connections,
+        }
+    }
+}
+
 /// `[providers.<id>]`: operator settings for one provider.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -189,6 +220,7 @@ impl Default for Config {
             redis_url: None,
             max_body_kib: 64,
             max_mutations_in_progress: DEFAULT_MAX_MUTATIONS,
+            http: HttpConfig::default(),
         }
     }
 }
@@ -270,6 +302,14 @@ impl Config {
             "MAX_MUTATIONS_IN_PROGRESS" => {
                 self.max_mutations_in_progress = parse(value).map_err(bad)?
             }
+            "HTTP_HEADER_READ_TIMEOUT_SECS" => {
+                self.http.header_read_timeout_secs = parse(value).map_err(bad)?;
+            }
+            "HTTP_BODY_READ_TIMEOUT_SECS" => {
+                self.http.body_read_timeout_secs = parse(value).map_err(bad)?;
+            }
+            "HTTP_IDLE_TIMEOUT_SECS" => self.http.idle_timeout_secs = parse(value).map_err(bad)?,
+            "HTTP_MAX_CONNECTIONS" => self.http.max_connections = parse(value).map_err(bad)?,
             // Variables for other tools (tests, logging) share the prefix.
             _ if key.starts_with("TEST_") || matches!(key, "LOG" | "SKIP_COMPONENT_BUILD") => {}
             _ => return Err(bad("unknown setting".into())),
@@ -300,6 +340,7 @@ impl Config {
         if self.max_mutations_in_progress == 0 {
             return Err(invalid("max_mutations_in_progress", "must be > 0"));
         }
+        self.http.validate()?;
         if let Some(t) = &self.admin_token
             && t.expose().len() < 16
         {
@@ -333,6 +374,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The server loop's limits described by `[http]`.
+    pub fn http_options(&self) -> crate::http_server::HttpOptions {
+        crate::http_server::HttpOptions {
+            header_read_timeout: Duration::from_secs(self.http.header_read_timeout_secs),
+            body_read_timeout: Duration::from_secs(self.http.body_read_timeout_secs),
+            idle_timeout: Duration::from_secs(self.http.idle_timeout_secs),
+            max_connections: self.http.max_connections,
+        }
     }
 
     /// The sandbox limits described by `[limits]`.
@@ -404,9 +455,74 @@ impl Config {
     }
 }
 
+impl HttpConfig {
+    /// Every timeout 1 s to 1 h (0 would close every connection at once, and
+    /// an unbounded one is what the timeouts exist to prevent);
+    /// `max_connections` 1 to 1,000,000.
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, secs) in [
+            (
+                "http.header_read_timeout_secs",
+                self.header_read_timeout_secs,
+            ),
+            ("http.body_read_timeout_secs", self.body_read_timeout_secs),
+            ("http.idle_timeout_secs", self.idle_timeout_secs),
+        ] {
+            if !(1..=3600).contains(&secs) {
+                return Err(ConfigError::Invalid {
+                    key: key.into(),
+                    message: format!("must be 1 to 3600 seconds, not {secs}"),
+                });
+            }
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(ConfigError::Invalid {
+                key: "http.max_connections".into(),
+                message: format!("must be 1 to 1000000, not {}", self.max_connections),
+            });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_section_layers_and_validates() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(
+            c.http_options().header_read_timeout,
+            Duration::from_secs(10)
+        );
+        let f = write("[http]\nidle_timeout_secs = 7\nmax_connections = 3\n");
+        let env = vec![(
+            "PAYHOST_HTTP_HEADER_READ_TIMEOUT_SECS".to_string(),
+            "4".to_string(),
+        )];
+        let c = Config::load(Some(&f.0), env).unwrap();
+        let o = c.http_options();
+        assert_eq!(o.idle_timeout, Duration::from_secs(7));
+        assert_eq!(o.header_read_timeout, Duration::from_secs(4));
+        assert_eq!(o.max_connections, 3);
+
+        let f = write("[http]\nbody_read_timeout_secs = 0\n");
+        let err = Config::load(Some(&f.0), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.body_read_timeout_secs"), "{err}");
+        let f = write("[http]\nmax_connections = 0\n");
+        let err = Config::load(Some(&f.0), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.max_connections"), "{err}");
+        let f = write("[http]\nheader_timeout = 3\n");
+        let err = Config::load(Some(&f.0), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("header_timeout"), "{err}");
+    }
 
     #[test]
     fn debug_hides_url_passwords_and_secrets() {

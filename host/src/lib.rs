@@ -13,6 +13,7 @@ pub mod checkout;
 pub mod cli;
 pub mod config;
 pub mod gateways;
+pub mod http_server;
 pub mod ledger;
 pub mod runtime;
 pub mod sandbox;

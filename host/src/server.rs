@@ -180,9 +180,13 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "payhost listening");
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    crate::http_server::serve_http(
+        listener,
+        api::router(state),
+        config.http_options(),
+        shutdown_signal(),
+    )
+    .await?;
     // Mutations whose clients hung up still run in their own tasks: let them
     // finish (book, store their idempotent response) before the process ends.
     if !mutations.idle(SHUTDOWN_DRAIN).await {

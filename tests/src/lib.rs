@@ -327,9 +327,18 @@ pub struct TestApp {
 impl TestApp {
     /// Start the service on `db` (already migrated by `TestDb`).
     pub async fn spawn(db: payhost::store::testing::TestDb) -> TestApp {
+        TestApp::spawn_with(db, payhost::http_server::HttpOptions::default()).await
+    }
+
+    /// [`TestApp::spawn`] with the server loop's limits set by the test
+    /// (short timeouts, a small connection cap).
+    pub async fn spawn_with(
+        db: payhost::store::testing::TestDb,
+        http: payhost::http_server::HttpOptions,
+    ) -> TestApp {
         let store = db.store().clone();
         let url = db.url().to_string();
-        let mut app = TestApp::start(store, &url).await;
+        let mut app = TestApp::start(store, &url, http).await;
         app.db = Some(db);
         app
     }
@@ -338,7 +347,12 @@ impl TestApp {
     /// "host" behind the load balancer). Its database is not dropped on
     /// `finish`; the first instance owns it.
     pub async fn sibling(&self, database_url: &str) -> TestApp {
-        TestApp::start(self.store.clone(), database_url).await
+        TestApp::start(
+            self.store.clone(),
+            database_url,
+            payhost::http_server::HttpOptions::default(),
+        )
+        .await
     }
 
     /// The database URL this app uses (for [`TestApp::sibling`]).
@@ -346,7 +360,11 @@ impl TestApp {
         self.db.as_ref().map(|d| d.url().to_string())
     }
 
-    async fn start(store: payhost::store::Store, url: &str) -> TestApp {
+    async fn start(
+        store: payhost::store::Store,
+        url: &str,
+        http: payhost::http_server::HttpOptions,
+    ) -> TestApp {
         let backend = match store.backend() {
             payhost::store::Backend::Sqlite => "sqlite",
             payhost::store::Backend::Postgres => "postgres",
@@ -365,7 +383,12 @@ impl TestApp {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let mutations = state.mutations.clone();
         let server = tokio::spawn(async move {
-            axum_serve(listener, payhost::api::router(state)).await;
+            let router = payhost::api::router(state);
+            let forever = std::future::pending::<()>();
+            if let Err(e) = payhost::http_server::serve_http(listener, router, http, forever).await
+            {
+                tracing::error!("test server stopped: {e}");
+            }
         });
         TestApp {
             base,
@@ -515,8 +538,4 @@ fn shared_master_key() -> String {
     static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     KEY.get_or_init(payhost::gateways::Vault::generate_key)
         .clone()
-}
-
-async fn axum_serve(listener: tokio::net::TcpListener, router: axum::Router) {
-    let _ = axum::serve(listener, router).await;
 }

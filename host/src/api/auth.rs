@@ -122,13 +122,9 @@ pub async fn idempotency(
         .cloned()
         .ok_or_else(|| ApiError::internal("idempotency", "layer ordered before tenant auth"))?;
     let (parts, body) = request.into_parts();
-    let bytes = to_bytes(body, state.max_body_bytes).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "request body is too large",
-        )
-    })?;
+    let bytes = to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|e| super::error::body_read_error(&e))?;
     let hash = RequestHash::of(parts.method.as_str(), parts.uri.path(), &bytes);
     match idempotency::begin(&state.store, &tenant.tenant, &key, &hash).await {
         Ok(Begin::Fresh) => {}

@@ -52,6 +52,15 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// 413 `body_too_large`.
+    pub fn body_too_large() -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "request body is too large",
+        )
+    }
+
     /// 422 `validation_failed`.
     pub fn validation(message: impl Into<String>) -> ApiError {
         ApiError::new(
@@ -146,11 +155,39 @@ pub fn from_json_rejection(rejection: axum::extract::rejection::JsonRejection) -
             "unsupported_media_type",
             "expected Content-Type: application/json",
         ),
-        R::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "request body is too large",
-        ),
+        R::BytesRejection(e) => from_bytes_rejection(&e),
         other => ApiError::bad_request(other.body_text()),
     }
+}
+
+/// A request body that could not be read: too large (413 `body_too_large`),
+/// not in time (408 `body_timeout`), or cut off (400 `body_unreadable`).
+pub fn from_bytes_rejection(rejection: &axum::extract::rejection::BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::body_too_large();
+    }
+    body_read_error(rejection)
+}
+
+/// [`from_bytes_rejection`] for any error of reading a body.
+pub fn body_read_error(error: &(dyn std::error::Error + 'static)) -> ApiError {
+    if crate::http_server::is_body_timeout(error) {
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the request body did not arrive in time",
+        );
+    }
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return ApiError::body_too_large();
+        }
+        current = e.source();
+    }
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "body_unreadable",
+        "the request body could not be read",
+    )
 }

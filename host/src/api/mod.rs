@@ -26,9 +26,11 @@ use crate::tenancy::{ApiKeyHash, ResolvedApiKey, TenantResolver};
 
 mod auth;
 mod detach;
+mod edge;
 mod error;
 mod errors_from;
 mod operator;
+mod strict_json;
 mod tenant;
 
 pub use auth::TenantCtx;
@@ -71,16 +73,79 @@ impl AppState {
 }
 
 /// A JSON body whose rejections (syntax, types, size, content type) become
-/// [`ApiError`]s with stable codes.
+/// [`ApiError`]s with stable codes. A struct anywhere in `T` accepts only a
+/// JSON object (never serde's array-of-fields form): 422
+/// `validation_failed` naming the path otherwise.
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(JsonBody(value)),
+        match Json::<strict_json::UniqueKeys>::from_request(req, state).await {
+            Ok(Json(strict_json::UniqueKeys(value))) => json_value(value).map(JsonBody),
             Err(rejection) => Err(from_json_rejection(rejection)),
+        }
+    }
+}
+
+/// `value` as a `T`, objects staying objects (see [`JsonBody`]).
+fn json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    strict_json::from_value(value).map_err(ApiError::validation)
+}
+
+/// JSON text as a `T` under [`JsonBody`]'s rules, for a body read by
+/// hand: 400 `malformed_json` for bad syntax, 422 otherwise.
+pub(crate) fn json_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let strict_json::UniqueKeys(value) = serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_data() {
+            ApiError::validation(e.to_string())
+        } else {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "malformed_json",
+                e.to_string(),
+            )
+        }
+    })?;
+    json_value(value)
+}
+
+/// A raw request body, for endpoints whose body is optional; read errors
+/// become [`ApiError`]s (413 `body_too_large`, 408 `body_timeout`).
+pub struct RawBody(pub bytes::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match bytes::Bytes::from_request(req, state).await {
+            Ok(b) => Ok(RawBody(b)),
+            Err(rejection) => Err(error::from_bytes_rejection(&rejection)),
+        }
+    }
+}
+
+/// Path parameters whose rejections (a segment that is not UTF-8 once
+/// percent-decoded, a wrong count) become 400 `bad_path`.
+pub struct PathParam<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts<S>
+    for PathParam<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(PathParam(value)),
+            Err(rejection) => Err(ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "bad_path",
+                rejection.body_text(),
+            )),
         }
     }
 }
@@ -123,6 +188,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/audit", get(operator::audit_log))
         .route("/admin/providers", get(operator::providers))
+        // Inside authentication: a mutation runs in its own task.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            detach::detach_operator_mutation,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::operator_auth,
@@ -146,6 +216,12 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::idempotency,
         ))
+        // Inside authentication, outside idempotency: a mutation, its
+        // idempotent response included, runs in its own task.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            detach::detach_tenant_mutation,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::tenant_auth,
@@ -156,13 +232,15 @@ pub fn router(state: AppState) -> Router {
         .merge(operator)
         .merge(tenant)
         .fallback(|| async { ApiError::not_found("route_not_found", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        // Outermost, so authentication, idempotency and the handler of a
-        // mutation all run in its task.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            detach::detach_mutations,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), edge::edge))
         .with_state(state)
 }
 

@@ -2,12 +2,12 @@
 //! audit log, loaded providers.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, JsonBody, QueryParams};
+use super::{ApiError, AppState, JsonBody, PathParam, QueryParams};
 use crate::audit::{self, Actor, AuditFilter};
 use crate::store::{ApiKeyId, TenantId};
 use crate::tenancy::{self, Domain, DomainChange, PlanName, Tenant, TenantName};
@@ -69,7 +69,7 @@ pub async fn create_tenant(
 /// `GET /admin/tenants/{id}`
 pub async fn get_tenant(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = existing(&state, &id).await?;
     let domains = tenancy::list_domains(&state.store, &tenant.id).await?;
@@ -93,7 +93,7 @@ async fn invalidate(state: &AppState, change: &DomainChange) {
 /// `POST /admin/tenants/{id}/domains`: attach a custom domain or subdomain.
 pub async fn attach_domain(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     JsonBody(body): JsonBody<NewDomain>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let tenant = existing(&state, &id).await?;
@@ -117,7 +117,7 @@ pub async fn attach_domain(
 /// `DELETE /admin/tenants/{id}/domains/{domain}`
 pub async fn detach_domain(
     State(state): State<AppState>,
-    Path((id, domain)): Path<(String, String)>,
+    PathParam((id, domain)): PathParam<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = existing(&state, &id).await?;
     let domain = Domain::parse(&domain)?;
@@ -146,7 +146,7 @@ pub struct NewKey {
 /// `POST /admin/tenants/{id}/api-keys`: the key is in this response only.
 pub async fn issue_key(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     JsonBody(body): JsonBody<NewKey>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let tenant = existing(&state, &id).await?;
@@ -175,7 +175,7 @@ pub async fn issue_key(
 /// `DELETE /admin/tenants/{id}/api-keys/{key_id}`
 pub async fn revoke_key(
     State(state): State<AppState>,
-    Path((id, key_id)): Path<(String, String)>,
+    PathParam((id, key_id)): PathParam<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = existing(&state, &id).await?;
     let key = ApiKeyId::parse(&key_id)

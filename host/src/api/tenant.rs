@@ -4,19 +4,20 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::{Json, response::IntoResponse, response::Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, JsonBody, QueryParams, TenantCtx};
+use super::{ApiError, AppState, JsonBody, PathParam, QueryParams, RawBody, TenantCtx};
 use crate::checkout::{
     CartItem, CheckoutOutcome, CheckoutRequest, GatewayLessOrder, RefundOutcome,
 };
 use crate::gateways::GatewayInput;
 use crate::ledger::{self, Entitlement, LedgerRow, Order, OrderKind, PaymentFilter};
 use crate::runtime::contract::{CaptureMode, Customer};
+use crate::store::domain::ClientText;
 use crate::store::{Currency, OrderId, PaymentId, ProviderId};
 
 /// The client's `Idempotency-Key`, for deriving gateway keys.
@@ -86,18 +87,37 @@ fn yes() -> bool {
     true
 }
 
+/// Most currencies one gateway setting may list.
+const MAX_GATEWAY_CURRENCIES: usize = 50;
+
+/// A gateway's currencies: each ISO-4217, duplicates dropped (first
+/// occurrence kept, so the order stays the client's), at most
+/// [`MAX_GATEWAY_CURRENCIES`].
+fn currency_list(raw: &[String]) -> Result<Vec<Currency>, ApiError> {
+    let mut out: Vec<Currency> = Vec::new();
+    for (i, c) in raw.iter().enumerate() {
+        let c = Currency::parse(c)
+            .map_err(|e| ApiError::validation(format!("currencies[{i}]: {}", e.reason)))?;
+        if !out.contains(&c) {
+            out.push(c);
+        }
+        if out.len() > MAX_GATEWAY_CURRENCIES {
+            return Err(ApiError::validation(format!(
+                "currencies: at most {MAX_GATEWAY_CURRENCIES} distinct currencies"
+            )));
+        }
+    }
+    Ok(out)
+}
+
 /// `PUT /v1/gateways/{provider}`: validated live before it is stored.
 pub async fn save_gateway(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
-    Path(provider): Path<String>,
+    PathParam(provider): PathParam<String>,
     JsonBody(body): JsonBody<GatewayBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let currencies = body
-        .currencies
-        .iter()
-        .map(|c| Currency::parse(c))
-        .collect::<Result<Vec<_>, _>>()?;
+    let currencies = currency_list(&body.currencies)?;
     let view = state
         .gateways
         .save(
@@ -129,7 +149,7 @@ pub async fn list_gateways(
 pub async fn delete_gateway(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
-    Path(provider): Path<String>,
+    PathParam(provider): PathParam<String>,
 ) -> Result<StatusCode, ApiError> {
     if state
         .gateways
@@ -197,7 +217,6 @@ fn items(items: &[ItemBody]) -> Result<Vec<CartItem>, ApiError> {
         .iter()
         .enumerate()
         .map(|(i, it)| {
-            let _ = &it.product;
             Ok(CartItem {
                 unit_amount: it.amount,
                 quantity: it.quantity,
@@ -210,6 +229,71 @@ fn items(items: &[ItemBody]) -> Result<Vec<CartItem>, ApiError> {
             })
         })
         .collect()
+}
+
+/// Longest customer id, e-mail and name; product name; carrier; external
+/// reference; bulk user id (characters). Documented in the README.
+const CUSTOMER_ID_MAX: usize = 255;
+const EMAIL_MAX: usize = 254;
+const NAME_MAX: usize = 200;
+const PRODUCT_MAX: usize = 200;
+const CARRIER_MAX: usize = 100;
+const EXTERNAL_REFERENCE_MAX: usize = 255;
+const BULK_USER_MAX: usize = 255;
+
+/// `raw` as validated client text (see [`ClientText`]); the 422 names `field`.
+fn client_text(field: &str, raw: &str, max_chars: usize) -> Result<String, ApiError> {
+    ClientText::parse("field", raw, max_chars)
+        .map(String::from)
+        .map_err(|e| ApiError::validation(format!("{field}: {}", e.reason)))
+}
+
+fn opt_text(field: &str, raw: Option<&str>, max_chars: usize) -> Result<Option<String>, ApiError> {
+    raw.map(|r| client_text(field, r, max_chars)).transpose()
+}
+
+fn customer(c: Option<&CustomerBody>) -> Result<Option<Customer>, ApiError> {
+    c.map(|c| {
+        Ok(Customer {
+            id: opt_text("customer.id", c.id.as_deref(), CUSTOMER_ID_MAX)?,
+            email: opt_text("customer.email", c.email.as_deref(), EMAIL_MAX)?,
+            name: opt_text("customer.name", c.name.as_deref(), NAME_MAX)?,
+        })
+    })
+    .transpose()
+}
+
+/// What the order keeps of the client's descriptive fields:
+/// `items[i].product` as `metadata.items[i].product` (present when any item
+/// names one), `shipping.carrier` as `metadata.shipping.carrier`.
+fn descriptive_metadata(
+    items: &[ItemBody],
+    shipping: Option<&ShippingBody>,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let mut metadata = serde_json::Map::new();
+    let products = items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| {
+            opt_text(
+                &format!("items[{i}].product"),
+                it.product.as_deref(),
+                PRODUCT_MAX,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if products.iter().any(Option::is_some) {
+        let items: Vec<Value> = products
+            .into_iter()
+            .map(|p| p.map_or_else(|| json!({}), |p| json!({ "product": p })))
+            .collect();
+        metadata.insert("items".into(), Value::Array(items));
+    }
+    if let Some(carrier) = shipping.and_then(|s| s.carrier.as_deref()) {
+        let carrier = client_text("shipping.carrier", carrier, CARRIER_MAX)?;
+        metadata.insert("shipping".into(), json!({ "carrier": carrier }));
+    }
+    Ok(metadata)
 }
 
 /// `POST /v1/checkouts`: routed by currency and priority; 201 when paid or
@@ -230,22 +314,17 @@ pub async fn create_checkout(
             )));
         }
     };
-    if let Some(s) = &body.shipping {
-        let _ = &s.carrier;
-    }
+    let metadata = descriptive_metadata(&body.items, body.shipping.as_ref())?;
     let request = CheckoutRequest {
         currency,
         items: items(&body.items)?,
         shipping: body.shipping.as_ref().map(|s| s.amount),
-        customer: body.customer.map(|c| Customer {
-            id: c.id,
-            email: c.email,
-            name: c.name,
-        }),
+        customer: customer(body.customer.as_ref())?,
         payment_method: body.payment_method,
         return_url: body.return_url,
         capture,
         idempotency_key: idempotency_key(&headers),
+        metadata,
     };
     let outcome = state.checkouts.checkout(&t.tenant, request).await?;
     let (status, body) = match &outcome {
@@ -264,7 +343,7 @@ pub async fn create_checkout(
 pub async fn get_order(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<Value>, ApiError> {
     let not_found = || ApiError::not_found("order_not_found", "no such order");
     let id = OrderId::parse(&id).map_err(|_| not_found())?;
@@ -282,7 +361,7 @@ pub struct OrderBody {
     kind: String,
     currency: String,
     items: Vec<ItemBody>,
-    customer: Option<Value>,
+    customer: Option<CustomerBody>,
     external_reference: Option<String>,
 }
 
@@ -303,17 +382,25 @@ pub async fn create_order(
         }
     };
     let currency = Currency::parse(&body.currency)?;
+    let customer = customer(body.customer.as_ref())?
+        .map(|c| json!({"id": c.id, "email": c.email, "name": c.name}))
+        .unwrap_or(Value::Null);
+    let order = GatewayLessOrder {
+        items: items(&body.items)?,
+        customer,
+        external_ref: opt_text(
+            "external_reference",
+            body.external_reference.as_deref(),
+            EXTERNAL_REFERENCE_MAX,
+        )?,
+        metadata: descriptive_metadata(&body.items, None)?,
+    };
     let (order, rows) = state
         .checkouts
-        .gateway_less(
-            &t.tenant,
-            kind,
-            currency,
-            &items(&body.items)?,
-            body.customer.unwrap_or(Value::Null),
-            body.external_reference.as_deref(),
-        )
-        .await?;
+        .gateway_less_many(&t.tenant, kind, currency, std::slice::from_ref(&order))
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::internal("create order", "nothing was booked"))?;
     Ok((StatusCode::CREATED, Json(order_json(&order, &rows))))
 }
 
@@ -345,6 +432,7 @@ pub async fn create_bulk_orders(
     }
     // Validate every entry before booking any.
     let mut plans = Vec::with_capacity(body.users.len());
+    let mut users = Vec::with_capacity(body.users.len());
     for (i, u) in body.users.iter().enumerate() {
         plans.push(
             Entitlement::parse(&u.user_plan)
@@ -355,22 +443,26 @@ pub async fn create_bulk_orders(
                 "users[{i}].amount must be positive"
             )));
         }
-        if u.user.trim().is_empty() {
-            return Err(ApiError::validation(format!("users[{i}].user is empty")));
-        }
+        users.push(client_text(
+            &format!("users[{i}].user"),
+            &u.user,
+            BULK_USER_MAX,
+        )?);
     }
     let orders: Vec<GatewayLessOrder> = body
         .users
         .iter()
         .zip(plans)
-        .map(|(u, plan)| GatewayLessOrder {
+        .zip(users)
+        .map(|((u, plan), user)| GatewayLessOrder {
             items: vec![CartItem {
                 unit_amount: u.amount,
                 quantity: 1,
                 user_plan: Some(plan),
             }],
-            customer: json!({"id": u.user}),
+            customer: json!({ "id": user }),
             external_ref: None,
+            metadata: serde_json::Map::new(),
         })
         .collect();
     // One transaction: every user's order is booked, or none is.
@@ -399,9 +491,9 @@ pub struct RefundBody {
 pub async fn refund(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = PaymentId::parse(&id)
         .map_err(|_| ApiError::not_found("payment_not_found", "no such payment"))?;
@@ -409,15 +501,7 @@ pub async fn refund(
     let amount = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        serde_json::from_slice::<RefundBody>(&body)
-            .map_err(|e| {
-                if e.is_data() {
-                    ApiError::validation(e.to_string())
-                } else {
-                    ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string())
-                }
-            })?
-            .amount
+        super::json_bytes::<RefundBody>(&body)?.amount
     };
     let outcome = state
         .checkouts
@@ -462,7 +546,7 @@ pub async fn refund(
 pub async fn get_payment(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<Value>, ApiError> {
     let not_found = || ApiError::not_found("payment_not_found", "no such payment");
     let id = PaymentId::parse(&id).map_err(|_| not_found())?;

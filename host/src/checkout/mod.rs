@@ -44,6 +44,9 @@ pub struct GatewayLessOrder {
     pub customer: serde_json::Value,
     /// The outside system's reference, for external orders.
     pub external_ref: Option<String>,
+    /// The client's descriptive fields (product names), kept in the
+    /// order's metadata.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What a checkout asks for.
@@ -62,6 +65,9 @@ pub struct CheckoutRequest {
     /// (even as a new order) replays the first charge instead of making a
     /// second one.
     pub idempotency_key: Option<String>,
+    /// The client's descriptive fields (product names, carrier), kept in
+    /// the order's metadata.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The longest a checkout runs. Shorter than the `Idempotency-Key`
@@ -285,8 +291,9 @@ fn payment_request(tenant: &TenantId, request: &CheckoutRequest, order: &Order) 
 /// resumes the order only if the gateway would see the same request.
 fn checkout_metadata(request: &CheckoutRequest, customer: &serde_json::Value) -> serde_json::Value {
     use sha2::{Digest, Sha256};
+    let mut metadata = request.metadata.clone();
     if request.idempotency_key.is_none() {
-        return serde_json::json!({});
+        return serde_json::Value::Object(metadata);
     }
     let capture = match request.capture {
         CaptureMode::Automatic => "automatic",
@@ -299,7 +306,11 @@ fn checkout_metadata(request: &CheckoutRequest, customer: &serde_json::Value) ->
         "customer": customer,
     });
     let digest = Sha256::digest(sent.to_string().as_bytes());
-    serde_json::json!({"checkout_fingerprint": hex::encode(&digest[..16])})
+    metadata.insert(
+        "checkout_fingerprint".into(),
+        hex::encode(&digest[..16]).into(),
+    );
+    serde_json::Value::Object(metadata)
 }
 
 fn provider_failure<E: std::fmt::Debug>(e: &CallError<E>) -> CheckoutError {
@@ -816,6 +827,7 @@ impl Checkouts {
             items: items.to_vec(),
             customer,
             external_ref: external_ref.map(str::to_owned),
+            metadata: serde_json::Map::new(),
         };
         let mut booked = self
             .gateway_less_many(tenant, kind, currency, std::slice::from_ref(&order))
@@ -854,10 +866,11 @@ impl Checkouts {
                 }
                 other => other,
             })?;
-            let metadata = match &entry.external_ref {
-                Some(r) => serde_json::json!({"external_reference": r}),
-                None => serde_json::json!({}),
-            };
+            let mut metadata = entry.metadata.clone();
+            if let Some(r) = &entry.external_ref {
+                metadata.insert("external_reference".into(), r.as_str().into());
+            }
+            let metadata = serde_json::Value::Object(metadata);
             let order = ledger::create_order_in(
                 &mut tx,
                 tenant,
@@ -1205,6 +1218,7 @@ mod tests {
             }],
             customer: serde_json::json!({ "id": format!("user-{n}") }),
             external_ref: None,
+            metadata: serde_json::Map::new(),
         }
     }
 

@@ -298,6 +298,57 @@ pub const MAX_LINE_MINOR: i64 = 100_000_000_000;
 
 /// Largest total of one order (the sum of its lines), in minor units (10^12).
 pub const MAX_ORDER_MINOR: i64 = 1_000_000_000_000;
+/// Short text a client supplies and the host stores or shows: a customer's
+/// id, e-mail or name, a product name, a carrier, a bulk user id, an
+/// external reference, a key label.
+///
+/// Invariant: trimmed, 1 to the caller's maximum characters, no control
+/// character (C0 including NUL, ESC and newlines, DEL, C1), so it can go into
+/// a log line, a header or a CSV export unescaped without forging a line.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
+pub struct ClientText(String);
+
+impl ClientText {
+    /// Validates `raw` as the field `what` (named in the error), at most
+    /// `max_chars` characters once trimmed.
+    pub fn parse(what: &'static str, raw: &str, max_chars: usize) -> Result<Self, ParseError> {
+        let text = raw.trim();
+        if text.is_empty() {
+            return Err(ParseError::new(what, "must not be blank"));
+        }
+        if text.chars().count() > max_chars {
+            return Err(ParseError::new(
+                what,
+                format!("must be at most {max_chars} characters"),
+            ));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(ParseError::new(
+                what,
+                "must not contain control characters (NUL, ESC, newlines, …)",
+            ));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The text as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ClientText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientText({:?})", self.0)
+    }
+}
+
+impl From<ClientText> for String {
+    fn from(t: ClientText) -> String {
+        t.0
+    }
+}
 
 /// An amount of money: integer minor units (cents) plus its currency. Never a float.
 ///
@@ -395,6 +446,29 @@ mod tests {
         assert!(Money::positive(0, eur).is_err());
         assert!(Money::positive(-5, eur).is_err());
         assert_eq!(Money::positive(5, eur).map(|m| m.minor), Ok(5));
+    }
+
+    #[test]
+    fn client_text_refuses_controls_blanks_and_overlong() {
+        assert_eq!(
+            ClientText::parse("customer name", "  Ada  ", 10).map(|t| t.as_str().to_owned()),
+            Ok("Ada".into())
+        );
+        for bad in [
+            "a\0b",
+            "a\u{1b}[31m",
+            "a\nb",
+            "a\rb",
+            "a\u{7f}",
+            "a\u{85}b",
+            "   ",
+            "",
+        ] {
+            let err = ClientText::parse("customer name", bad, 10).unwrap_err();
+            assert_eq!(err.what, "customer name", "{bad:?}");
+        }
+        assert!(ClientText::parse("x", &"é".repeat(10), 10).is_ok());
+        assert!(ClientText::parse("x", &"é".repeat(11), 10).is_err());
     }
 
     #[test]

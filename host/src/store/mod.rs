@@ -20,6 +20,7 @@
 //! booleans are read through a helper because SQLite returns them as integers.
 
 pub mod domain;
+mod files;
 pub mod gateways;
 pub mod idempotency;
 mod migrate;
@@ -335,6 +336,7 @@ impl Store {
         let connect_options: AnyConnectOptions = url.parse().map_err(StoreError::Connect)?;
 
         if backend == Backend::Sqlite && !memory {
+            files::create_private_sqlite_file(&url)?;
             // journal_mode is persistent in the file and needs an exclusive lock
             // (which busy_timeout cannot wait for), so set it once, alone.
             let mut conn = AnyConnection::connect_with(&connect_options)

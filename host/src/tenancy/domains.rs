@@ -11,7 +11,11 @@ use super::{TenancyError, TenantId, tenant_fk};
 use crate::store::{ParseError, Store, StoreError, UnixMillis, get_parsed, per_backend};
 
 /// A host name, lower-cased, without port or trailing dot: 1–253 characters,
-/// dot-separated labels of `[a-z0-9-]` (1–63 each, no leading/trailing `-`).
+/// at least two dot-separated labels of `[a-z0-9-]` (1–63 each, no
+/// leading/trailing `-`), whose last label (the TLD) is not all digits (so no
+/// IPv4 literal). A bare TLD such as `com`, a single label such as
+/// `localhost`, or an address is not a name a tenant can own. (Subdomains of
+/// `localhost`, such as `acme.localhost`, stay valid for development.)
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Domain(String);
@@ -29,11 +33,13 @@ impl Domain {
                 && l.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         };
-        if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        let tld = name.rsplit('.').next().unwrap_or_default();
+        let public = name.contains('.') && !tld.bytes().all(|b| b.is_ascii_digit());
+        if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) || !public {
             return Err(ParseError::new(
                 "domain",
                 format!(
-                    "`{}` is not a valid host name",
+                    "`{}` is not a valid host name (two or more labels, not an IP address)",
                     raw.chars().take(80).collect::<String>()
                 ),
             ));

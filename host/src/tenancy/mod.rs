@@ -99,16 +99,10 @@ impl TenantStatus {
 pub struct TenantName(String);
 
 impl TenantName {
-    /// Validates (and trims) a name.
+    /// Validates (and trims) a name: the rules of client text
+    /// ([`crate::store::domain::ClientText`]), at most 200 characters.
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        let name = raw.trim();
-        if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-            return Err(ParseError::new(
-                "tenant name",
-                "must be 1-200 characters without control characters",
-            ));
-        }
-        Ok(Self(name.to_owned()))
+        crate::store::domain::ClientText::parse("tenant name", raw, 200).map(|t| Self(t.into()))
     }
 
     /// The name.

@@ -327,6 +327,20 @@ fn domain_and_name_validation() {
     assert!(Domain::parse("a..b").is_err());
     assert!(Domain::parse("").is_err());
     assert!(Domain::parse("has space.com").is_err());
+    for not_a_host_name in [
+        "com",
+        "localhost",
+        "127.0.0.1",
+        "10.0.0.1.",
+        "[::1]",
+        "a.b.123",
+    ] {
+        assert!(Domain::parse(not_a_host_name).is_err(), "{not_a_host_name}");
+    }
+    assert!(Domain::parse(&format!("{}.com", "a".repeat(63))).is_ok());
+    assert!(Domain::parse(&format!("{}.com", "a".repeat(64))).is_err());
+    let long = format!("{}.com", vec!["a".repeat(62); 4].join("."));
+    assert!(long.len() > 253 && Domain::parse(&long).is_err());
     assert_eq!(
         Domain::from_host_header("acme.localhost:3000").map(String::from),
         Ok("acme.localhost".into())
