@@ -34,9 +34,9 @@ use super::{
     RefundSummary, Source,
 };
 use crate::store::{
-    Arg, Currency, Money, OrderId, PaymentId, ProviderId, RefundReservationId, SqlBuf, Store,
-    StoreError, TenantId, UnixMillis, Violation, WriteTx, get_i64, get_opt_parsed, get_parsed,
-    get_time,
+    Arg, Currency, MAX_LINE_MINOR, Money, OrderId, PaymentId, ProviderId, RefundReservationId,
+    SqlBuf, Store, StoreError, TenantId, UnixMillis, Violation, WriteTx, get_i64, get_opt_parsed,
+    get_parsed, get_time,
 };
 
 /// A row to book for an order. Construct with [`NewLedgerRow::product`] or
@@ -210,6 +210,9 @@ fn insert_error(err: StoreError, remaining: Option<Money>) -> LedgerError {
                 None => LedgerError::Store(err),
             }
         }
+        Some(v @ Violation::Trigger { .. }) if v.mentions("amount_bound") => LedgerError::Invalid(
+            format!("amount exceeds the maximum of {MAX_LINE_MINOR} minor units per ledger row"),
+        ),
         Some(Violation::Trigger { .. }) => LedgerError::NotRefundable {
             reason: "a refund must reference an approved payment of the same tenant and currency",
         },

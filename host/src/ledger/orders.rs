@@ -377,6 +377,11 @@ fn order_insert_error(tenant: &TenantId, e: StoreError) -> LedgerError {
         Some(v @ Violation::Unique { .. }) if v.mentions("checkout_key") => {
             LedgerError::CheckoutKeyTaken
         }
+        Some(v @ Violation::Trigger { .. }) if v.mentions("amount_bound") => {
+            LedgerError::Invalid(format!(
+                "an order is at most {MAX_ORDER_MINOR} minor units, a line at most {MAX_LINE_MINOR}"
+            ))
+        }
         _ => LedgerError::Store(e),
     }
 }

@@ -449,9 +449,13 @@ impl Store {
             Backend::Postgres => "BEGIN",
         };
         if let Err(e) = run_script(tx.conn(), begin).await {
-            // A `BEGIN` that failed opened nothing (SQLITE_BUSY, or a lost
-            // connection that the pool's release check discards).
-            tx.release();
+            // On SQLite a `BEGIN` that failed opened nothing (SQLITE_BUSY).
+            // On PostgreSQL the server may have run it before the error
+            // reached us, so `Drop` rolls back (outside a transaction that
+            // is only a warning).
+            if self.backend == Backend::Sqlite {
+                tx.release();
+            }
             return Err(e.into());
         }
         Ok(tx)
@@ -578,21 +582,40 @@ impl Drop for WriteTx {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
+        let backend = self.backend;
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 // Statements of a dropped future still queued on the
                 // connection run first (the SQLite worker and the PostgreSQL
                 // protocol both keep order); the ROLLBACK comes after them.
                 runtime.spawn(async move {
-                    if let Err(error) = run_script(&mut conn, "ROLLBACK").await {
-                        tracing::warn!(%error, "rollback of a dropped transaction failed; closing its connection");
-                        conn.close_on_drop();
+                    match run_script(&mut conn, "ROLLBACK").await {
+                        Ok(()) => {}
+                        // The transaction had already ended (its COMMIT ran,
+                        // or its BEGIN never did): the connection is in
+                        // autocommit and may go back. Closing it instead
+                        // would lose an in-memory database entirely.
+                        Err(error) if backend == Backend::Sqlite && no_transaction(&error) => {}
+                        Err(error) => {
+                            tracing::warn!(%error, "rollback of a dropped transaction failed; closing its connection");
+                            conn.close_on_drop();
+                        }
                     }
                 });
             }
-            Err(_) => conn.close_on_drop(),
+            // No runtime to roll back on: take the connection out of the
+            // pool's books and drop it, which closes it (and the server
+            // rolls back). `close_on_drop` would need a runtime to close.
+            Err(_) => drop(conn.detach()),
         }
     }
+}
+
+/// Whether SQLite refused a `ROLLBACK` because no transaction was open.
+fn no_transaction(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.message().contains("no transaction is active"))
 }
 
 /// One page of a keyset-paginated listing, newest first.

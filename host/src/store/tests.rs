@@ -613,3 +613,46 @@ async fn a_transaction_dropped_at_any_await_never_poisons_the_pool() {
     })
     .await;
 }
+
+/// An in-memory SQLite database lives in its only connection: a dropped
+/// transaction whose `ROLLBACK` finds nothing open (its `COMMIT` already ran)
+/// must give the connection back, not close it, or the whole database is gone.
+#[tokio::test]
+async fn a_dropped_transaction_never_loses_an_in_memory_database() {
+    let store = Store::connect("sqlite::memory:")
+        .await
+        .expect("memory store");
+    sqlx::query("CREATE TABLE cancel_probe (n BIGINT PRIMARY KEY)")
+        .execute(store.pool())
+        .await
+        .expect("probe table");
+    let mut finished_rounds = 0;
+    for round in 0..4i64 {
+        for polls in 1..64usize {
+            let n = round * 1000 + polls as i64;
+            let write = async {
+                let mut tx = store.begin_write().await?;
+                run_script(
+                    tx.conn(),
+                    &format!("INSERT INTO cancel_probe (n) VALUES ({n})"),
+                )
+                .await?;
+                tx.commit().await
+            };
+            let finished = drop_after_polls(write, polls).await.is_some();
+            let rows = tokio::time::timeout(
+                Duration::from_secs(10),
+                sqlx::query("SELECT COUNT(*) AS n FROM cancel_probe").fetch_one(store.pool()),
+            )
+            .await
+            .expect("the pool answers")
+            .unwrap_or_else(|e| panic!("after a drop at poll {polls}, the database is gone: {e}"));
+            assert!(rows.get::<i64, _>("n") >= 0);
+            if finished {
+                finished_rounds += 1;
+                break;
+            }
+        }
+    }
+    assert_eq!(finished_rounds, 4);
+}
