@@ -251,17 +251,14 @@ fn describe(e: &ProviderError) -> String {
 }
 
 /// The error of a gateway call whose outcome is unknown: the gateway may
-/// have charged, so the order stays as it is.
+/// have charged, so the order stays as it is. Never a 4xx: a client error
+/// would be kept for `Idempotency-Key` replay and lock the retry that can
+/// still resume the order (an `invalid-request` here, e.g. Stripe's
+/// `idempotency_error` on a resumed call, says nothing about the charge).
 fn outcome_unknown(provider: &str, e: CallError<ProviderError>) -> CheckoutError {
     match e {
         CallError::Gateway(ProviderError::Unavailable(m)) => CheckoutError::Unavailable(m),
         CallError::Gateway(ProviderError::RateLimited(after)) => CheckoutError::RateLimited(after),
-        CallError::Gateway(ProviderError::InvalidRequest(message)) => {
-            CheckoutError::GatewayInvalidRequest {
-                provider: provider.to_owned(),
-                message,
-            }
-        }
         CallError::Gateway(other) => CheckoutError::Gateway {
             provider: provider.to_owned(),
             message: describe(&other),
@@ -1093,7 +1090,28 @@ impl Checkouts {
                     message: format!("refund {} ended {:?}", refund.reference, refund.status),
                 })
             }
+            Err(CallError::Gateway(
+                e @ (ProviderError::Unavailable(_) | ProviderError::Internal(_)),
+            )) => {
+                // The request may have left and the gateway refunded (a read
+                // timeout, a 5xx, a 2xx the component could not parse): keep
+                // the hold, so the amount cannot be refunded a second time
+                // before reconciliation settles it.
+                tracing::warn!(
+                    hold = %reservation.id,
+                    "refund outcome unknown ({}); the amount stays held",
+                    describe(&e)
+                );
+                Err(match e {
+                    ProviderError::Unavailable(m) => CheckoutError::Unavailable(m),
+                    other => CheckoutError::Gateway {
+                        provider: provider_id.as_str().into(),
+                        message: describe(&other),
+                    },
+                })
+            }
             Err(CallError::Gateway(e)) => {
+                // The gateway refused the refund: nothing moved.
                 release().await;
                 Err(match e {
                     ProviderError::Unavailable(m) => CheckoutError::Unavailable(m),
