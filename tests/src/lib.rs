@@ -301,7 +301,8 @@ where
             Ok(done) => return done,
             Err(last) => assert!(std::time::Instant::now() < deadline, "{what}: {last}"),
         }
-        tokio::task::yield_now().await;
+        // A bounded poll of a condition, not a wait in its place.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -424,6 +425,9 @@ impl TestApp {
 
     /// Stop the server and drop the database.
     pub async fn finish(mut self) {
+        // Detached mutations outlive the server task; let them end before
+        // their database is dropped.
+        self.quiesce().await;
         self.server.abort();
         if let Some(db) = self.db.take() {
             db.cleanup().await;
