@@ -644,7 +644,14 @@ pub async fn complete_refund(
         )
         .await?
     {
-        tx.commit().await?; // keep the release
+        if !is_refund_of(&mut tx, &existing, &payment).await? {
+            // The reference belongs to another row (a payment line, a
+            // refund of another payment): this refund is not booked, and
+            // money moved, so the hold stays for reconciliation.
+            tx.rollback().await?;
+            return Err(foreign_reference(reference));
+        }
+        tx.commit().await?; // the echo of this refund: keep the release
         return Err(LedgerError::Duplicate {
             existing: Some(existing),
         });
@@ -658,22 +665,54 @@ pub async fn complete_refund(
         Err(e) => match insert_error(e.into(), Some(target.totals.remaining)) {
             LedgerError::Duplicate { .. } => {
                 // A webhook booked the same reference between our check and
-                // insert: keep its row, drop our hold.
+                // insert: keep its row and drop our hold, if it is this
+                // refund's echo; otherwise the hold stays.
                 tx.rollback().await?;
-                release_refund(store, tenant, reservation).await?;
                 let existing = match provider_ref {
                     Some(reference) => {
                         super::find_by_external_ref(store, tenant, row.provider.as_ref(), reference)
                             .await?
-                            .map(|r| r.id)
                     }
                     None => None,
                 };
-                Err(LedgerError::Duplicate { existing })
+                if let (Some(found), Some(reference)) = (&existing, provider_ref)
+                    && found.refund_of.as_ref() != Some(&payment)
+                {
+                    return Err(foreign_reference(reference));
+                }
+                release_refund(store, tenant, reservation).await?;
+                Err(LedgerError::Duplicate {
+                    existing: existing.map(|r| r.id),
+                })
             }
             other => Err(other),
         },
     }
+}
+
+/// Whether row `id` is a refund of `payment` (so a gateway reference found on
+/// it is an echo of the same refund, not another row's).
+async fn is_refund_of(
+    tx: &mut WriteTx,
+    id: &PaymentId,
+    payment: &PaymentId,
+) -> Result<bool, LedgerError> {
+    let row = sqlx::query("SELECT refund_of FROM payments WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_optional(tx.conn())
+        .await?;
+    let refund_of = match &row {
+        Some(row) => get_opt_parsed(row, "refund_of", PaymentId::parse)?,
+        None => None,
+    };
+    Ok(refund_of.as_ref() == Some(payment))
+}
+
+fn foreign_reference(reference: &GatewayRef) -> LedgerError {
+    LedgerError::Invalid(format!(
+        "gateway refund reference {reference} is already booked on another ledger row; \
+         the hold is kept for reconciliation"
+    ))
 }
 
 /// Records that the gateway accepted the refund of `reservation` as pending,

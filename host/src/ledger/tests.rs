@@ -1104,3 +1104,71 @@ fn enums_round_trip_their_stored_spelling() {
     assert!(Entitlement::parse("").is_err());
     assert!(GatewayRef::parse("has space").is_err());
 }
+
+/// A refund whose gateway reference is already booked on another row (a
+/// refund of another payment) is not that refund's echo: money moved, so
+/// nothing is booked and the hold stays for reconciliation. Its own echo
+/// still releases the hold as a duplicate.
+#[tokio::test]
+async fn a_refund_reference_booked_on_another_row_keeps_the_hold() {
+    each_backend(|store| async move {
+        let (t, first) = paid(&store, 1000).await;
+        let o = order(&store, &t, eur(), vec![OrderLine::product(500, None)]).await;
+        let second = book_order_rows(
+            &store,
+            &t,
+            &o.id,
+            &[
+                NewLedgerRow::product(Money::new(500, eur()), None, Source::Api)
+                    .via_gateway(stripe(), Some(gref("pi_2"))),
+            ],
+        )
+        .await
+        .expect("book")
+        .remove(0);
+        let hold = reserve_refund(&store, &t, &first.id, Some(100))
+            .await
+            .expect("hold");
+        complete_refund(&store, &t, &hold.id, Some(&gref("re_shared")), Source::Api)
+            .await
+            .expect("first refund booked");
+
+        let hold = reserve_refund(&store, &t, &second.id, Some(50))
+            .await
+            .expect("hold");
+        let err = complete_refund(&store, &t, &hold.id, Some(&gref("re_shared")), Source::Api)
+            .await
+            .expect_err("another row's reference");
+        assert!(matches!(err, LedgerError::Invalid(_)), "{err:?}");
+        let summary = refund_summary(&store, &t, &second.id)
+            .await
+            .expect("summary")
+            .expect("exists");
+        assert_eq!(
+            (summary.refunded.minor, summary.reserved.minor),
+            (0, 50),
+            "nothing booked, the hold kept"
+        );
+
+        // The echo of the first refund itself is a duplicate and frees its hold.
+        let echo = reserve_refund(&store, &t, &first.id, Some(100))
+            .await
+            .expect("hold");
+        let err = complete_refund(
+            &store,
+            &t,
+            &echo.id,
+            Some(&gref("re_shared")),
+            Source::Webhook,
+        )
+        .await
+        .expect_err("echo");
+        assert!(matches!(err, LedgerError::Duplicate { .. }), "{err:?}");
+        let summary = refund_summary(&store, &t, &first.id)
+            .await
+            .expect("summary")
+            .expect("exists");
+        assert_eq!((summary.refunded.minor, summary.reserved.minor), (100, 0));
+    })
+    .await;
+}
