@@ -482,16 +482,29 @@ fn classify<T, E>(
     }
 }
 
-/// The credential values of a call, to scrub from component output.
-fn secrets_of(ctx: &CallContext) -> Vec<String> {
-    ctx.credentials
-        .iter()
-        .filter(|c| c.value.len() >= 4)
-        .map(|c| c.value.clone())
-        .collect()
-}
+/// Shorter values are not scrubbed or refused: they would match by chance.
+const MIN_SECRET_BYTES: usize = 4;
 
 impl LoadedProvider {
+    /// The values of the call's *secret* credentials (the manifest's
+    /// `secret: true` fields): scrubbed from everything the component
+    /// returns or logs, and refused inside identifiers. Non-secret fields (a
+    /// merchant id, an environment) are shown by the API anyway, and
+    /// gateways legitimately put them in references.
+    fn secrets_of(&self, ctx: &CallContext) -> Vec<String> {
+        ctx.credentials
+            .iter()
+            .filter(|c| {
+                self.manifest
+                    .credential_fields
+                    .iter()
+                    .any(|f| f.secret && f.name == c.name)
+            })
+            .filter(|c| c.value.len() >= MIN_SECRET_BYTES)
+            .map(|c| c.value.clone())
+            .collect()
+    }
+
     /// The provider's id (`stripe`).
     pub fn id(&self) -> &str {
         &self.id
@@ -557,7 +570,7 @@ impl LoadedProvider {
         self.networked(
             None,
             "validate-credentials",
-            secrets_of(&ctx),
+            self.secrets_of(&ctx),
             move |p, s| {
                 Box::pin(async move {
                     p.payhost_provider_gateway()
@@ -590,13 +603,18 @@ impl LoadedProvider {
         request: PaymentRequest,
     ) -> Result<Payment, CallError<ProviderError>> {
         let ctx = self.with_base_url(ctx);
-        self.networked(gate, "create-payment", secrets_of(&ctx), move |p, s| {
-            Box::pin(async move {
-                p.payhost_provider_gateway()
-                    .call_create_payment(s, &ctx, &request)
-                    .await
-            })
-        })
+        self.networked(
+            gate,
+            "create-payment",
+            self.secrets_of(&ctx),
+            move |p, s| {
+                Box::pin(async move {
+                    p.payhost_provider_gateway()
+                        .call_create_payment(s, &ctx, &request)
+                        .await
+                })
+            },
+        )
         .await
     }
 
@@ -608,7 +626,7 @@ impl LoadedProvider {
         amount: Option<super::bindings::contract::Money>,
     ) -> Result<Payment, CallError<ProviderError>> {
         let ctx = self.with_base_url(ctx);
-        self.networked(None, "capture", secrets_of(&ctx), move |p, s| {
+        self.networked(None, "capture", self.secrets_of(&ctx), move |p, s| {
             Box::pin(async move {
                 p.payhost_provider_gateway()
                     .call_capture(s, &ctx, &reference, amount.as_ref())
@@ -625,7 +643,7 @@ impl LoadedProvider {
         reference: String,
     ) -> Result<Payment, CallError<ProviderError>> {
         let ctx = self.with_base_url(ctx);
-        self.networked(None, "cancel", secrets_of(&ctx), move |p, s| {
+        self.networked(None, "cancel", self.secrets_of(&ctx), move |p, s| {
             Box::pin(async move {
                 p.payhost_provider_gateway()
                     .call_cancel(s, &ctx, &reference)
@@ -642,7 +660,7 @@ impl LoadedProvider {
         reference: String,
     ) -> Result<Payment, CallError<ProviderError>> {
         let ctx = self.with_base_url(ctx);
-        self.networked(None, "get-payment", secrets_of(&ctx), move |p, s| {
+        self.networked(None, "get-payment", self.secrets_of(&ctx), move |p, s| {
             Box::pin(async move {
                 p.payhost_provider_gateway()
                     .call_get_payment(s, &ctx, &reference)
@@ -659,7 +677,7 @@ impl LoadedProvider {
         request: RefundRequest,
     ) -> Result<Refund, CallError<ProviderError>> {
         let ctx = self.with_base_url(ctx);
-        self.networked(None, "refund", secrets_of(&ctx), move |p, s| {
+        self.networked(None, "refund", self.secrets_of(&ctx), move |p, s| {
             Box::pin(async move {
                 p.payhost_provider_gateway()
                     .call_refund(s, &ctx, &request)
@@ -731,8 +749,10 @@ impl LoadedProvider {
         request: WebhookRequest,
         policy: Arc<OutboundPolicy>,
     ) -> Result<Vec<WebhookEvent>, CallError<WebhookError>> {
-        let mut secrets = secrets_of(&ctx);
-        secrets.push(request.secret.clone());
+        let mut secrets = self.secrets_of(&ctx);
+        if request.secret.len() >= MIN_SECRET_BYTES {
+            secrets.push(request.secret.clone());
+        }
         call(
             &self.runtime,
             &self.pre,

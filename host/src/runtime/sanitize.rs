@@ -64,7 +64,20 @@ pub(crate) struct Cleaner<'a> {
 fn is_unsafe_char(c: char) -> bool {
     // Bidi overrides and isolates can make a log line read differently
     // from what it holds.
-    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    // Line and paragraph separators read as line breaks in some viewers;
+    // marks and the BOM are invisible.
+    c.is_control()
+        || matches!(
+            c,
+            '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{061C}'
+                | '\u{FEFF}'
+        )
 }
 
 /// The longest prefix of `s` of at most `max` bytes, on a char boundary.
@@ -91,15 +104,18 @@ impl<'a> Cleaner<'a> {
         // the cap, so no partial secret survives the cut.
         let longest = self.secrets.iter().map(String::len).max().unwrap_or(0);
         let window = prefix(raw, cap.saturating_add(longest));
-        let mut out: String = window
+        // Scrub before replacing control characters, so a secret that holds
+        // one still matches.
+        let mut scrubbed = window.to_owned();
+        for secret in self.secrets.iter().filter(|s| !s.is_empty()) {
+            if scrubbed.contains(secret.as_str()) {
+                scrubbed = scrubbed.replace(secret.as_str(), "[redacted]");
+            }
+        }
+        let mut out: String = scrubbed
             .chars()
             .map(|c| if is_unsafe_char(c) { ' ' } else { c })
             .collect();
-        for secret in self.secrets {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), "[redacted]");
-            }
-        }
         if out.len() > cap || window.len() < raw.len() {
             const ELLIPSIS: char = '…';
             let keep = prefix(&out, cap.saturating_sub(ELLIPSIS.len_utf8())).len();
@@ -337,6 +353,22 @@ impl Untrusted for Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_with_control_characters_are_still_scrubbed_and_separators_go() {
+        let secrets = vec!["sk_live_line\nbreak".to_owned(), String::new()];
+        let c = Cleaner::new(&secrets);
+        assert_eq!(
+            c.text("key sk_live_line\nbreak leaked", 100),
+            "key [redacted] leaked",
+            "scrubbed before the newline became a space; an empty secret changes nothing"
+        );
+        assert_eq!(
+            c.text("a\u{2028}b\u{2029}c\u{feff}d\u{200e}", 100),
+            "a b c d ",
+            "line separators, the BOM and marks become spaces"
+        );
+    }
 
     #[test]
     fn text_is_capped_on_a_char_boundary_and_loses_control_characters() {
