@@ -1172,3 +1172,43 @@ async fn a_refund_reference_booked_on_another_row_keeps_the_hold() {
     })
     .await;
 }
+
+/// Rows stored before the money bounds (or by a path that bypassed them)
+/// can be as large as `i64::MAX`: the balance still sums exactly, both
+/// halves of the split sum carry, and it never fails. The bound's triggers
+/// are dropped in this test's own database to store such rows.
+#[tokio::test]
+async fn balances_sum_exactly_beyond_i64() {
+    each_backend(|store| async move {
+        let t = tenant(&store, "Legacy").await;
+        let o = order(&store, &t, eur(), vec![OrderLine::product(1, None)]).await;
+        let drop_bound = match store.backend() {
+            Backend::Sqlite => "DROP TRIGGER payments_amount_bound",
+            Backend::Postgres => "DROP TRIGGER payments_amount_bound ON payments",
+        };
+        sqlx::query(drop_bound)
+            .execute(store.pool())
+            .await
+            .expect("drop the bound in this test database");
+        let amounts = [i64::MAX, i64::MAX, 1_234_567];
+        for (i, amount) in amounts.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO payments (id, tenant_id, order_id, kind, status, amount_minor, currency, source, created_at) \
+                 VALUES ($1, $2, $3, 'product', 'approved', $4, 'EUR', 'manual', 0)",
+            )
+            .bind(format!("pay_legacy_{i}"))
+            .bind(t.as_str())
+            .bind(o.id.as_str())
+            .bind(*amount)
+            .execute(store.pool())
+            .await
+            .expect("legacy row");
+        }
+        let b = balances(&store, &t).await.expect("balances never fail");
+        let expected: i128 = amounts.iter().map(|a| i128::from(*a)).sum();
+        assert_eq!(b.len(), 1);
+        assert_eq!((b[0].paid, b[0].refunded, b[0].net), (expected, 0, expected));
+        assert_eq!(b[0].paid.to_string(), "18446744073710786181");
+    })
+    .await;
+}
