@@ -24,6 +24,10 @@ mod files;
 pub mod gateways;
 pub mod idempotency;
 mod migrate;
+/// Test databases: compiled for this crate's tests and, through the
+/// `test-support` feature, for the end-to-end test crate; never in a release
+/// build of the service.
+#[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 mod writer;
 

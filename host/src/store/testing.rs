@@ -185,14 +185,20 @@ where
     }
 }
 
-/// A new tenant called `name` on the free plan.
+/// A new tenant called `name` on the free plan, inserted directly (the
+/// store does not import the tenancy layer it serves).
 pub async fn tenant(store: &Store, name: &str) -> TenantId {
-    crate::tenancy::create_tenant(
-        store,
-        &crate::tenancy::TenantName::parse(name).expect("name"),
-        &crate::tenancy::PlanName::free(),
+    let id = TenantId::generate();
+    let now = crate::store::UnixMillis::now().as_i64();
+    sqlx::query(
+        "INSERT INTO tenants (id, name, status, plan, created_at, updated_at) \
+         VALUES ($1, $2, 'active', 'free', $3, $3)",
     )
+    .bind(id.as_str())
+    .bind(name)
+    .bind(now)
+    .execute(store.pool())
     .await
-    .expect("create tenant")
-    .id
+    .expect("create tenant");
+    id
 }
