@@ -15,10 +15,7 @@ mod book;
 mod orders;
 mod read;
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-
+use crate::store::domain::string_newtype;
 use crate::store::{ParseError, StoreError};
 
 pub use crate::store::{Currency, Money, OrderId, PaymentId, ProviderId, RefundReservationId};
@@ -182,11 +179,11 @@ text_enum!(
     }
 );
 
-/// The user plan / access right a product row grants (e.g. `pro_monthly`):
-/// 1–100 characters of `[A-Za-z0-9_.:-]`.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Entitlement(String);
+string_newtype! {
+    /// The user plan / access right a product row grants (e.g. `pro_monthly`):
+    /// 1–100 characters of `[A-Za-z0-9_.:-]`.
+    pub struct Entitlement;
+}
 
 impl Entitlement {
     /// Validates an entitlement name.
@@ -204,37 +201,13 @@ impl Entitlement {
         }
         Ok(Self(raw.to_owned()))
     }
-
-    /// The entitlement name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl fmt::Debug for Entitlement {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Entitlement({})", self.0)
-    }
+string_newtype! {
+    /// An identifier issued by a gateway: a payment reference (`pi_…`), a webhook
+    /// event id (`evt_…`) or a refund reference (`re_…`). 1–255 visible ASCII characters.
+    pub struct GatewayRef, display;
 }
-
-impl TryFrom<String> for Entitlement {
-    type Error = ParseError;
-    fn try_from(raw: String) -> Result<Self, ParseError> {
-        Self::parse(&raw)
-    }
-}
-
-impl From<Entitlement> for String {
-    fn from(e: Entitlement) -> String {
-        e.0
-    }
-}
-
-/// An identifier issued by a gateway: a payment reference (`pi_…`), a webhook
-/// event id (`evt_…`) or a refund reference (`re_…`). 1–255 visible ASCII characters.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct GatewayRef(String);
 
 impl GatewayRef {
     /// Validates a gateway-issued identifier.
@@ -246,36 +219,6 @@ impl GatewayRef {
             ));
         }
         Ok(Self(raw.to_owned()))
-    }
-
-    /// The reference as the gateway spelled it.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for GatewayRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GatewayRef({})", self.0)
-    }
-}
-
-impl fmt::Display for GatewayRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for GatewayRef {
-    type Error = ParseError;
-    fn try_from(raw: String) -> Result<Self, ParseError> {
-        Self::parse(&raw)
-    }
-}
-
-impl From<GatewayRef> for String {
-    fn from(r: GatewayRef) -> String {
-        r.0
     }
 }
 

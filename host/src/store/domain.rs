@@ -31,6 +31,66 @@ impl ParseError {
     }
 }
 
+/// Defines the boilerplate of a validated string newtype whose `parse` the
+/// type writes itself: the struct (serde through `parse`, so a value that
+/// does not parse is refused on the way in), `as_str`, `Debug` as
+/// `Name(value)`, `TryFrom<String>`, `From<Name> for String`, and with
+/// `display` a `Display` that writes the value.
+///
+/// ```ignore
+/// string_newtype! {
+///     /// A provider id.
+///     pub struct ProviderId, display;
+/// }
+/// impl ProviderId {
+///     pub fn parse(raw: &str) -> Result<Self, ParseError> { … }
+/// }
+/// ```
+macro_rules! string_newtype {
+    ($(#[$meta:meta])* pub struct $name:ident $(, $display:ident)?;) => {
+        $(#[$meta])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The value as validated (and stored).
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.0)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = $crate::store::ParseError;
+            fn try_from(raw: String) -> Result<Self, $crate::store::ParseError> {
+                Self::parse(&raw)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+
+        $( $crate::store::domain::string_newtype!(@$display $name); )?
+    };
+    (@display $name:ident) => {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+pub(crate) use string_newtype;
+
 /// Number of random bytes in a generated identifier (hex-encoded: 24 chars, 96 bits).
 const ID_RANDOM_BYTES: usize = 12;
 
@@ -148,12 +208,12 @@ prefixed_id!(
     "audit event id"
 );
 
-/// A gateway provider's id as loaded by the runtime (e.g. `stripe`).
-///
-/// Shape: 1–64 characters of `[a-z0-9_-]`, starting with a letter.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ProviderId(String);
+string_newtype! {
+    /// A gateway provider's id as loaded by the runtime (e.g. `stripe`).
+    ///
+    /// Shape: 1–64 characters of `[a-z0-9_-]`, starting with a letter.
+    pub struct ProviderId, display;
+}
 
 impl ProviderId {
     /// Validates a provider id.
@@ -172,36 +232,6 @@ impl ProviderId {
                 "must be 1-64 characters of [a-z0-9_-] starting with a letter",
             ))
         }
-    }
-
-    /// The id as stored and shown.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ProviderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for ProviderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ProviderId({})", self.0)
-    }
-}
-
-impl TryFrom<String> for ProviderId {
-    type Error = ParseError;
-    fn try_from(raw: String) -> Result<Self, ParseError> {
-        Self::parse(&raw)
-    }
-}
-
-impl From<ProviderId> for String {
-    fn from(id: ProviderId) -> String {
-        id.0
     }
 }
 

@@ -13,11 +13,10 @@ mod api_keys;
 pub mod cache;
 mod domains;
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 
+use crate::store::domain::string_newtype;
 use crate::store::{ParseError, Store, StoreError, UnixMillis, Violation, get_parsed, get_time};
 
 pub use crate::store::{ApiKeyId, TenantId};
@@ -93,10 +92,10 @@ impl TenantStatus {
     }
 }
 
-/// A tenant's display name: 1–200 characters after trimming, no control characters.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct TenantName(String);
+string_newtype! {
+    /// A tenant's display name: 1–200 characters after trimming, no control characters.
+    pub struct TenantName;
+}
 
 impl TenantName {
     /// Validates (and trims) a name: the rules of client text
@@ -104,36 +103,12 @@ impl TenantName {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         crate::store::domain::ClientText::parse("tenant name", raw, 200).map(|t| Self(t.into()))
     }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl fmt::Debug for TenantName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TenantName({:?})", self.0)
-    }
+string_newtype! {
+    /// The plan a tenant is on (features are granted per plan): 1–64 of `[a-z0-9_-]`.
+    pub struct PlanName;
 }
-
-impl TryFrom<String> for TenantName {
-    type Error = ParseError;
-    fn try_from(raw: String) -> Result<Self, ParseError> {
-        Self::parse(&raw)
-    }
-}
-
-impl From<TenantName> for String {
-    fn from(n: TenantName) -> String {
-        n.0
-    }
-}
-
-/// The plan a tenant is on (features are granted per plan): 1–64 of `[a-z0-9_-]`.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct PlanName(String);
 
 impl PlanName {
     /// The plan every new tenant starts on.
@@ -155,30 +130,6 @@ impl PlanName {
             ));
         }
         Ok(Self(raw.to_owned()))
-    }
-
-    /// The plan name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for PlanName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PlanName({})", self.0)
-    }
-}
-
-impl TryFrom<String> for PlanName {
-    type Error = ParseError;
-    fn try_from(raw: String) -> Result<Self, ParseError> {
-        Self::parse(&raw)
-    }
-}
-
-impl From<PlanName> for String {
-    fn from(n: PlanName) -> String {
-        n.0
     }
 }
 
