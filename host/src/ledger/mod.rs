@@ -14,15 +14,14 @@
 mod book;
 mod orders;
 mod read;
+mod refunds;
 
 use crate::store::domain::string_newtype;
 use crate::store::{ParseError, StoreError};
 
 pub use crate::store::{Currency, Money, OrderId, PaymentId, ProviderId, RefundReservationId};
 pub use book::{
-    NewLedgerRow, RefundReservation, book_order_rows, book_order_rows_in, book_paid_checkout,
-    book_refund, book_rows_of_in, complete_refund, mark_refund_pending, release_refund,
-    reserve_refund, stale_reservations,
+    NewLedgerRow, book_order_rows, book_order_rows_in, book_paid_checkout, book_rows_of_in,
 };
 pub use orders::{
     LineKind, NewOrder, Order, OrderKind, OrderLine, OrderStatus, create_order, create_order_in,
@@ -33,6 +32,10 @@ pub use orders::{
 pub use read::{
     Balance, LedgerRow, PaymentFilter, RefundSummary, balances, find_by_external_ref,
     list_payments, payment, refund_summary, rows_for_order,
+};
+pub use refunds::{
+    RefundReservation, book_refund, complete_refund, mark_refund_pending, release_refund,
+    reserve_refund, stale_reservations,
 };
 
 /// Errors of the ledger and orders repositories. Each variant is a distinct
