@@ -14,8 +14,10 @@
 
 mod bindings;
 mod bundled;
+mod call;
 mod engine;
 mod gate;
+mod load;
 mod outbound;
 mod policy;
 mod provider;
@@ -26,10 +28,12 @@ mod state;
 pub use bindings::contract;
 pub use bindings::{CONTRACT_VERSION, GATEWAY_EXPORT};
 pub use bundled::BUNDLED;
+pub use call::CallError;
 pub use engine::{DEFAULT_MAX_REQUESTS_PER_CALL, EngineError, Runtime, SandboxLimits};
 pub use gate::{GateOpener, SendGate, send_gate};
+pub use load::LoadError;
 pub use policy::{Origin, OriginError, OutboundPolicy, PolicyEvent, is_public};
-pub use provider::{CallError, LoadError, LoadedProvider, ProviderSettings};
+pub use provider::{LoadedProvider, ProviderSettings};
 pub use registry::{ProviderRegistry, RegistryError};
 pub use sanitize::{
     InvalidOutput, MAX_CODE_BYTES, MAX_CURRENCY_BYTES, MAX_MESSAGE_BYTES, MAX_REFERENCE_BYTES,

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use super::bindings::contract::Manifest;
 use super::bundled::BUNDLED;
 use super::engine::Runtime;
-use super::provider::{LoadError, LoadedProvider, ProviderSettings};
+use super::load::LoadError;
+use super::provider::{LoadedProvider, ProviderSettings};
 
 /// Why the registry could not be assembled.
 #[derive(Debug, thiserror::Error)]
