@@ -166,40 +166,40 @@ pub async fn hostile() -> Arc<LoadedProvider> {
     .clone()
 }
 
-/// A Stripe sandbox shared by the whole test process. It runs on its own
+/// A Stripe emulator shared by the whole test process. It runs on its own
 /// thread and tokio runtime, so it outlives each test's runtime.
-pub fn stripe_sandbox() -> &'static payhost::sandbox::StripeSandbox {
-    static SANDBOX: std::sync::OnceLock<&'static payhost::sandbox::StripeSandbox> =
+pub fn stripe_emulator() -> &'static payhost::emulators::StripeEmulator {
+    static EMULATOR: std::sync::OnceLock<&'static payhost::emulators::StripeEmulator> =
         std::sync::OnceLock::new();
-    SANDBOX.get_or_init(|| {
+    EMULATOR.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
                 .build()
-                .expect("sandbox runtime");
+                .expect("emulator runtime");
             rt.block_on(async move {
-                let sandbox = payhost::sandbox::StripeSandbox::start(0)
+                let emulator = payhost::emulators::StripeEmulator::start(0)
                     .await
-                    .expect("start stripe sandbox");
-                let sandbox: &'static payhost::sandbox::StripeSandbox =
-                    Box::leak(Box::new(sandbox));
-                tx.send(sandbox).expect("hand over sandbox");
+                    .expect("start stripe emulator");
+                let emulator: &'static payhost::emulators::StripeEmulator =
+                    Box::leak(Box::new(emulator));
+                tx.send(emulator).expect("hand over emulator");
                 std::future::pending::<()>().await;
             });
         });
-        rx.recv().expect("sandbox started")
+        rx.recv().expect("emulator started")
     })
 }
 
 /// The bundled Stripe component, compiled once per process and pointed at
-/// [`stripe_sandbox`].
+/// [`stripe_emulator`].
 pub async fn stripe() -> Arc<LoadedProvider> {
     static CELL: OnceCell<Arc<LoadedProvider>> = OnceCell::const_new();
     CELL.get_or_init(|| async {
         let settings = ProviderSettings {
-            base_url: Some(stripe_sandbox().base_url()),
+            base_url: Some(stripe_emulator().base_url()),
             ..ProviderSettings::default()
         };
         Arc::new(
@@ -213,10 +213,10 @@ pub async fn stripe() -> Arc<LoadedProvider> {
     .clone()
 }
 
-/// How many requests the sandbox Stripe has received whose idempotency key
+/// How many requests the Stripe emulator has received whose idempotency key
 /// starts with `prefix` (components send `<key>:<operation>`).
 pub fn stripe_calls_keyed(prefix: &str) -> usize {
-    stripe_sandbox()
+    stripe_emulator()
         .calls()
         .iter()
         .filter(|c| {
@@ -227,7 +227,7 @@ pub fn stripe_calls_keyed(prefix: &str) -> usize {
         .count()
 }
 
-/// A fresh, unique Stripe test key (the sandbox scopes objects per key).
+/// A fresh, unique Stripe test key (the emulator scopes objects per key).
 pub fn stripe_test_key() -> String {
     format!("sk_test_{:016x}", rand_u64())
 }
@@ -246,7 +246,7 @@ pub fn rand_u64() -> u64 {
 }
 
 /// Every provider the API tests use, loaded once per process: the bundled
-/// Stripe (pointed at [`stripe_sandbox`]) and the hostile test provider
+/// Stripe (pointed at [`stripe_emulator`]) and the hostile test provider
 /// (a second gateway for routing tests).
 pub async fn registry() -> Arc<payhost::runtime::ProviderRegistry> {
     static CELL: OnceCell<Arc<payhost::runtime::ProviderRegistry>> = OnceCell::const_new();
@@ -259,7 +259,7 @@ pub async fn registry() -> Arc<payhost::runtime::ProviderRegistry> {
                         "bundled:stripe",
                         stripe_bytes(),
                         ProviderSettings {
-                            base_url: Some(stripe_sandbox().base_url()),
+                            base_url: Some(stripe_emulator().base_url()),
                             ..ProviderSettings::default()
                         },
                     )
@@ -510,7 +510,7 @@ impl TestApp {
         (id, key["key"].as_str().expect("key").to_string())
     }
 
-    /// Save Stripe settings for a tenant with a fresh sandbox key; returns the key.
+    /// Save Stripe settings for a tenant with a fresh emulator key; returns the key.
     pub async fn save_stripe(
         &self,
         tenant_key: &str,

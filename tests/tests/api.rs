@@ -1,6 +1,6 @@
 //! The service over real HTTP: a real host on a loopback port with a fresh
 //! database per test (SQLite always, PostgreSQL when configured), the real
-//! Stripe component against the sandbox Stripe.
+//! Stripe component against the Stripe emulator.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use payhost_tests::{
-    TestApp, captured_logs, eventually, rand_u64, stripe_calls_keyed, stripe_sandbox,
+    TestApp, captured_logs, eventually, rand_u64, stripe_calls_keyed, stripe_emulator,
 };
 
 const WEBHOOK_SECRET: &str = "whsec_test_webhook_secret_value";
@@ -181,7 +181,7 @@ async fn live_validation_rejects_a_bad_key_and_keeps_the_old_settings() {
         app.save_stripe(&key, 1, &["USD"]).await;
         let (_, before) = app.tenant(&key, Method::GET, "/v1/gateways", None).await;
         let balance_calls = || {
-            stripe_sandbox()
+            stripe_emulator()
                 .calls()
                 .iter()
                 .filter(|c| c.path == "/v1/balance" && !c.authorized)
@@ -201,7 +201,7 @@ async fn live_validation_rejects_a_bad_key_and_keeps_the_old_settings() {
         assert!(!body.to_string().contains("sk_live_wrong_key_123456"));
         assert!(
             balance_calls() > rejected_before,
-            "the sandbox saw the live validation call"
+            "the emulator saw the live validation call"
         );
         let (_, after) = app.tenant(&key, Method::GET, "/v1/gateways", None).await;
         assert_eq!(before, after, "old settings untouched");
@@ -238,7 +238,7 @@ async fn declines_and_required_actions_book_nothing() {
             body["next_action"]["url"]
                 .as_str()
                 .unwrap_or("")
-                .contains("/sandbox/3ds/")
+                .contains("/emulator/3ds/")
         );
 
         let (_, payments) = app.tenant(&key, Method::GET, "/v1/payments", None).await;
@@ -599,11 +599,11 @@ async fn manual_bulk_and_external_orders_grant_access_without_a_gateway() {
             }
             let id = o["id"].as_str().expect("id");
             assert!(
-                !stripe_sandbox().calls().iter().any(|c| {
+                !stripe_emulator().calls().iter().any(|c| {
                     c.path.contains(id)
                         || c.idempotency_key.as_deref().is_some_and(|k| k.contains(id))
                 }),
-                "the sandbox saw no call for {id}"
+                "the emulator saw no call for {id}"
             );
         }
         // A manual refund of a gateway-less payment: recorded, no gateway.
@@ -1058,7 +1058,7 @@ async fn put_gateway(app: &TestApp, key: &str, provider: &str, settings: Value) 
     assert_eq!(status, 200, "{body}");
 }
 
-/// Requests the sandbox Stripe saw for the tenant's checkout under
+/// Requests the Stripe emulator saw for the tenant's checkout under
 /// `client_key` (the gateway key is derived from it).
 fn stripe_checkout_calls(tenant: &str, client_key: &str) -> usize {
     let gateway_key = payhost::checkout::gateway_key(
@@ -1128,7 +1128,7 @@ async fn a_retry_resumes_only_at_the_gateway_that_may_hold_the_charge() {
         refuse_rows(&app, &tenant).await;
         let client_key = format!("fallthrough-{}", rand_u64());
         let at_stripe = || stripe_checkout_calls(&tenant, &client_key);
-        let method = "pm_sandbox_rate_limited";
+        let method = "pm_emulator_rate_limited";
 
         let (status, body) = keyed_checkout(&app, &key, &client_key, method).await;
         assert_eq!(status, 500, "[{}] {body}", app.backend);
@@ -1185,7 +1185,7 @@ async fn a_checkout_key_holds_one_live_order() {
         app.save_stripe(&key, 1, &["USD"]).await;
         let client_key = format!("limited-{}", rand_u64());
         let (status, body) =
-            keyed_checkout(&app, &key, &client_key, "pm_sandbox_rate_limited").await;
+            keyed_checkout(&app, &key, &client_key, "pm_emulator_rate_limited").await;
         assert_eq!(status, 503, "[{}] {body}", app.backend);
         assert_eq!(body["error"]["code"], "gateway_rate_limited");
         let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_visa").await;
@@ -1203,7 +1203,7 @@ async fn a_checkout_key_holds_one_live_order() {
         let client_key = format!("unknown-{}", rand_u64());
         for _ in 0..2 {
             let (status, body) =
-                keyed_checkout(&app, &key, &client_key, "pm_sandbox_unavailable").await;
+                keyed_checkout(&app, &key, &client_key, "pm_emulator_unavailable").await;
             assert_eq!(status, 503, "[{}] {body}", app.backend);
         }
         assert_eq!(orders_of(&app, &tenant).await, 3, "[{}]", app.backend);

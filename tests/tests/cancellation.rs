@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use payhost_tests::{TestApp, eventually, stripe_sandbox};
+use payhost_tests::{TestApp, eventually, stripe_emulator};
 
 /// Delays after which the client hangs up, from "the request is barely
 /// written" to "the answer has usually arrived".
@@ -263,7 +263,7 @@ async fn requests_dropped_at_swept_delays_leave_the_ledger_matching_the_gateway(
         app.quiesce().await;
 
         // Every charge at the gateway is booked on the order that records it.
-        let moved = stripe_sandbox().money_moved(&stripe_key);
+        let moved = stripe_emulator().money_moved(&stripe_key);
         assert!(
             !moved.payments.is_empty(),
             "{b}: the storm charged nothing, so it proves nothing"

@@ -15,7 +15,7 @@ use payhost::runtime::{
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use payhost_tests::{HOSTILE_DEADLINE, TestApp, captured_logs, load_component, stripe_sandbox};
+use payhost_tests::{HOSTILE_DEADLINE, TestApp, captured_logs, load_component, stripe_emulator};
 
 // ----- helpers ---------------------------------------------------------------
 
@@ -416,16 +416,16 @@ async fn a_stripe_refund_row_records_the_refund_reference() {
         assert!(reference.starts_with("re_"), "{row}");
         assert_eq!(row["refund_of"], payment.as_str());
 
-        // The sandbox knows this refund, of this payment and amount.
+        // The emulator knows this refund, of this payment and amount.
         let recorded: Value = reqwest::Client::new()
             .get(format!(
                 "{}/v1/refunds/{reference}",
-                stripe_sandbox().base_url()
+                stripe_emulator().base_url()
             ))
             .bearer_auth(&stripe_key)
             .send()
             .await
-            .expect("sandbox answers")
+            .expect("emulator answers")
             .json()
             .await
             .expect("refund JSON");
