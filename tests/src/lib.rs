@@ -306,6 +306,8 @@ where
     }
 }
 
+pub use payhost::store::testing::POSTGRES_URL_ENV;
+
 /// The admin token every test app uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -411,6 +413,28 @@ impl TestApp {
             self.backend,
             self.mutations.in_progress()
         );
+    }
+
+    /// An app on a fresh SQLite database.
+    pub async fn sqlite() -> TestApp {
+        match payhost::store::testing::TestDb::sqlite().await {
+            Ok(db) => TestApp::spawn(db).await,
+            Err(e) => panic!("cannot create a SQLite test database: {e}"),
+        }
+    }
+
+    /// An app on a fresh PostgreSQL schema, or `None` when
+    /// `PAYHOST_TEST_POSTGRES_URL` is unset. Panics when it is set but
+    /// PostgreSQL is unusable, so a misconfiguration cannot skip the suite.
+    pub async fn postgres() -> Option<TestApp> {
+        use payhost::store::testing::{POSTGRES_URL_ENV, TestDb};
+        let url = std::env::var(POSTGRES_URL_ENV)
+            .ok()
+            .filter(|u| !u.is_empty())?;
+        match TestDb::postgres(&url).await {
+            Ok(db) => Some(TestApp::spawn(db).await),
+            Err(e) => panic!("{POSTGRES_URL_ENV} is set but PostgreSQL is unusable: {e}"),
+        }
     }
 
     /// One app per available backend (SQLite always, PostgreSQL when
@@ -542,4 +566,39 @@ fn shared_master_key() -> String {
     static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     KEY.get_or_init(payhost::gateways::Vault::generate_key)
         .clone()
+}
+
+/// One test per backend: `backend_test!(async fn name(app) { … })` expands to
+/// a module `name` holding `#[tokio::test] async fn sqlite()` and
+/// `async fn postgres()`, each running the body on a fresh [`TestApp`] of
+/// its backend, so each backend passes or fails as a test of its own. The
+/// PostgreSQL one returns early, saying it skipped, when
+/// `PAYHOST_TEST_POSTGRES_URL` is unset. The body ends with
+/// `app.finish().await`. Doc comments and attributes before `async fn` go on
+/// the module; the body sees the enclosing module's items.
+#[macro_export]
+macro_rules! backend_test {
+    ($(#[$meta:meta])* async fn $name:ident($app:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($app: $crate::TestApp) $body
+
+            #[tokio::test]
+            async fn sqlite() {
+                run($crate::TestApp::sqlite().await).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let Some(app) = $crate::TestApp::postgres().await else {
+                    eprintln!("skipped: {} is not set", $crate::POSTGRES_URL_ENV);
+                    return;
+                };
+                run(app).await;
+            }
+        }
+    };
 }

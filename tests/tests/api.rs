@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use payhost_tests::{
-    TestApp, captured_logs, eventually, rand_u64, stripe_calls_keyed, stripe_emulator,
+    TestApp, backend_test, captured_logs, eventually, rand_u64, stripe_calls_keyed, stripe_emulator,
 };
 
 const WEBHOOK_SECRET: &str = "whsec_test_webhook_secret_value";
@@ -36,10 +36,9 @@ fn first_product_payment(order: &Value) -> String {
         .to_string()
 }
 
-#[tokio::test]
-async fn tour_checkout_with_shipping_refund_and_balance() {
-    captured_logs();
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn tour_checkout_with_shipping_refund_and_balance(app) {
+        captured_logs();
         let (_, key) = app.new_tenant("Tour shop").await;
         app.save_stripe(&key, 1, &["USD"]).await;
         let mut body = cart("USD", "pm_card_visa");
@@ -104,9 +103,8 @@ async fn tour_checkout_with_shipping_refund_and_balance() {
     }
 }
 
-#[tokio::test]
-async fn routing_follows_priority_and_currency() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn routing_follows_priority_and_currency(app) {
         let (_, key) = app.new_tenant("Routing shop").await;
         let save_hostile = |enabled: bool| {
             let app = &app;
@@ -174,9 +172,8 @@ async fn routing_follows_priority_and_currency() {
     }
 }
 
-#[tokio::test]
-async fn live_validation_rejects_a_bad_key_and_keeps_the_old_settings() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn live_validation_rejects_a_bad_key_and_keeps_the_old_settings(app) {
         let (_, key) = app.new_tenant("Validation shop").await;
         app.save_stripe(&key, 1, &["USD"]).await;
         let (_, before) = app.tenant(&key, Method::GET, "/v1/gateways", None).await;
@@ -211,9 +208,8 @@ async fn live_validation_rejects_a_bad_key_and_keeps_the_old_settings() {
     }
 }
 
-#[tokio::test]
-async fn declines_and_required_actions_book_nothing() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn declines_and_required_actions_book_nothing(app) {
         let (_, key) = app.new_tenant("Decline shop").await;
         app.save_stripe(&key, 1, &["USD"]).await;
         let (status, body) = checkout(
@@ -247,9 +243,8 @@ async fn declines_and_required_actions_book_nothing() {
     }
 }
 
-#[tokio::test]
-async fn tenants_cannot_see_each_other_and_bad_keys_get_401() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn tenants_cannot_see_each_other_and_bad_keys_get_401(app) {
         let (a_id, a) = app.new_tenant("Tenant A").await;
         let (_, b) = app.new_tenant("Tenant B").await;
         app.save_stripe(&a, 1, &["USD"]).await;
@@ -346,9 +341,8 @@ async fn tenants_cannot_see_each_other_and_bad_keys_get_401() {
     }
 }
 
-#[tokio::test]
-async fn raw_sql_cannot_change_or_delete_ledger_rows() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn raw_sql_cannot_change_or_delete_ledger_rows(app) {
         let (_, key) = app.new_tenant("Ledger shop").await;
         let (status, order) = app
             .tenant(
@@ -378,9 +372,8 @@ async fn raw_sql_cannot_change_or_delete_ledger_rows() {
     }
 }
 
-#[tokio::test]
-async fn a_pending_gateway_refund_is_held_not_booked() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn a_pending_gateway_refund_is_held_not_booked(app) {
         let (_, key) = app.new_tenant("Pending refund shop").await;
         app.save_stripe(&key, 1, &["USD"]).await;
         let (status, order) = checkout(&app, &key, cart("USD", "pm_card_pendingRefund")).await;
@@ -433,9 +426,8 @@ async fn a_pending_gateway_refund_is_held_not_booked() {
     }
 }
 
-#[tokio::test]
-async fn fifty_concurrent_partial_refunds_never_exceed_the_payment() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn fifty_concurrent_partial_refunds_never_exceed_the_payment(app) {
         let (_, key) = app.new_tenant("Refund shop").await;
         app.save_stripe(&key, 1, &["USD"]).await;
         let (status, order) = checkout(&app, &key, cart("USD", "pm_card_visa")).await;
@@ -473,9 +465,8 @@ async fn fifty_concurrent_partial_refunds_never_exceed_the_payment() {
     }
 }
 
-#[tokio::test]
-async fn idempotency_key_replays_once_rejects_reuse_and_in_flight_duplicates() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn idempotency_key_replays_once_rejects_reuse_and_in_flight_duplicates(app) {
         let (_, key) = app.new_tenant("Idempotent shop").await;
         app.save_stripe(&key, 2, &["USD"]).await;
         let idem = format!("order-{:x}", rand_u64());
@@ -551,9 +542,8 @@ async fn idempotency_key_replays_once_rejects_reuse_and_in_flight_duplicates() {
     }
 }
 
-#[tokio::test]
-async fn manual_bulk_and_external_orders_grant_access_without_a_gateway() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn manual_bulk_and_external_orders_grant_access_without_a_gateway(app) {
         let (_, key) = app.new_tenant("Offline shop").await;
         let (status, manual) = app
             .tenant(
@@ -628,10 +618,9 @@ async fn manual_bulk_and_external_orders_grant_access_without_a_gateway() {
     }
 }
 
-#[tokio::test]
-async fn secrets_never_appear_in_responses_logs_or_the_database() {
-    let logs = captured_logs();
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn secrets_never_appear_in_responses_logs_or_the_database(app) {
+        let logs = captured_logs();
         let (tenant, key) = app.new_tenant("Secret shop").await;
         let stripe_key = app.save_stripe(&key, 1, &["USD"]).await;
         let mut responses = Vec::new();
@@ -715,9 +704,8 @@ async fn secrets_never_appear_in_responses_logs_or_the_database() {
     }
 }
 
-#[tokio::test]
-async fn bad_input_gets_clear_errors_never_500() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn bad_input_gets_clear_errors_never_500(app) {
         let (_, key) = app.new_tenant("Input shop").await;
         let raw = |body: &'static str| {
             app.request(Method::POST, "/v1/checkouts", Some(&key))
@@ -812,9 +800,8 @@ async fn whoami(app: &TestApp, domain: &str) -> (u16, Value) {
     app.send(req).await
 }
 
-#[tokio::test]
-async fn a_moved_domain_stops_resolving_on_a_second_instance() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn a_moved_domain_stops_resolving_on_a_second_instance(app) {
         let url = app.database_url().expect("owned database");
         let second = app.sibling(&url).await;
         let (a, _) = app.new_tenant("Domain A").await;
@@ -865,14 +852,13 @@ async fn a_moved_domain_stops_resolving_on_a_second_instance() {
     }
 }
 
-#[tokio::test]
-async fn a_gateway_change_reaches_routing_on_both_instances() {
-    let cart = json!({
-        "currency": "USD",
-        "items": [{"user_plan": "pro", "amount": 1000}],
-        "payment_method": "pm_card_visa",
-    });
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn a_gateway_change_reaches_routing_on_both_instances(app) {
+        let cart = json!({
+            "currency": "USD",
+            "items": [{"user_plan": "pro", "amount": 1000}],
+            "payment_method": "pm_card_visa",
+        });
         let url = app.database_url().expect("owned database");
         let second = app.sibling(&url).await;
         let (_, key) = app.new_tenant("Cached routes").await;
@@ -943,12 +929,11 @@ async fn orders_of(app: &TestApp, tenant: &str) -> i64 {
         .expect("count orders")
 }
 
-/// The first gateway call starts while the pending order commits; its
-/// request must wait for that commit. An order the database refuses (here a
-/// test trigger) means no request reaches the gateway at all.
-#[tokio::test]
-async fn no_gateway_request_leaves_before_the_pending_order_is_stored() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    /// The first gateway call starts while the pending order commits; its
+    /// request must wait for that commit. An order the database refuses (here a
+    /// test trigger) means no request reaches the gateway at all.
+    async fn no_gateway_request_leaves_before_the_pending_order_is_stored(app) {
         let (tenant, key) = app.new_tenant("Unstorable orders shop").await;
         app.save_stripe(&key, 1, &["USD"]).await;
         let refuse = match app.backend {
@@ -1081,12 +1066,11 @@ async fn assert_paid_once(app: &TestApp, key: &str) {
     );
 }
 
-/// The gateway approved, then the ledger could not book the rows. The
-/// client retries with the same Idempotency-Key once the ledger works again:
-/// the retry resumes the first order and the money is booked once.
-#[tokio::test]
-async fn a_retry_books_a_charge_the_ledger_could_not_book_once() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    /// The gateway approved, then the ledger could not book the rows. The
+    /// client retries with the same Idempotency-Key once the ledger works again:
+    /// the retry resumes the first order and the money is booked once.
+    async fn a_retry_books_a_charge_the_ledger_could_not_book_once(app) {
         let (tenant, key) = app.new_tenant("Unbookable rows shop").await;
         app.save_stripe(&key, 1, &["USD"]).await;
         refuse_rows(&app, &tenant).await;
@@ -1114,14 +1098,13 @@ async fn a_retry_books_a_charge_the_ledger_could_not_book_once() {
     }
 }
 
-/// The first attempt fell through from Stripe (429: nothing charged) to the
-/// second gateway, which approved; the booking failed. A retry goes back to
-/// that second gateway only: never to Stripe, which would charge a second
-/// time, not even while the second gateway is disabled; and an error on the
-/// retry leaves the order pending instead of canceling it.
-#[tokio::test]
-async fn a_retry_resumes_only_at_the_gateway_that_may_hold_the_charge() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    /// The first attempt fell through from Stripe (429: nothing charged) to the
+    /// second gateway, which approved; the booking failed. A retry goes back to
+    /// that second gateway only: never to Stripe, which would charge a second
+    /// time, not even while the second gateway is disabled; and an error on the
+    /// retry leaves the order pending instead of canceling it.
+    async fn a_retry_resumes_only_at_the_gateway_that_may_hold_the_charge(app) {
         let (tenant, key) = app.new_tenant("Fallthrough retry shop").await;
         app.save_stripe(&key, 1, &["USD"]).await;
         save_hostile(&app, &key, 2, true).await;
@@ -1175,12 +1158,11 @@ async fn a_retry_resumes_only_at_the_gateway_that_may_hold_the_charge() {
     }
 }
 
-/// A key whose order was canceled (every gateway rate limited: nothing
-/// charged) is free again for the retry. A key whose outcome is unknown
-/// keeps its one order across retries.
-#[tokio::test]
-async fn a_checkout_key_holds_one_live_order() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    /// A key whose order was canceled (every gateway rate limited: nothing
+    /// charged) is free again for the retry. A key whose outcome is unknown
+    /// keeps its one order across retries.
+    async fn a_checkout_key_holds_one_live_order(app) {
         let (tenant, key) = app.new_tenant("Keyed retries shop").await;
         app.save_stripe(&key, 1, &["USD"]).await;
         let client_key = format!("limited-{}", rand_u64());
@@ -1218,14 +1200,13 @@ async fn save_stripe_key(app: &TestApp, key: &str, secret_key: &str) {
     put_gateway(app, key, "stripe", settings).await;
 }
 
-/// Stripe approved and the booking failed; then the tenant saved the keys of
-/// another Stripe account. That account never saw the first call's
-/// idempotency key, so resuming there would charge a second time: the retry
-/// answers 503 and the order waits. With the first keys back, the retry
-/// books the first charge, once.
-#[tokio::test]
-async fn a_retry_does_not_resume_an_order_under_another_gateway_account() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    /// Stripe approved and the booking failed; then the tenant saved the keys of
+    /// another Stripe account. That account never saw the first call's
+    /// idempotency key, so resuming there would charge a second time: the retry
+    /// answers 503 and the order waits. With the first keys back, the retry
+    /// books the first charge, once.
+    async fn a_retry_does_not_resume_an_order_under_another_gateway_account(app) {
         let (tenant, key) = app.new_tenant("Switched account shop").await;
         let first_account = app.save_stripe(&key, 1, &["USD"]).await;
         refuse_rows(&app, &tenant).await;
@@ -1263,15 +1244,14 @@ async fn a_retry_does_not_resume_an_order_under_another_gateway_account() {
     }
 }
 
-/// Two manual orders of `i64::MAX` once made `GET /v1/balance` answer 500
-/// for good (the ledger is append-only, so the tenant could never undo it).
-/// Amounts over the documented bounds are refused with 422, by the host and
-/// by the database, and the balance sums without overflow.
-#[tokio::test]
-async fn amounts_over_the_money_bounds_are_refused_and_the_balance_never_fails() {
-    use payhost::store::{MAX_LINE_MINOR, MAX_ORDER_MINOR};
-    use sqlx::Row;
-    for app in TestApp::each_backend().await {
+backend_test! {
+    /// Two manual orders of `i64::MAX` once made `GET /v1/balance` answer 500
+    /// for good (the ledger is append-only, so the tenant could never undo it).
+    /// Amounts over the documented bounds are refused with 422, by the host and
+    /// by the database, and the balance sums without overflow.
+    async fn amounts_over_the_money_bounds_are_refused_and_the_balance_never_fails(app) {
+        use payhost::store::{MAX_LINE_MINOR, MAX_ORDER_MINOR};
+        use sqlx::Row;
         let b = app.backend;
         let (tenant, key) = app.new_tenant("Bounds").await;
         app.save_stripe(&key, 1, &["USD"]).await;

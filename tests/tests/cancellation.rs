@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use payhost_tests::{TestApp, eventually, stripe_emulator};
+use payhost_tests::{TestApp, backend_test, eventually, stripe_emulator};
 
 /// Delays after which the client hangs up, from "the request is barely
 /// written" to "the answer has usually arrived".
@@ -117,9 +117,8 @@ struct Sent {
     answer: Option<(u16, Value)>,
 }
 
-#[tokio::test]
-async fn requests_dropped_at_swept_delays_leave_the_ledger_matching_the_gateway() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn requests_dropped_at_swept_delays_leave_the_ledger_matching_the_gateway(app) {
         let b = app.backend;
         let (tenant, key) = app.new_tenant("Storm").await;
         let stripe_key = app.save_stripe(&key, 1, &["USD"]).await;
@@ -387,12 +386,11 @@ async fn requests_dropped_at_swept_delays_leave_the_ledger_matching_the_gateway(
     }
 }
 
-/// A key revocation whose request is dropped right after its commit: the
-/// key is refused at once on that instance, and on a second instance
-/// (PostgreSQL) as soon as the broadcast arrives, never after a cache TTL.
-#[tokio::test]
-async fn a_revocation_dropped_after_its_commit_still_evicts_the_key() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    /// A key revocation whose request is dropped right after its commit: the
+    /// key is refused at once on that instance, and on a second instance
+    /// (PostgreSQL) as soon as the broadcast arrives, never after a cache TTL.
+    async fn a_revocation_dropped_after_its_commit_still_evicts_the_key(app) {
         let b = app.backend;
         let second = match app.backend {
             "postgres" => Some(app.sibling(&app.database_url().expect("owned db")).await),
