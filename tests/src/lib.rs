@@ -11,6 +11,8 @@ use std::time::Duration;
 use payhost::runtime::{LoadError, LoadedProvider, ProviderSettings, Runtime, SandboxLimits};
 use tokio::sync::OnceCell;
 
+pub mod checkout;
+
 /// Every log line of this test process: the first call installs a global
 /// `trace` subscriber writing into the returned buffer (call it before the
 /// code whose logs a test reads). The code generator's own traces (gigabytes
@@ -308,6 +310,14 @@ where
 
 pub use payhost::store::testing::POSTGRES_URL_ENV;
 
+/// The webhook secret [`TestApp::save_stripe`] saves.
+pub const WEBHOOK_SECRET: &str = "whsec_test_webhook_secret_value";
+
+/// `127.0.0.1:<port>` of `app`, for raw TCP clients.
+pub fn addr(app: &TestApp) -> String {
+    app.base.trim_start_matches("http://").to_string()
+}
+
 /// The admin token every test app uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -549,7 +559,7 @@ impl TestApp {
                 "/v1/gateways/stripe",
                 Some(serde_json::json!({
                     "credentials": {"secret-key": stripe_key},
-                    "webhook_secret": "whsec_test_webhook_secret_value",
+                    "webhook_secret": WEBHOOK_SECRET,
                     "priority": priority,
                     "currencies": currencies,
                 })),

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use payhost_tests::{TestApp, backend_test, eventually, stripe_emulator};
+use payhost_tests::{TestApp, addr, backend_test, eventually, stripe_emulator};
 
 /// Delays after which the client hangs up, from "the request is barely
 /// written" to "the answer has usually arrived".
@@ -39,11 +39,6 @@ fn raw_request(
         body.len()
     )
     .into_bytes()
-}
-
-/// `127.0.0.1:<port>` of `app`.
-fn addr(app: &TestApp) -> String {
-    app.base.trim_start_matches("http://").to_string()
 }
 
 /// Status and JSON body of a complete HTTP/1.1 response in `buf`, if it is one.

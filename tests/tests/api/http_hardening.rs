@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use payhost::http_server::HttpOptions;
-use payhost_tests::{ADMIN_TOKEN, TestApp, backend_test};
+use payhost_tests::{ADMIN_TOKEN, TestApp, addr, backend_test};
 
 /// A bound on every wait for a condition; generous, since a passing test
 /// never waits for it in full.
@@ -21,10 +21,6 @@ async fn sqlite_app(http: HttpOptions) -> TestApp {
         .await
         .expect("sqlite test db");
     TestApp::spawn_with(db, http).await
-}
-
-fn addr(app: &TestApp) -> String {
-    app.base.trim_start_matches("http://").to_string()
 }
 
 async fn connect(app: &TestApp) -> TcpStream {
