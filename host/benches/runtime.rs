@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use payhost::emulators::stripe::StripeEmulator;
 use payhost::runtime::contract::{CallContext, Credential, WebhookRequest};
 use payhost::runtime::{BUNDLED, ProviderSettings, Runtime, SandboxLimits};
-use payhost::sandbox::stripe::StripeSandbox;
 
 fn stats(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort();
@@ -55,7 +55,7 @@ fn main() {
         let secret = "whsec_bench";
         let body = br#"{"id":"evt_bench","object":"event","type":"payment_intent.succeeded","created":1700000000,"data":{"object":{"id":"pi_bench","object":"payment_intent","amount":1000,"amount_received":1000,"currency":"usd","status":"succeeded","metadata":{"order_id":"ord_1"}}}}"#;
         let now = 1_700_000_000i64;
-        let header = payhost::sandbox::stripe::sign_payload(secret, now, body);
+        let header = payhost::emulators::stripe::sign_payload(secret, now, body);
         let request = WebhookRequest {
             headers: vec![("stripe-signature".into(), header)],
             body: body.to_vec(),
@@ -79,12 +79,12 @@ fn main() {
         let (median, p99) = stats(samples);
         println!("fresh instance + stripe parse-webhook: median {median:?}  p99 {p99:?}  ({iterations} calls)");
 
-        // The component's HTTP path against the loopback sandbox, next to the
+        // The component's HTTP path against the loopback emulator, next to the
         // same request made directly: the difference is what the runtime adds
         // to a gateway call (instance, wasi-http, policy, body streaming).
-        let sandbox = StripeSandbox::start(0).await.expect("sandbox");
+        let emulator = StripeEmulator::start(0).await.expect("emulator");
         let settings = ProviderSettings {
-            base_url: Some(sandbox.base_url()),
+            base_url: Some(emulator.base_url()),
             ..ProviderSettings::default()
         };
         let networked = runtime
@@ -101,7 +101,7 @@ fn main() {
             idempotency_key: None,
         };
         let direct = reqwest::Client::new();
-        let balance = format!("{}/v1/balance", sandbox.base_url());
+        let balance = format!("{}/v1/balance", emulator.base_url());
         let iterations = 2_000;
         let mut through_component = Vec::with_capacity(iterations);
         let mut straight = Vec::with_capacity(iterations);
@@ -110,7 +110,7 @@ fn main() {
             networked.validate_credentials(ctx.clone()).await.expect("valid key");
             let component = t.elapsed();
             let t = Instant::now();
-            let response = direct.get(&balance).bearer_auth(key).send().await.expect("sandbox");
+            let response = direct.get(&balance).bearer_auth(key).send().await.expect("emulator");
             assert!(response.status().is_success());
             response.bytes().await.expect("body");
             if i >= 200 {

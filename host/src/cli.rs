@@ -1,4 +1,4 @@
-//! Command line: `payhost serve`, `payhost provider inspect`, `payhost sandbox`.
+//! Command line: `payhost serve`, `payhost provider inspect`, `payhost emulators`.
 
 use std::path::PathBuf;
 
@@ -22,13 +22,13 @@ pub struct Cli {
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP service (by default with sandbox gateways on loopback).
+    /// Run the HTTP service (by default with gateway emulators on loopback).
     Serve,
     /// Provider component tools.
     #[command(subcommand)]
     Provider(ProviderCommand),
-    /// Run only the sandbox gateways, printing their base URLs.
-    Sandbox,
+    /// Run only the gateway emulators, printing their base URLs.
+    Emulators,
     /// Apply pending database migrations and exit.
     Migrate,
 }
@@ -51,7 +51,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => crate::server::serve(config).await,
         Command::Provider(ProviderCommand::Inspect { file }) => inspect(&config, &file).await,
-        Command::Sandbox => crate::server::sandbox_only().await,
+        Command::Emulators => crate::server::emulators_only().await,
         Command::Migrate => crate::server::migrate(&config).await,
     }
 }

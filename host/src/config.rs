@@ -46,9 +46,9 @@ impl fmt::Debug for Secret {
 pub struct Config {
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
-    /// Start the sandbox gateways on loopback and point the first-party
+    /// Start the gateway emulators on loopback and point the first-party
     /// providers at them (the offline default). Set `false` for live gateways.
-    pub sandbox: bool,
+    pub emulators: bool,
     /// Load the first-party providers embedded in the binary.
     pub bundled_providers: bool,
     /// Directory of extra provider components (`*.wasm`).
@@ -89,7 +89,7 @@ impl fmt::Debug for Config {
         let url = |u: &Option<String>| u.as_deref().map(redact_url_password);
         f.debug_struct("Config")
             .field("listen", &self.listen)
-            .field("sandbox", &self.sandbox)
+            .field("emulators", &self.emulators)
             .field("bundled_providers", &self.bundled_providers)
             .field("providers_dir", &self.providers_dir)
             .field("limits", &self.limits)
@@ -206,7 +206,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            sandbox: true,
+            emulators: true,
             bundled_providers: true,
             providers_dir: None,
             limits: LimitsConfig::default(),
@@ -283,7 +283,7 @@ impl Config {
         }
         match key {
             "LISTEN" => self.listen = parse(value).map_err(bad)?,
-            "SANDBOX" => self.sandbox = parse(value).map_err(bad)?,
+            "EMULATORS" => self.emulators = parse(value).map_err(bad)?,
             "BUNDLED_PROVIDERS" => self.bundled_providers = parse(value).map_err(bad)?,
             "PROVIDERS_DIR" => self.providers_dir = Some(PathBuf::from(value)),
             "CALL_DEADLINE_MS" => self.limits.call_deadline_ms = parse(value).map_err(bad)?,
@@ -579,9 +579,17 @@ mod tests {
     #[test]
     fn defaults_run_offline_on_loopback() {
         let c = Config::load(None, Vec::new()).unwrap();
-        assert!(c.sandbox);
+        assert!(c.emulators);
         assert!(c.bundled_providers);
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn the_emulators_switch_off_in_the_file_or_the_environment() {
+        let f = write("emulators = false\n");
+        assert!(!Config::load(Some(&f.0), Vec::new()).unwrap().emulators);
+        let env = vec![("PAYHOST_EMULATORS".to_string(), "false".to_string())];
+        assert!(!Config::load(None, env).unwrap().emulators);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Assembling and running the service: store, runtime, providers, vault,
-//! sandbox gateways and the HTTP API.
+//! gateway emulators and the HTTP API.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,28 +10,28 @@ use anyhow::Context;
 use crate::api::{self, AppState};
 use crate::checkout::Checkouts;
 use crate::config::{Config, Secret};
+use crate::emulators::StripeEmulator;
 use crate::gateways::{Gateways, Vault};
 use crate::runtime::{ProviderRegistry, Runtime};
-use crate::sandbox::StripeSandbox;
 use crate::store::{Store, sqlite_file_url};
 use crate::tenancy::{ResolverOptions, TenantResolver};
 
-/// Running sandbox gateways; dropping this stops them.
-pub struct Sandboxes {
-    /// The Stripe sandbox.
-    pub stripe: StripeSandbox,
+/// Running gateway emulators; dropping this stops them.
+pub struct Emulators {
+    /// The Stripe emulator.
+    pub stripe: StripeEmulator,
 }
 
-impl Sandboxes {
-    /// Start every sandbox gateway on an ephemeral loopback port.
-    pub async fn start() -> anyhow::Result<Sandboxes> {
-        let stripe = StripeSandbox::start(0)
+impl Emulators {
+    /// Start every gateway emulator on an ephemeral loopback port.
+    pub async fn start() -> anyhow::Result<Emulators> {
+        let stripe = StripeEmulator::start(0)
             .await
-            .context("cannot start the Stripe sandbox")?;
-        Ok(Sandboxes { stripe })
+            .context("cannot start the Stripe emulator")?;
+        Ok(Emulators { stripe })
     }
 
-    /// Point the first-party providers at the sandboxes unless the operator
+    /// Point the first-party providers at the emulators unless the operator
     /// configured a base URL explicitly. Without bundled providers only an
     /// existing `[providers.stripe]` section is pointed there: a section
     /// created here for a provider that is not loaded would fail the start.
@@ -160,10 +160,10 @@ const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `payhost serve`: run until Ctrl-C / SIGTERM, then drain and stop.
 pub async fn serve(mut config: Config) -> anyhow::Result<()> {
-    let sandboxes = if config.sandbox {
-        let s = Sandboxes::start().await?;
+    let emulators = if config.emulators {
+        let s = Emulators::start().await?;
         s.apply(&mut config);
-        tracing::info!(stripe = %s.stripe.base_url(), "sandbox gateways running (offline mode)");
+        tracing::info!(stripe = %s.stripe.base_url(), "gateway emulators running (offline mode)");
         Some(s)
     } else {
         None
@@ -195,7 +195,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
             "mutations still running at shutdown; their orders stay pending for a retry to resume"
         );
     }
-    drop(sandboxes);
+    drop(emulators);
     Ok(())
 }
 
@@ -207,10 +207,10 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `payhost sandbox`: run only the sandbox gateways.
-pub async fn sandbox_only() -> anyhow::Result<()> {
-    let s = Sandboxes::start().await?;
-    println!("stripe sandbox: {}", s.stripe.base_url());
+/// `payhost emulators`: run only the gateway emulators.
+pub async fn emulators_only() -> anyhow::Result<()> {
+    let s = Emulators::start().await?;
+    println!("stripe emulator: {}", s.stripe.base_url());
     shutdown_signal().await;
     Ok(())
 }
@@ -258,22 +258,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_sandbox_adds_a_section_only_for_the_bundled_stripe() {
-        let sandboxes = Sandboxes::start().await.expect("sandboxes start");
+    async fn the_emulators_add_a_section_only_for_the_bundled_stripe() {
+        let emulators = Emulators::start().await.expect("emulators start");
         let mut without = Config {
             bundled_providers: false,
             ..Config::default()
         };
-        sandboxes.apply(&mut without);
+        emulators.apply(&mut without);
         without
             .check_provider_sections(std::iter::empty())
             .expect("no section was added for a provider that is not loaded");
 
         let mut bundled = Config::default();
-        sandboxes.apply(&mut bundled);
+        emulators.apply(&mut bundled);
         assert_eq!(
             bundled.providers["stripe"].base_url.as_deref(),
-            Some(sandboxes.stripe.base_url().as_str())
+            Some(emulators.stripe.base_url().as_str())
         );
     }
 }

@@ -1,17 +1,17 @@
 //! End-to-end checkout throughput and host-added latency:
-//! HTTP → host → Stripe component → loopback sandbox Stripe → ledger.
+//! HTTP → host → Stripe component → loopback Stripe emulator → ledger.
 //!
 //! Run: `cargo bench -p payhost-tests --bench checkout`
 //! (set `PAYHOST_TEST_POSTGRES_URL` to include PostgreSQL).
 //!
 //! Host-added latency = end-to-end latency − the latency of the same
-//! PaymentIntent call made directly to the sandbox (the "gateway time"),
+//! PaymentIntent call made directly to the emulator (the "gateway time"),
 //! compared at the same percentile.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use payhost_tests::{TestApp, stripe_sandbox, stripe_test_key};
+use payhost_tests::{TestApp, stripe_emulator, stripe_test_key};
 use reqwest::Method;
 use serde_json::json;
 
@@ -56,7 +56,7 @@ async fn gateway_once(client: &reqwest::Client, base: &str, key: &str, n: usize)
         ])
         .send()
         .await
-        .expect("sandbox reachable");
+        .expect("emulator reachable");
     assert!(response.status().is_success());
     let _ = response.bytes().await;
     t.elapsed()
@@ -73,7 +73,7 @@ async fn bench(app: TestApp) {
         e2e.push(checkout_once(&app, &key).await);
     }
     let client = reqwest::Client::new();
-    let base = stripe_sandbox().base_url();
+    let base = stripe_emulator().base_url();
     let direct_key = stripe_test_key();
     let mut gateway = Vec::with_capacity(LATENCY_SAMPLES);
     for n in 0..LATENCY_SAMPLES {

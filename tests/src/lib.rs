@@ -11,6 +11,8 @@ use std::time::Duration;
 use payhost::runtime::{LoadError, LoadedProvider, ProviderSettings, Runtime, SandboxLimits};
 use tokio::sync::OnceCell;
 
+pub mod checkout;
+
 /// Every log line of this test process: the first call installs a global
 /// `trace` subscriber writing into the returned buffer (call it before the
 /// code whose logs a test reads). The code generator's own traces (gigabytes
@@ -166,40 +168,40 @@ pub async fn hostile() -> Arc<LoadedProvider> {
     .clone()
 }
 
-/// A Stripe sandbox shared by the whole test process. It runs on its own
+/// A Stripe emulator shared by the whole test process. It runs on its own
 /// thread and tokio runtime, so it outlives each test's runtime.
-pub fn stripe_sandbox() -> &'static payhost::sandbox::StripeSandbox {
-    static SANDBOX: std::sync::OnceLock<&'static payhost::sandbox::StripeSandbox> =
+pub fn stripe_emulator() -> &'static payhost::emulators::StripeEmulator {
+    static EMULATOR: std::sync::OnceLock<&'static payhost::emulators::StripeEmulator> =
         std::sync::OnceLock::new();
-    SANDBOX.get_or_init(|| {
+    EMULATOR.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
                 .build()
-                .expect("sandbox runtime");
+                .expect("emulator runtime");
             rt.block_on(async move {
-                let sandbox = payhost::sandbox::StripeSandbox::start(0)
+                let emulator = payhost::emulators::StripeEmulator::start(0)
                     .await
-                    .expect("start stripe sandbox");
-                let sandbox: &'static payhost::sandbox::StripeSandbox =
-                    Box::leak(Box::new(sandbox));
-                tx.send(sandbox).expect("hand over sandbox");
+                    .expect("start stripe emulator");
+                let emulator: &'static payhost::emulators::StripeEmulator =
+                    Box::leak(Box::new(emulator));
+                tx.send(emulator).expect("hand over emulator");
                 std::future::pending::<()>().await;
             });
         });
-        rx.recv().expect("sandbox started")
+        rx.recv().expect("emulator started")
     })
 }
 
 /// The bundled Stripe component, compiled once per process and pointed at
-/// [`stripe_sandbox`].
+/// [`stripe_emulator`].
 pub async fn stripe() -> Arc<LoadedProvider> {
     static CELL: OnceCell<Arc<LoadedProvider>> = OnceCell::const_new();
     CELL.get_or_init(|| async {
         let settings = ProviderSettings {
-            base_url: Some(stripe_sandbox().base_url()),
+            base_url: Some(stripe_emulator().base_url()),
             ..ProviderSettings::default()
         };
         Arc::new(
@@ -213,10 +215,10 @@ pub async fn stripe() -> Arc<LoadedProvider> {
     .clone()
 }
 
-/// How many requests the sandbox Stripe has received whose idempotency key
+/// How many requests the Stripe emulator has received whose idempotency key
 /// starts with `prefix` (components send `<key>:<operation>`).
 pub fn stripe_calls_keyed(prefix: &str) -> usize {
-    stripe_sandbox()
+    stripe_emulator()
         .calls()
         .iter()
         .filter(|c| {
@@ -227,7 +229,7 @@ pub fn stripe_calls_keyed(prefix: &str) -> usize {
         .count()
 }
 
-/// A fresh, unique Stripe test key (the sandbox scopes objects per key).
+/// A fresh, unique Stripe test key (the emulator scopes objects per key).
 pub fn stripe_test_key() -> String {
     format!("sk_test_{:016x}", rand_u64())
 }
@@ -246,7 +248,7 @@ pub fn rand_u64() -> u64 {
 }
 
 /// Every provider the API tests use, loaded once per process: the bundled
-/// Stripe (pointed at [`stripe_sandbox`]) and the hostile test provider
+/// Stripe (pointed at [`stripe_emulator`]) and the hostile test provider
 /// (a second gateway for routing tests).
 pub async fn registry() -> Arc<payhost::runtime::ProviderRegistry> {
     static CELL: OnceCell<Arc<payhost::runtime::ProviderRegistry>> = OnceCell::const_new();
@@ -259,7 +261,7 @@ pub async fn registry() -> Arc<payhost::runtime::ProviderRegistry> {
                         "bundled:stripe",
                         stripe_bytes(),
                         ProviderSettings {
-                            base_url: Some(stripe_sandbox().base_url()),
+                            base_url: Some(stripe_emulator().base_url()),
                             ..ProviderSettings::default()
                         },
                     )
@@ -304,6 +306,16 @@ where
         // A bounded poll of a condition, not a wait in its place.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+pub use payhost::store::testing::POSTGRES_URL_ENV;
+
+/// The webhook secret [`TestApp::save_stripe`] saves.
+pub const WEBHOOK_SECRET: &str = "whsec_test_webhook_secret_value";
+
+/// `127.0.0.1:<port>` of `app`, for raw TCP clients.
+pub fn addr(app: &TestApp) -> String {
+    app.base.trim_start_matches("http://").to_string()
 }
 
 /// The admin token every test app uses.
@@ -413,6 +425,28 @@ impl TestApp {
         );
     }
 
+    /// An app on a fresh SQLite database.
+    pub async fn sqlite() -> TestApp {
+        match payhost::store::testing::TestDb::sqlite().await {
+            Ok(db) => TestApp::spawn(db).await,
+            Err(e) => panic!("cannot create a SQLite test database: {e}"),
+        }
+    }
+
+    /// An app on a fresh PostgreSQL schema, or `None` when
+    /// `PAYHOST_TEST_POSTGRES_URL` is unset. Panics when it is set but
+    /// PostgreSQL is unusable, so a misconfiguration cannot skip the suite.
+    pub async fn postgres() -> Option<TestApp> {
+        use payhost::store::testing::{POSTGRES_URL_ENV, TestDb};
+        let url = std::env::var(POSTGRES_URL_ENV)
+            .ok()
+            .filter(|u| !u.is_empty())?;
+        match TestDb::postgres(&url).await {
+            Ok(db) => Some(TestApp::spawn(db).await),
+            Err(e) => panic!("{POSTGRES_URL_ENV} is set but PostgreSQL is unusable: {e}"),
+        }
+    }
+
     /// One app per available backend (SQLite always, PostgreSQL when
     /// `PAYHOST_TEST_POSTGRES_URL` is set).
     pub async fn each_backend() -> Vec<TestApp> {
@@ -510,7 +544,7 @@ impl TestApp {
         (id, key["key"].as_str().expect("key").to_string())
     }
 
-    /// Save Stripe settings for a tenant with a fresh sandbox key; returns the key.
+    /// Save Stripe settings for a tenant with a fresh emulator key; returns the key.
     pub async fn save_stripe(
         &self,
         tenant_key: &str,
@@ -525,7 +559,7 @@ impl TestApp {
                 "/v1/gateways/stripe",
                 Some(serde_json::json!({
                     "credentials": {"secret-key": stripe_key},
-                    "webhook_secret": "whsec_test_webhook_secret_value",
+                    "webhook_secret": WEBHOOK_SECRET,
                     "priority": priority,
                     "currencies": currencies,
                 })),
@@ -542,4 +576,39 @@ fn shared_master_key() -> String {
     static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     KEY.get_or_init(payhost::gateways::Vault::generate_key)
         .clone()
+}
+
+/// One test per backend: `backend_test!(async fn name(app) { … })` expands to
+/// a module `name` holding `#[tokio::test] async fn sqlite()` and
+/// `async fn postgres()`, each running the body on a fresh [`TestApp`] of
+/// its backend, so each backend passes or fails as a test of its own. The
+/// PostgreSQL one returns early, saying it skipped, when
+/// `PAYHOST_TEST_POSTGRES_URL` is unset. The body ends with
+/// `app.finish().await`. Doc comments and attributes before `async fn` go on
+/// the module; the body sees the enclosing module's items.
+#[macro_export]
+macro_rules! backend_test {
+    ($(#[$meta:meta])* async fn $name:ident($app:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($app: $crate::TestApp) $body
+
+            #[tokio::test]
+            async fn sqlite() {
+                run($crate::TestApp::sqlite().await).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let Some(app) = $crate::TestApp::postgres().await else {
+                    eprintln!("skipped: {} is not set", $crate::POSTGRES_URL_ENV);
+                    return;
+                };
+                run(app).await;
+            }
+        }
+    };
 }

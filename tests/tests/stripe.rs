@@ -1,15 +1,15 @@
-//! The Stripe component, through the host runtime, against the sandbox Stripe
+//! The Stripe component, through the host runtime, against the Stripe emulator
 //! on loopback: credentials, payments, capture, cancel, refunds, errors,
 //! idempotency and webhook verification.
 
+use payhost::emulators::stripe::sign_payload;
 use payhost::runtime::contract::{
     CallContext, CaptureMode, Credential, Decline, EventKind, Money, NextAction, PaymentRequest,
     PaymentState, ProviderError, RefundRequest, RefundStatus, WebhookError, WebhookRequest,
 };
 use payhost::runtime::{CallError, ProviderSettings, send_gate};
-use payhost::sandbox::stripe::sign_payload;
 use payhost_tests::{
-    rand_u64, stripe, stripe_bytes, stripe_calls_keyed, stripe_sandbox, stripe_test_key,
+    rand_u64, stripe, stripe_bytes, stripe_calls_keyed, stripe_emulator, stripe_test_key,
     tight_runtime,
 };
 
@@ -47,7 +47,7 @@ fn payment(amount: u64, method: &str, capture: CaptureMode) -> PaymentRequest {
 #[tokio::test]
 async fn valid_key_validates_and_invalid_key_is_rejected() {
     let stripe = stripe().await;
-    let before = stripe_sandbox()
+    let before = stripe_emulator()
         .calls()
         .iter()
         .filter(|c| c.path == "/v1/balance")
@@ -57,24 +57,24 @@ async fn valid_key_validates_and_invalid_key_is_rejected() {
         .await
         .expect("a test key is valid");
     let err = stripe
-        .validate_credentials(ctx("sk_live_not_a_sandbox_key", None))
+        .validate_credentials(ctx("sk_live_not_an_emulator_key", None))
         .await
-        .expect_err("a live key is rejected by the sandbox");
+        .expect_err("a live key is rejected by the emulator");
     match err {
         CallError::Gateway(ProviderError::InvalidCredentials(message)) => {
             assert!(
-                !message.contains("sk_live_not_a_sandbox_key"),
+                !message.contains("sk_live_not_an_emulator_key"),
                 "the key must not be echoed: {message}"
             );
         }
         other => panic!("expected InvalidCredentials, got {other:?}"),
     }
-    let after = stripe_sandbox()
+    let after = stripe_emulator()
         .calls()
         .iter()
         .filter(|c| c.path == "/v1/balance")
         .count();
-    assert!(after >= before + 2, "both validations reached the sandbox");
+    assert!(after >= before + 2, "both validations reached the emulator");
 }
 
 #[tokio::test]
@@ -135,8 +135,8 @@ async fn requires_action_surfaces_the_redirect() {
     match p.state {
         PaymentState::RequiresAction(NextAction::Redirect(url)) => {
             assert!(
-                url.starts_with(&stripe_sandbox().base_url()),
-                "redirect to the sandbox 3DS page: {url}"
+                url.starts_with(&stripe_emulator().base_url()),
+                "redirect to the emulator 3DS page: {url}"
             );
             assert!(url.contains(&p.reference), "{url}");
         }
@@ -244,7 +244,7 @@ async fn retry_with_the_same_idempotency_key_never_charges_twice() {
         .await
         .expect("retry");
     assert_eq!(first.reference, second.reference);
-    let posts: Vec<_> = stripe_sandbox()
+    let posts: Vec<_> = stripe_emulator()
         .calls()
         .into_iter()
         .filter(|c| {
@@ -268,7 +268,7 @@ async fn gateway_failures_map_to_retriable_errors() {
     let err = stripe
         .create_payment(
             ctx(&key, Some(&unique("idem"))),
-            payment(1000, "pm_sandbox_unavailable", CaptureMode::Automatic),
+            payment(1000, "pm_emulator_unavailable", CaptureMode::Automatic),
         )
         .await
         .expect_err("5xx");
@@ -279,7 +279,7 @@ async fn gateway_failures_map_to_retriable_errors() {
     let err = stripe
         .create_payment(
             ctx(&key, Some(&unique("idem"))),
-            payment(1000, "pm_sandbox_rate_limited", CaptureMode::Automatic),
+            payment(1000, "pm_emulator_rate_limited", CaptureMode::Automatic),
         )
         .await
         .expect_err("429");
@@ -359,7 +359,7 @@ fn no_credentials() -> CallContext {
     }
 }
 
-/// Pays through the component and returns the sandbox's
+/// Pays through the component and returns the emulator's
 /// `payment_intent.succeeded` event for it, exactly as it is delivered.
 async fn delivered_event(key: &str) -> (Vec<u8>, i64) {
     let stripe = stripe().await;
@@ -370,22 +370,22 @@ async fn delivered_event(key: &str) -> (Vec<u8>, i64) {
         )
         .await
         .expect("approved");
-    let event = stripe_sandbox()
+    let event = stripe_emulator()
         .events()
         .into_iter()
         .find(|e| {
             e["type"] == "payment_intent.succeeded" && e["data"]["object"]["id"] == paid.reference
         })
-        .expect("the sandbox emitted the success event");
+        .expect("the emulator emitted the success event");
     let created = event["created"].as_i64().expect("created");
     (event.to_string().into_bytes(), created)
 }
 
-/// How often the sandbox was asked for the event in `body`.
+/// How often the emulator was asked for the event in `body`.
 fn times_fetched(body: &[u8]) -> usize {
     let event: serde_json::Value = serde_json::from_slice(body).expect("event JSON");
     let path = format!("/v1/events/{}", event["id"].as_str().expect("event id"));
-    stripe_sandbox()
+    stripe_emulator()
         .calls()
         .iter()
         .filter(|c| c.path == path)
@@ -433,7 +433,7 @@ async fn bad_webhooks_are_rejected_with_distinct_errors() {
     );
     assert!(
         times_fetched(&body) >= 2,
-        "both mismatches asked the sandbox for the event"
+        "both mismatches asked the emulator for the event"
     );
     assert_eq!(
         stale_err,
@@ -503,7 +503,7 @@ async fn a_forged_event_is_tampered_and_an_unanswerable_mismatch_stays_undetermi
 #[tokio::test]
 async fn a_call_held_at_its_gate_past_the_deadline_sends_nothing() {
     let settings = ProviderSettings {
-        base_url: Some(stripe_sandbox().base_url()),
+        base_url: Some(stripe_emulator().base_url()),
         ..ProviderSettings::default()
     };
     let provider = tight_runtime()

@@ -21,7 +21,7 @@ use super::state::CallState;
 /// Operator settings for one provider.
 #[derive(Debug, Clone, Default)]
 pub struct ProviderSettings {
-    /// Base URL passed to the component instead of its default (sandbox,
+    /// Base URL passed to the component instead of its default (emulator,
     /// regional endpoint). Its origin is added to the allow-list.
     pub base_url: Option<String>,
     /// Replaces the manifest's default hosts when set.

@@ -27,7 +27,7 @@ impl CallContext {
         })
     }
 
-    /// The base URL for gateway calls: the host's override (sandbox, proxy)
+    /// The base URL for gateway calls: the host's override (emulator, proxy)
     /// when set and non-blank, else `default`. A trailing `/` is removed so
     /// callers can always write `format!("{base}/v1/…")`.
     pub fn base_url<'a>(&'a self, default: &'a str) -> &'a str {

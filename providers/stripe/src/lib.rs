@@ -14,7 +14,7 @@
 //! - **Auth**: `Authorization: Bearer <secret-key>` (credential `secret-key`).
 //!   The key is never logged and is scrubbed from every error message
 //!   ([`api::scrub`]).
-//! - **Base URL**: the host's `base-url` override (sandbox, proxy) or
+//! - **Base URL**: the host's `base-url` override (emulator, proxy) or
 //!   `https://api.stripe.com`.
 //! - **Bodies** are `application/x-www-form-urlencoded` with bracketed keys
 //!   (`metadata[order_id]=…`); currencies go out lower-case and come back

@@ -270,7 +270,7 @@ fn signed_payload(timestamp: i64, body: &[u8]) -> Vec<u8> {
 }
 
 /// A `Stripe-Signature` header value for `body` signed at `timestamp`, as
-/// Stripe would send it. For tests and sandbox gateways.
+/// Stripe would send it. For tests and gateway emulators.
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
     let digest = hmac_sha256(secret.as_bytes(), &signed_payload(timestamp, body));
     format!("t={timestamp},v1={}", to_hex(&digest))

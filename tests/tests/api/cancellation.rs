@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use payhost_tests::{TestApp, eventually, stripe_sandbox};
+use payhost_tests::{TestApp, addr, backend_test, eventually, stripe_emulator};
 
 /// Delays after which the client hangs up, from "the request is barely
 /// written" to "the answer has usually arrived".
@@ -39,11 +39,6 @@ fn raw_request(
         body.len()
     )
     .into_bytes()
-}
-
-/// `127.0.0.1:<port>` of `app`.
-fn addr(app: &TestApp) -> String {
-    app.base.trim_start_matches("http://").to_string()
 }
 
 /// Status and JSON body of a complete HTTP/1.1 response in `buf`, if it is one.
@@ -117,9 +112,8 @@ struct Sent {
     answer: Option<(u16, Value)>,
 }
 
-#[tokio::test]
-async fn requests_dropped_at_swept_delays_leave_the_ledger_matching_the_gateway() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn requests_dropped_at_swept_delays_leave_the_ledger_matching_the_gateway(app) {
         let b = app.backend;
         let (tenant, key) = app.new_tenant("Storm").await;
         let stripe_key = app.save_stripe(&key, 1, &["USD"]).await;
@@ -263,7 +257,7 @@ async fn requests_dropped_at_swept_delays_leave_the_ledger_matching_the_gateway(
         app.quiesce().await;
 
         // Every charge at the gateway is booked on the order that records it.
-        let moved = stripe_sandbox().money_moved(&stripe_key);
+        let moved = stripe_emulator().money_moved(&stripe_key);
         assert!(
             !moved.payments.is_empty(),
             "{b}: the storm charged nothing, so it proves nothing"
@@ -387,12 +381,11 @@ async fn requests_dropped_at_swept_delays_leave_the_ledger_matching_the_gateway(
     }
 }
 
-/// A key revocation whose request is dropped right after its commit: the
-/// key is refused at once on that instance, and on a second instance
-/// (PostgreSQL) as soon as the broadcast arrives, never after a cache TTL.
-#[tokio::test]
-async fn a_revocation_dropped_after_its_commit_still_evicts_the_key() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    /// A key revocation whose request is dropped right after its commit: the
+    /// key is refused at once on that instance, and on a second instance
+    /// (PostgreSQL) as soon as the broadcast arrives, never after a cache TTL.
+    async fn a_revocation_dropped_after_its_commit_still_evicts_the_key(app) {
         let b = app.backend;
         let second = match app.backend {
             "postgres" => Some(app.sibling(&app.database_url().expect("owned db")).await),

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use payhost::http_server::HttpOptions;
-use payhost_tests::{ADMIN_TOKEN, TestApp};
+use payhost_tests::{ADMIN_TOKEN, TestApp, addr, backend_test};
 
 /// A bound on every wait for a condition; generous, since a passing test
 /// never waits for it in full.
@@ -21,10 +21,6 @@ async fn sqlite_app(http: HttpOptions) -> TestApp {
         .await
         .expect("sqlite test db");
     TestApp::spawn_with(db, http).await
-}
-
-fn addr(app: &TestApp) -> String {
-    app.base.trim_start_matches("http://").to_string()
 }
 
 async fn connect(app: &TestApp) -> TcpStream {
@@ -412,9 +408,8 @@ async fn framework_rejections_are_json_errors() {
 
 // ----- 8. JSON shapes -------------------------------------------------------
 
-#[tokio::test]
-async fn bodies_that_must_be_objects_refuse_arrays_top_level_and_nested() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn bodies_that_must_be_objects_refuse_arrays_top_level_and_nested(app) {
         let (tenant, key) = app.new_tenant("Shapes").await;
         app.save_stripe(&key, 1, &["USD"]).await;
         let post = |path: &str, token: &str, body: &'static str| {
@@ -539,9 +534,8 @@ async fn bodies_that_must_be_objects_refuse_arrays_top_level_and_nested() {
 
 const CONTROLS: [&str; 5] = ["a\u{0}b", "a\u{1b}[2Jb", "a\nb", "a\rb", "a\u{85}b"];
 
-#[tokio::test]
-async fn client_text_refuses_control_characters_and_overlong_values() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn client_text_refuses_control_characters_and_overlong_values(app) {
         let (_, key) = app.new_tenant("Text rules").await;
         app.save_stripe(&key, 1, &["USD"]).await;
         // (path, body with the value at `$`, field named in the 422, cap)
@@ -674,9 +668,8 @@ fn substitute(template: &Value, value: &str) -> Value {
     }
 }
 
-#[tokio::test]
-async fn products_and_carrier_are_kept_in_the_order() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn products_and_carrier_are_kept_in_the_order(app) {
         let (_, key) = app.new_tenant("Descriptive").await;
         app.save_stripe(&key, 1, &["USD"]).await;
         let (status, order) = app
@@ -728,9 +721,8 @@ async fn products_and_carrier_are_kept_in_the_order() {
     }
 }
 
-#[tokio::test]
-async fn domains_must_be_host_names() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn domains_must_be_host_names(app) {
         let (tenant, _) = app.new_tenant("Domains").await;
         let path = format!("/admin/tenants/{tenant}/domains");
         for bad in [
@@ -760,9 +752,8 @@ async fn domains_must_be_host_names() {
     }
 }
 
-#[tokio::test]
-async fn gateway_currencies_are_deduplicated_and_bounded() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn gateway_currencies_are_deduplicated_and_bounded(app) {
         let (_, key) = app.new_tenant("Currencies").await;
         app.save_stripe(&key, 1, &["USD", "EUR", "USD", "EUR", "GBP"])
             .await;

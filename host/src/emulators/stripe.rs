@@ -1,4 +1,4 @@
-//! Sandbox Stripe: an in-process fake of Stripe's API v1 on loopback.
+//! Stripe emulator: an in-process fake of Stripe's API v1 on loopback.
 //!
 //! It follows Stripe's documented behaviour closely enough that a real Stripe
 //! client (our Stripe provider component) works against it unchanged by
@@ -41,17 +41,17 @@
 //!   Nothing is saved for requests that fail before the endpoint runs
 //!   (authentication, parameter validation, 429) nor for 5xx.
 //! - **Webhooks**: every state change becomes an event (see
-//!   [`StripeSandbox::events`]); subscribed endpoints receive it signed with
+//!   [`StripeEmulator::events`]); subscribed endpoints receive it signed with
 //!   [`sign_payload`], asynchronously, with bounded retries.
 //!
-//! **Sandbox extensions** (not Stripe; for failure testing and offline
-//! checkout): payment method `pm_sandbox_unavailable` → 500 `api_error`;
-//! `pm_sandbox_rate_limited` → 429 with `Retry-After: 2` (both fail before
-//! anything is created); `GET /sandbox/3ds/{id}` is the fake 3-D Secure page
+//! **Emulator extensions** (not Stripe; for failure testing and offline
+//! checkout): payment method `pm_emulator_unavailable` → 500 `api_error`;
+//! `pm_emulator_rate_limited` → 429 with `Retry-After: 2` (both fail before
+//! anything is created); `GET /emulator/3ds/{id}` is the fake 3-D Secure page
 //! (`?action=fail` fails authentication).
 //!
-//! The server binds 127.0.0.1 only and stops when the [`StripeSandbox`]
-//! handle is dropped or [`StripeSandbox::shutdown`] is awaited.
+//! The server binds 127.0.0.1 only and stops when the [`StripeEmulator`]
+//! handle is dropped or [`StripeEmulator::shutdown`] is awaited.
 
 mod error;
 mod form;
@@ -90,29 +90,29 @@ use webhook::{Cause, Delivery, Subscription};
 
 pub use webhook::sign_payload;
 
-/// Largest request body the sandbox reads (Stripe requests are small forms).
+/// Largest request body the emulator reads (Stripe requests are small forms).
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Timeout of one webhook delivery attempt.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running sandbox Stripe bound to `127.0.0.1`.
+/// A running Stripe emulator bound to `127.0.0.1`.
 ///
 /// Dropping the handle signals the server (and any pending webhook
 /// deliveries) to stop; it finishes in-flight requests in the background.
-/// Await [`StripeSandbox::shutdown`] instead to wait until it has stopped.
-pub struct StripeSandbox {
+/// Await [`StripeEmulator::shutdown`] instead to wait until it has stopped.
+pub struct StripeEmulator {
     shared: Arc<Shared>,
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
 }
 
-impl StripeSandbox {
+impl StripeEmulator {
     /// Binds `127.0.0.1:<port>` (`0` picks an ephemeral port) and serves the
     /// fake API on the current Tokio runtime until the handle is dropped or
     /// shut down. Fails only if the port cannot be bound.
-    pub async fn start(port: u16) -> io::Result<StripeSandbox> {
+    pub async fn start(port: u16) -> io::Result<StripeEmulator> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
@@ -137,11 +137,11 @@ impl StripeSandbox {
                 .with_graceful_shutdown(shutdown)
                 .await
             {
-                tracing::warn!(%error, "sandbox stripe: server stopped with an error");
+                tracing::warn!(%error, "stripe emulator: server stopped with an error");
             }
         });
-        tracing::info!(%addr, "sandbox stripe listening");
-        Ok(StripeSandbox {
+        tracing::info!(%addr, "stripe emulator listening");
+        Ok(StripeEmulator {
             shared,
             addr,
             stop,
@@ -203,26 +203,26 @@ impl StripeSandbox {
         if let Some(server) = self.server.take()
             && let Err(error) = server.await
         {
-            tracing::warn!(%error, "sandbox stripe: server task failed");
+            tracing::warn!(%error, "stripe emulator: server task failed");
         }
     }
 }
 
-impl Drop for StripeSandbox {
+impl Drop for StripeEmulator {
     fn drop(&mut self) {
         self.stop.send_replace(true);
     }
 }
 
-impl std::fmt::Debug for StripeSandbox {
+impl std::fmt::Debug for StripeEmulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StripeSandbox")
+        f.debug_struct("StripeEmulator")
             .field("base_url", &self.shared.base_url)
             .finish_non_exhaustive()
     }
 }
 
-/// See [`StripeSandbox::money_moved`].
+/// See [`StripeEmulator::money_moved`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MoneyMoved {
     /// Payment intents with `amount_received > 0`.
@@ -242,7 +242,7 @@ pub struct MovedPayment {
     pub currency: String,
 }
 
-/// A refund the sandbox made.
+/// A refund the emulator made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MovedRefund {
     /// `re_…`.
@@ -260,19 +260,19 @@ pub(crate) struct Shared {
     base_url: String,
     http: Arc<reqwest::Client>,
     stopped: watch::Receiver<bool>,
-    state: Mutex<SandboxState>,
+    state: Mutex<EmulatorState>,
 }
 
 /// All in-memory state. Only ever locked in synchronous sections.
 #[derive(Default)]
-pub(crate) struct SandboxState {
+pub(crate) struct EmulatorState {
     calls: Vec<RecordedCall>,
     accounts: HashMap<AccountId, Account>,
     subscriptions: Vec<Subscription>,
     events: Vec<Value>,
 }
 
-impl SandboxState {
+impl EmulatorState {
     /// The account of an API key, created empty on first use.
     pub(crate) fn account(&mut self, id: &AccountId) -> &mut Account {
         self.accounts.entry(id.clone()).or_default()
@@ -282,7 +282,7 @@ impl SandboxState {
 impl Shared {
     /// Locks the state. A panic while locked cannot leave it half-updated in
     /// a way that matters for a fake, so poisoning is ignored.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, SandboxState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, EmulatorState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -358,7 +358,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/refunds/{id}", get(handlers::retrieve_refund))
         .route("/v1/charges/{id}", get(handlers::retrieve_charge))
         .route("/v1/events/{id}", get(handlers::retrieve_event))
-        .route("/sandbox/3ds/{id}", get(handlers::three_d_secure))
+        .route("/emulator/3ds/{id}", get(handlers::three_d_secure))
         .fallback(handlers::unrecognized)
         .method_not_allowed_fallback(handlers::unrecognized)
         .layer(middleware::from_fn_with_state(shared.clone(), gate))
@@ -405,7 +405,7 @@ async fn gate(State(shared): State<Arc<Shared>>, mut request: Request, next: Nex
             _ => None,
         }
     };
-    tracing::debug!(%method, %path, "sandbox stripe request");
+    tracing::debug!(%method, %path, "stripe emulator request");
 
     let mut response = if !is_api {
         next.run(request).await
@@ -497,7 +497,7 @@ async fn idempotent(
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
     let (parts, body) = response.into_parts();
     let Ok(body) = to_bytes(body, MAX_BODY_BYTES).await else {
-        return ApiError::api("The sandbox could not buffer its own response.").into_response();
+        return ApiError::api("The emulator could not buffer its own response.").into_response();
     };
     let saveable = !parts.status.is_server_error()
         && parts.status != axum::http::StatusCode::TOO_MANY_REQUESTS
@@ -642,7 +642,7 @@ fn mask_key(key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    //! Drive the sandbox over real loopback HTTP, the way a Stripe client does.
+    //! Drive the emulator over real loopback HTTP, the way a Stripe client does.
 
     use std::io::{Read, Write};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -657,8 +657,8 @@ mod tests {
 
     use super::*;
 
-    const KEY: &str = "sk_test_sandbox_tenant_one";
-    const OTHER_KEY: &str = "sk_test_sandbox_tenant_two";
+    const KEY: &str = "sk_test_emulator_tenant_one";
+    const OTHER_KEY: &str = "sk_test_emulator_tenant_two";
 
     /// A response as the test sees it.
     struct Answer {
@@ -693,9 +693,9 @@ mod tests {
     }
 
     impl Client {
-        fn new(sandbox: &StripeSandbox) -> Self {
+        fn new(emulator: &StripeEmulator) -> Self {
             Client {
-                base: sandbox.base_url(),
+                base: emulator.base_url(),
                 http: reqwest::Client::builder()
                     .redirect(reqwest::redirect::Policy::none())
                     .build()
@@ -737,14 +737,14 @@ mod tests {
         }
     }
 
-    async fn sandbox() -> (StripeSandbox, Client) {
-        let sandbox = StripeSandbox::start(0).await.expect("sandbox starts");
-        let client = Client::new(&sandbox);
-        (sandbox, client)
+    async fn emulator() -> (StripeEmulator, Client) {
+        let emulator = StripeEmulator::start(0).await.expect("emulator starts");
+        let client = Client::new(&emulator);
+        (emulator, client)
     }
 
-    fn event_types(sandbox: &StripeSandbox) -> Vec<String> {
-        sandbox
+    fn event_types(emulator: &StripeEmulator) -> Vec<String> {
+        emulator
             .events()
             .iter()
             .filter_map(|event| event["type"].as_str().map(str::to_owned))
@@ -763,17 +763,17 @@ mod tests {
 
     #[tokio::test]
     async fn binds_loopback_and_reports_its_base_url() {
-        let (sandbox, _) = sandbox().await;
-        assert!(sandbox.local_addr().ip().is_loopback());
+        let (emulator, _) = emulator().await;
+        assert!(emulator.local_addr().ip().is_loopback());
         assert_eq!(
-            sandbox.base_url(),
-            format!("http://127.0.0.1:{}", sandbox.local_addr().port())
+            emulator.base_url(),
+            format!("http://127.0.0.1:{}", emulator.local_addr().port())
         );
     }
 
     #[tokio::test]
     async fn bearer_and_basic_test_keys_are_accepted() {
-        let (sandbox, client) = sandbox().await;
+        let (emulator, client) = emulator().await;
         let bearer = client.get(KEY, "/v1/balance").await;
         assert_eq!(bearer.status, StatusCode::OK);
         assert_eq!(bearer.json["object"], "balance");
@@ -793,7 +793,7 @@ mod tests {
             .expect("sent");
         assert_eq!(basic.status().as_u16(), 200);
 
-        let calls = sandbox.calls();
+        let calls = emulator.calls();
         assert_eq!(calls.len(), 2);
         assert!(calls.iter().all(|call| call.authorized));
         assert_eq!(calls[0].method, "GET");
@@ -802,7 +802,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_live_and_malformed_keys_get_401_without_echoing_the_key() {
-        let (sandbox, client) = sandbox().await;
+        let (emulator, client) = emulator().await;
         let missing = answer(
             client
                 .http
@@ -848,8 +848,8 @@ mod tests {
             StatusCode::UNAUTHORIZED
         );
 
-        assert!(sandbox.calls().iter().all(|call| !call.authorized));
-        assert!(sandbox.events().is_empty());
+        assert!(emulator.calls().iter().all(|call| !call.authorized));
+        assert!(emulator.events().is_empty());
     }
 
     #[test]
@@ -864,7 +864,7 @@ mod tests {
 
     #[tokio::test]
     async fn visa_payment_succeeds_and_can_be_retrieved() {
-        let (sandbox, client) = sandbox().await;
+        let (emulator, client) = emulator().await;
         let created = client
             .create(&[
                 ("amount", "2000"),
@@ -921,12 +921,12 @@ mod tests {
             balance.json["available"],
             json!([{"amount": 2000, "currency": "eur", "source_types": {"card": 2000}}])
         );
-        assert_eq!(event_types(&sandbox), ["payment_intent.succeeded"]);
+        assert_eq!(event_types(&emulator), ["payment_intent.succeeded"]);
     }
 
     #[tokio::test]
     async fn two_step_create_then_confirm() {
-        let (sandbox, client) = sandbox().await;
+        let (emulator, client) = emulator().await;
         let created = client
             .create(&[("amount", "500"), ("currency", "usd")])
             .await;
@@ -956,12 +956,12 @@ mod tests {
             again.json["error"]["code"],
             "payment_intent_unexpected_state"
         );
-        assert_eq!(event_types(&sandbox), ["payment_intent.succeeded"]);
+        assert_eq!(event_types(&emulator), ["payment_intent.succeeded"]);
     }
 
     #[tokio::test]
     async fn manual_capture_partial_capture_and_over_capture() {
-        let (sandbox, client) = sandbox().await;
+        let (emulator, client) = emulator().await;
         let created = client
             .create(&[
                 ("amount", "1000"),
@@ -1000,7 +1000,7 @@ mod tests {
             "payment_intent_unexpected_state"
         );
         assert_eq!(
-            event_types(&sandbox),
+            event_types(&emulator),
             [
                 "payment_intent.amount_capturable_updated",
                 "payment_intent.succeeded"
@@ -1010,7 +1010,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_test_card_declines_with_its_code() {
-        let (sandbox, client) = sandbox().await;
+        let (emulator, client) = emulator().await;
         let cases = [
             (
                 "pm_card_visa_chargeDeclined",
@@ -1063,12 +1063,12 @@ mod tests {
             let stored = client.get(KEY, &format!("/v1/payment_intents/{id}")).await;
             assert_eq!(stored.json["status"], "requires_payment_method");
         }
-        assert_eq!(event_types(&sandbox), ["payment_intent.payment_failed"; 3]);
+        assert_eq!(event_types(&emulator), ["payment_intent.payment_failed"; 3]);
     }
 
     #[tokio::test]
     async fn invalid_parameters_are_rejected_with_the_param_named() {
-        let (sandbox, client) = sandbox().await;
+        let (emulator, client) = emulator().await;
         let cases: [(Form, &str, &str); 8] = [
             (&[("currency", "usd")], "parameter_missing", "amount"),
             // Stripe's maximum is eight digits of minor units.
@@ -1128,16 +1128,16 @@ mod tests {
         let unknown = client.get(KEY, "/v1/payment_intents/pi_doesnotexist").await;
         assert_eq!(unknown.status, StatusCode::NOT_FOUND);
         assert_eq!(unknown.json["error"]["code"], "resource_missing");
-        assert!(sandbox.events().is_empty());
+        assert!(emulator.events().is_empty());
     }
 
     #[tokio::test]
-    async fn sandbox_failure_triggers_fail_before_anything_is_created() {
-        let (sandbox, client) = sandbox().await;
+    async fn emulator_failure_triggers_fail_before_anything_is_created() {
+        let (emulator, client) = emulator().await;
         let unavailable: &[(&str, &str)] = &[
             ("amount", "1000"),
             ("currency", "usd"),
-            ("payment_method", "pm_sandbox_unavailable"),
+            ("payment_method", "pm_emulator_unavailable"),
             ("confirm", "true"),
         ];
         let first = client
@@ -1161,18 +1161,18 @@ mod tests {
             .create(&[
                 ("amount", "1000"),
                 ("currency", "usd"),
-                ("payment_method", "pm_sandbox_rate_limited"),
+                ("payment_method", "pm_emulator_rate_limited"),
             ])
             .await;
         assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(limited.header("retry-after"), Some("2"));
         assert_eq!(limited.json["error"]["code"], "rate_limit");
-        assert_eq!(event_types(&sandbox), ["payment_intent.succeeded"]);
+        assert_eq!(event_types(&emulator), ["payment_intent.succeeded"]);
     }
 
     #[tokio::test]
     async fn three_d_secure_requires_action_until_the_page_completes_it() {
-        let (sandbox, client) = sandbox().await;
+        let (emulator, client) = emulator().await;
         let return_url = "https://shop.example/checkout/done?order=42";
         let created = client
             .create(&[
@@ -1191,8 +1191,8 @@ mod tests {
         assert_eq!(action["redirect_to_url"]["return_url"], return_url);
         let page = action["redirect_to_url"]["url"].as_str().expect("url");
         assert!(page.starts_with(&format!(
-            "{}/sandbox/3ds/{id}?return_url=",
-            sandbox.base_url()
+            "{}/emulator/3ds/{id}?return_url=",
+            emulator.base_url()
         )));
 
         let visited = client.http.get(page).send().await.expect("page");
@@ -1249,7 +1249,7 @@ mod tests {
         assert_eq!(waiting.json["amount_capturable"], 700);
 
         assert_eq!(
-            event_types(&sandbox),
+            event_types(&emulator),
             [
                 "payment_intent.requires_action",
                 "payment_intent.succeeded",
@@ -1261,7 +1261,7 @@ mod tests {
 
     #[tokio::test]
     async fn failed_three_d_secure_returns_to_requires_payment_method() {
-        let (sandbox, client) = sandbox().await;
+        let (emulator, client) = emulator().await;
         let created = client
             .create(&[
                 ("amount", "1000"),
@@ -1271,7 +1271,7 @@ mod tests {
             ])
             .await;
         let id = created.json["id"].as_str().expect("id");
-        let page = format!("{}/sandbox/3ds/{id}?action=fail", sandbox.base_url());
+        let page = format!("{}/emulator/3ds/{id}?action=fail", emulator.base_url());
         let visited = client.http.get(page).send().await.expect("page");
         assert_eq!(visited.status().as_u16(), 200);
         let failed = client.get(KEY, &format!("/v1/payment_intents/{id}")).await;
@@ -1281,7 +1281,7 @@ mod tests {
             "payment_intent_authentication_failure"
         );
         assert_eq!(
-            event_types(&sandbox),
+            event_types(&emulator),
             [
                 "payment_intent.requires_action",
                 "payment_intent.payment_failed"
@@ -1291,7 +1291,7 @@ mod tests {
 
     #[tokio::test]
     async fn cancel_from_requires_capture_but_not_twice() {
-        let (sandbox, client) = sandbox().await;
+        let (emulator, client) = emulator().await;
         let created = client
             .create(&[
                 ("amount", "1000"),
@@ -1349,7 +1349,7 @@ mod tests {
             "payment_intent_unexpected_state"
         );
         assert_eq!(
-            event_types(&sandbox),
+            event_types(&emulator),
             [
                 "payment_intent.amount_capturable_updated",
                 "payment_intent.canceled",
@@ -1360,7 +1360,7 @@ mod tests {
 
     #[tokio::test]
     async fn partial_and_full_refunds_never_exceed_the_payment() {
-        let (sandbox, client) = sandbox().await;
+        let (emulator, client) = emulator().await;
         let paid = client.create(VISA_1000).await;
         let id = paid.json["id"].as_str().expect("id");
         let charge = paid.json["latest_charge"].as_str().expect("charge");
@@ -1452,7 +1452,7 @@ mod tests {
         assert_eq!(missing.json["error"]["code"], "parameter_missing");
 
         assert_eq!(
-            event_types(&sandbox),
+            event_types(&emulator),
             [
                 "payment_intent.succeeded",
                 "charge.refunded",
@@ -1466,7 +1466,7 @@ mod tests {
 
     #[tokio::test]
     async fn idempotency_key_replays_the_first_response_byte_for_byte() {
-        let (sandbox, client) = sandbox().await;
+        let (emulator, client) = emulator().await;
         let first = client
             .post(KEY, "/v1/payment_intents", Some("order-42"), VISA_1000)
             .await;
@@ -1484,7 +1484,7 @@ mod tests {
             replay.header("original-request"),
             first.header("request-id")
         );
-        assert_eq!(event_types(&sandbox), ["payment_intent.succeeded"]);
+        assert_eq!(event_types(&emulator), ["payment_intent.succeeded"]);
 
         let different = client
             .post(
@@ -1557,14 +1557,14 @@ mod tests {
             .await;
         assert_eq!(fixed.status, StatusCode::OK);
 
-        let recorded: Vec<Option<String>> = sandbox
+        let recorded: Vec<Option<String>> = emulator
             .calls()
             .into_iter()
             .map(|call| call.idempotency_key)
             .collect();
         assert_eq!(recorded[0].as_deref(), Some("order-42"));
         assert_eq!(
-            event_types(&sandbox),
+            event_types(&emulator),
             [
                 "payment_intent.succeeded",
                 "payment_intent.succeeded",
@@ -1576,11 +1576,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_key_in_flight_is_409_for_a_concurrent_request() {
-        let (sandbox, client) = sandbox().await;
+        let (emulator, client) = emulator().await;
         let body = "amount=1000&currency=usd&payment_method=pm_card_visa&confirm=true";
         let (head, tail) = body.split_at(10);
         // Send the headers and part of the body, then hold the request open.
-        let mut slow = std::net::TcpStream::connect(sandbox.local_addr()).expect("connect");
+        let mut slow = std::net::TcpStream::connect(emulator.local_addr()).expect("connect");
         write!(
             slow,
             "POST /v1/payment_intents HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n\
@@ -1593,7 +1593,7 @@ mod tests {
         // The key is claimed in the same critical section that records the
         // call, so once the call is visible the key is in flight.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !sandbox
+        while !emulator
             .calls()
             .iter()
             .any(|c| c.idempotency_key.as_deref() == Some("slow-1"))
@@ -1625,13 +1625,13 @@ mod tests {
             .await;
         assert_eq!(after.header("idempotent-replayed"), Some("true"));
         assert!(raw.ends_with(&after.text));
-        assert_eq!(event_types(&sandbox), ["payment_intent.succeeded"]);
+        assert_eq!(event_types(&emulator), ["payment_intent.succeeded"]);
     }
 
     #[tokio::test]
     async fn an_abandoned_request_releases_its_key() {
-        let (sandbox, client) = sandbox().await;
-        let mut abandoned = std::net::TcpStream::connect(sandbox.local_addr()).expect("connect");
+        let (emulator, client) = emulator().await;
+        let mut abandoned = std::net::TcpStream::connect(emulator.local_addr()).expect("connect");
         write!(
             abandoned,
             "POST /v1/payment_intents HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n\
@@ -1639,7 +1639,7 @@ mod tests {
         )
         .expect("write head");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !sandbox
+        while !emulator
             .calls()
             .iter()
             .any(|c| c.idempotency_key.as_deref() == Some("abandoned-1"))
@@ -1666,7 +1666,7 @@ mod tests {
 
     #[tokio::test]
     async fn objects_are_invisible_to_other_api_keys() {
-        let (_sandbox, client) = sandbox().await;
+        let (_emulator, client) = emulator().await;
         let created = client.create(VISA_1000).await;
         let id = created.json["id"].as_str().expect("id");
         let charge = created.json["latest_charge"].as_str().expect("charge");
@@ -1687,7 +1687,7 @@ mod tests {
 
     #[tokio::test]
     async fn refunds_of_the_pending_refund_card_stay_pending() {
-        let (_sandbox, client) = sandbox().await;
+        let (_emulator, client) = emulator().await;
         for (card, status) in [
             ("pm_card_pendingRefund", "pending"),
             ("pm_card_visa", "succeeded"),
@@ -1724,7 +1724,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_can_be_retrieved_by_their_own_account_only() {
-        let (sandbox, client) = sandbox().await;
+        let (emulator, client) = emulator().await;
         let created = client
             .create(&[
                 ("amount", "1500"),
@@ -1734,7 +1734,7 @@ mod tests {
             ])
             .await;
         assert_eq!(created.status, StatusCode::OK);
-        let emitted = sandbox.events();
+        let emitted = emulator.events();
         let event = emitted.last().expect("the payment emitted events");
         let path = format!("/v1/events/{}", event["id"].as_str().unwrap());
 
@@ -1752,7 +1752,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_urls_and_methods_are_stripe_404s() {
-        let (sandbox, client) = sandbox().await;
+        let (emulator, client) = emulator().await;
         let unknown = client.get(KEY, "/v1/customers_typo").await;
         assert_eq!(unknown.status, StatusCode::NOT_FOUND);
         assert_eq!(unknown.json["error"]["type"], "invalid_request_error");
@@ -1764,7 +1764,7 @@ mod tests {
         let wrong_method = client.get(KEY, "/v1/refunds").await;
         assert_eq!(wrong_method.status, StatusCode::NOT_FOUND);
         assert_eq!(wrong_method.json["error"]["type"], "invalid_request_error");
-        assert_eq!(sandbox.calls().len(), 2);
+        assert_eq!(emulator.calls().len(), 2);
     }
 
     /// A webhook endpoint for tests: records every delivery and refuses the
@@ -1839,10 +1839,10 @@ mod tests {
 
     #[tokio::test]
     async fn webhooks_are_signed_and_retried_until_accepted() {
-        let (sandbox, client) = sandbox().await;
-        let secret = "whsec_sandbox_test_secret";
+        let (emulator, client) = emulator().await;
+        let secret = "whsec_emulator_test_secret";
         let (url, mut deliveries) = webhook_endpoint(1).await;
-        sandbox.subscribe_webhooks(url, secret.to_owned());
+        emulator.subscribe_webhooks(url, secret.to_owned());
 
         let created = client
             .post(KEY, "/v1/payment_intents", Some("hook-1"), VISA_1000)
@@ -1873,7 +1873,7 @@ mod tests {
         assert_eq!(event["data"]["object"]["id"], id);
         assert_eq!(event["data"]["object"]["status"], "succeeded");
         assert_eq!(event["request"]["idempotency_key"], "hook-1");
-        assert_eq!(sandbox.events(), vec![event]);
+        assert_eq!(emulator.events(), vec![event]);
 
         // A refund emits charge.refunded and refund.created (in any order).
         let refunded = client
@@ -1897,26 +1897,26 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_webhook_endpoint_never_delays_the_api() {
-        let (sandbox, client) = sandbox().await;
+        let (emulator, client) = emulator().await;
         // Nothing listens on this port once the listener is dropped.
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             listener.local_addr().expect("addr").port()
         };
-        sandbox.subscribe_webhooks(format!("http://127.0.0.1:{port}/gone"), "whsec_x".into());
+        emulator.subscribe_webhooks(format!("http://127.0.0.1:{port}/gone"), "whsec_x".into());
         let started = Instant::now();
         let created = client.create(VISA_1000).await;
         assert_eq!(created.status, StatusCode::OK);
         assert!(started.elapsed() < Duration::from_secs(2));
-        assert_eq!(sandbox.events().len(), 1);
+        assert_eq!(emulator.events().len(), 1);
     }
 
     #[tokio::test]
     async fn shutdown_stops_the_server() {
-        let (sandbox, client) = sandbox().await;
+        let (emulator, client) = emulator().await;
         assert_eq!(client.get(KEY, "/v1/balance").await.status, StatusCode::OK);
-        let addr = sandbox.local_addr();
-        sandbox.shutdown().await;
+        let addr = emulator.local_addr();
+        emulator.shutdown().await;
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
     }
 }

@@ -45,7 +45,7 @@ pub fn sign_payload(secret: &str, timestamp: i64, body: &[u8]) -> String {
     )
 }
 
-/// An endpoint registered with `StripeSandbox::subscribe_webhooks`.
+/// An endpoint registered with `StripeEmulator::subscribe_webhooks`.
 #[derive(Clone)]
 pub(crate) struct Subscription {
     pub url: String,
@@ -95,7 +95,7 @@ pub(crate) struct Delivery {
 }
 
 /// Spawns the delivery of `delivery`; returns at once. The task stops early
-/// when `shutdown` turns true (the sandbox was dropped).
+/// when `shutdown` turns true (the emulator was dropped).
 pub(crate) fn spawn_delivery(
     client: Arc<reqwest::Client>,
     delivery: Delivery,
@@ -122,13 +122,13 @@ pub(crate) fn spawn_delivery(
                     url = %subscription.url,
                     attempt,
                     status = %response.status(),
-                    "sandbox stripe: webhook endpoint refused the event"
+                    "stripe emulator: webhook endpoint refused the event"
                 ),
                 Err(error) => tracing::debug!(
                     url = %subscription.url,
                     attempt,
                     %error,
-                    "sandbox stripe: webhook delivery failed"
+                    "stripe emulator: webhook delivery failed"
                 ),
             }
             if attempt < MAX_ATTEMPTS {
@@ -142,7 +142,7 @@ pub(crate) fn spawn_delivery(
         tracing::warn!(
             url = %subscription.url,
             attempts = MAX_ATTEMPTS,
-            "sandbox stripe: webhook delivery abandoned"
+            "stripe emulator: webhook delivery abandoned"
         );
     });
 }

@@ -15,7 +15,9 @@ use payhost::runtime::{
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use payhost_tests::{HOSTILE_DEADLINE, TestApp, captured_logs, load_component, stripe_sandbox};
+use payhost_tests::{
+    HOSTILE_DEADLINE, TestApp, backend_test, captured_logs, load_component, stripe_emulator,
+};
 
 // ----- helpers ---------------------------------------------------------------
 
@@ -96,10 +98,9 @@ async fn count(app: &TestApp, sql: &str, bind: &str) -> i64 {
 
 // ----- 10: messages and references are capped --------------------------------
 
-#[tokio::test]
-async fn a_huge_error_message_is_capped_in_the_answer_and_the_log() {
-    captured_logs();
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn a_huge_error_message_is_capped_in_the_answer_and_the_log(app) {
+        captured_logs();
         let (_, key) = app.new_tenant("Huge message shop").await;
         save_hostile(&app, &key).await;
         let (status, body) =
@@ -123,21 +124,20 @@ async fn a_huge_error_message_is_capped_in_the_answer_and_the_log() {
             "control characters are stripped: {message:?}"
         );
         app.finish().await;
+        let logs = log_text();
+        assert!(
+            logs.contains(&"x".repeat(200)),
+            "the gateway error is logged (capped)"
+        );
+        assert!(
+            !logs.contains(&"x".repeat(MAX_MESSAGE_BYTES + 1)),
+            "no log line holds more of the message than the cap"
+        );
     }
-    let logs = log_text();
-    assert!(
-        logs.contains(&"x".repeat(200)),
-        "the gateway error is logged (capped)"
-    );
-    assert!(
-        !logs.contains(&"x".repeat(MAX_MESSAGE_BYTES + 1)),
-        "no log line holds more of the message than the cap"
-    );
 }
 
-#[tokio::test]
-async fn an_oversized_reference_is_refused_and_the_order_kept_for_reconciliation() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn an_oversized_reference_is_refused_and_the_order_kept_for_reconciliation(app) {
         let (tenant, key) = app.new_tenant("Huge reference shop").await;
         save_hostile(&app, &key).await;
         let (status, body) = checkout(
@@ -281,9 +281,8 @@ async fn a_looping_component_is_stopped_by_the_request_budget() {
 
 // ----- 10: a refund of another amount ----------------------------------------
 
-#[tokio::test]
-async fn a_refund_of_another_amount_keeps_the_hold_with_its_reference_and_is_audited() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn a_refund_of_another_amount_keeps_the_hold_with_its_reference_and_is_audited(app) {
         let (tenant, key) = app.new_tenant("Short refund shop").await;
         save_hostile(&app, &key).await;
         let (payment, order) = paid(&app, &key, 1000, "short-refund").await;
@@ -330,9 +329,8 @@ async fn a_refund_of_another_amount_keeps_the_hold_with_its_reference_and_is_aud
     }
 }
 
-#[tokio::test]
-async fn a_payment_of_another_amount_is_not_booked_and_is_audited() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn a_payment_of_another_amount_is_not_booked_and_is_audited(app) {
         let (tenant, key) = app.new_tenant("Short payment shop").await;
         save_hostile(&app, &key).await;
         let (status, body) =
@@ -357,9 +355,8 @@ async fn a_payment_of_another_amount_is_not_booked_and_is_audited() {
 
 // ----- 11: capabilities -------------------------------------------------------
 
-#[tokio::test]
-async fn operations_the_manifest_does_not_claim_are_refused_before_the_call() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn operations_the_manifest_does_not_claim_are_refused_before_the_call(app) {
         let (tenant, key) = app.new_tenant("No capabilities shop").await;
         save_hostile(&app, &key).await;
         let (payment, _) = paid(&app, &key, 1000, "ok").await;
@@ -399,9 +396,8 @@ async fn operations_the_manifest_does_not_claim_are_refused_before_the_call() {
 
 // ----- 11: a refund row carries the refund's reference -----------------------
 
-#[tokio::test]
-async fn a_stripe_refund_row_records_the_refund_reference() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn a_stripe_refund_row_records_the_refund_reference(app) {
         let (_, key) = app.new_tenant("Refund reference shop").await;
         let stripe_key = app.save_stripe(&key, 1, &["USD"]).await;
         let (payment, order) = paid(&app, &key, 1000, "pm_card_visa").await;
@@ -416,16 +412,16 @@ async fn a_stripe_refund_row_records_the_refund_reference() {
         assert!(reference.starts_with("re_"), "{row}");
         assert_eq!(row["refund_of"], payment.as_str());
 
-        // The sandbox knows this refund, of this payment and amount.
+        // The emulator knows this refund, of this payment and amount.
         let recorded: Value = reqwest::Client::new()
             .get(format!(
                 "{}/v1/refunds/{reference}",
-                stripe_sandbox().base_url()
+                stripe_emulator().base_url()
             ))
             .bearer_auth(&stripe_key)
             .send()
             .await
-            .expect("sandbox answers")
+            .expect("emulator answers")
             .json()
             .await
             .expect("refund JSON");
@@ -450,9 +446,8 @@ async fn a_stripe_refund_row_records_the_refund_reference() {
 
 // ----- 5: the tenant's mistakes are 4xx --------------------------------------
 
-#[tokio::test]
-async fn a_request_the_gateway_refuses_as_invalid_is_a_422() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn a_request_the_gateway_refuses_as_invalid_is_a_422(app) {
         let (tenant, key) = app.new_tenant("Invalid request shop").await;
         app.save_stripe(&key, 1, &["USD"]).await;
         for (amount, extra, stripe_code) in [
@@ -491,9 +486,8 @@ async fn a_request_the_gateway_refuses_as_invalid_is_a_422() {
     }
 }
 
-#[tokio::test]
-async fn a_credential_with_control_characters_is_refused_at_save() {
-    for app in TestApp::each_backend().await {
+backend_test! {
+    async fn a_credential_with_control_characters_is_refused_at_save(app) {
         let (_, key) = app.new_tenant("Broken key shop").await;
         for bad in [
             "sk_test_abc\ndef",

@@ -28,14 +28,14 @@ impl ErrorType {
 
 /// Response extension telling the idempotency layer not to save this
 /// response: Stripe saves a result only once an endpoint began executing, so
-/// authentication, validation and rate-limit failures (and, in this sandbox,
+/// authentication, validation and rate-limit failures (and, in this emulator,
 /// 5xx) can be retried with the same key.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NotSaved;
 
 /// One Stripe API error. Build it with the constructors, which fix the status,
 /// type and code the way Stripe does for that situation. Boxed so that the
-/// many `Result<_, ApiError>` in the sandbox stay small.
+/// many `Result<_, ApiError>` in the emulator stay small.
 #[derive(Debug, Clone)]
 pub(crate) struct ApiError(Box<Details>);
 
@@ -212,7 +212,7 @@ impl ApiError {
         error
     }
 
-    /// 500 `api_error` (never saved under an idempotency key in this sandbox).
+    /// 500 `api_error` (never saved under an idempotency key in this emulator).
     pub(crate) fn api(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorType::Api, message).not_saved()
     }

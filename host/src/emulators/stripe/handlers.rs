@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::form::Params;
 use super::model::{
-    Confirmation, Emitted, NewPaymentIntent, NewRefund, RefundTarget, sandbox_trigger, test_card,
+    Confirmation, Emitted, NewPaymentIntent, NewRefund, RefundTarget, emulator_trigger, test_card,
 };
 use super::webhook::Cause;
 use super::{RequestContext, Shared};
@@ -31,7 +31,7 @@ const CANCELLATION_REASONS: &[&str] = &[
 ];
 const REFUND_REASONS: &[&str] = &["duplicate", "fraudulent", "requested_by_customer"];
 
-/// Parameters a real client may send that do not change anything the sandbox
+/// Parameters a real client may send that do not change anything the emulator
 /// models; they are accepted and ignored rather than rejected as unknown.
 const IGNORED_PREFIXES: &[&str] = &[
     "expand[",
@@ -128,14 +128,14 @@ fn parse_new_payment_intent(params: &Params) -> Result<NewPaymentIntent, ApiErro
     })
 }
 
-/// Reads `payment_method`: a sandbox trigger fails the request right here
+/// Reads `payment_method`: an emulator trigger fails the request right here
 /// (before anything is created); an id that is not one of Stripe's test
 /// PaymentMethods is `resource_missing`.
 fn payment_method_param(params: &Params) -> Result<Option<String>, ApiError> {
     let Some(payment_method) = params.text("payment_method") else {
         return Ok(None);
     };
-    if let Some(trigger) = sandbox_trigger(payment_method) {
+    if let Some(trigger) = emulator_trigger(payment_method) {
         return Err(trigger.error());
     }
     if test_card(payment_method).is_none() {
@@ -309,7 +309,7 @@ fn run(
     result.map(Json)
 }
 
-/// **Sandbox extension**: `GET /sandbox/3ds/{id}` stands in for the bank's
+/// **Emulator extension**: `GET /emulator/3ds/{id}` stands in for the bank's
 /// 3-D Secure page. Visiting it completes authentication (the PaymentIntent
 /// becomes `succeeded`, or `requires_capture` for manual capture);
 /// `?action=fail` fails it instead (back to `requires_payment_method`). Then
@@ -373,7 +373,7 @@ pub(crate) async fn three_d_secure(
 }
 
 fn authenticated_text(id: &str, redirect_status: &str) -> String {
-    format!("Sandbox 3-D Secure for {id}: {redirect_status}. You can close this window.")
+    format!("Emulator 3-D Secure for {id}: {redirect_status}. You can close this window.")
 }
 
 /// Any other URL or method: Stripe's 404 `invalid_request_error`.

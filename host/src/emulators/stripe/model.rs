@@ -1,4 +1,4 @@
-//! The sandbox's Stripe objects (PaymentIntent, Charge, Refund) for one
+//! The emulator's Stripe objects (PaymentIntent, Charge, Refund) for one
 //! account, the test PaymentMethods that decide how a confirmation ends, and
 //! the state transitions Stripe documents for them. No HTTP here: handlers
 //! parse requests, call these operations and render the results.
@@ -38,7 +38,7 @@ pub(crate) fn random_id(prefix: &str) -> String {
 }
 
 /// The account an API key belongs to. Derived from a hash of the key, so the
-/// sandbox never keeps the key itself; different keys are different accounts
+/// emulator never keeps the key itself; different keys are different accounts
 /// and cannot see each other's objects or idempotency keys.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct AccountId(String);
@@ -105,12 +105,12 @@ const PROCESSING_ERROR: TestCard = TestCard::Decline {
 };
 
 /// Stripe's test card whose payments approve but whose refunds stay
-/// `pending` (on Stripe they later turn `succeeded`; the sandbox leaves them
+/// `pending` (on Stripe they later turn `succeeded`; the emulator leaves them
 /// pending, which is the case a client must handle).
 pub(crate) const PENDING_REFUND_CARD: &str = "pm_card_pendingRefund";
 
 /// The behaviour of a Stripe test PaymentMethod id, `None` for ids the
-/// sandbox does not know (Stripe answers `resource_missing`).
+/// emulator does not know (Stripe answers `resource_missing`).
 pub(crate) fn test_card(payment_method: &str) -> Option<TestCard> {
     match payment_method {
         "pm_card_visa" | "pm_card_visa_debit" | "pm_card_mastercard" | "pm_card_amex"
@@ -126,40 +126,40 @@ pub(crate) fn test_card(payment_method: &str) -> Option<TestCard> {
     }
 }
 
-/// **Sandbox extension** (not Stripe): PaymentMethod ids that make the API
+/// **Emulator extension** (not Stripe): PaymentMethod ids that make the API
 /// itself fail, for testing a client's retry handling. They fail the request
 /// before anything is created or changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SandboxTrigger {
-    /// `pm_sandbox_unavailable`: 500 `api_error`.
+pub(crate) enum EmulatorTrigger {
+    /// `pm_emulator_unavailable`: 500 `api_error`.
     Unavailable,
-    /// `pm_sandbox_rate_limited`: 429 `rate_limit` with `Retry-After: 2`.
+    /// `pm_emulator_rate_limited`: 429 `rate_limit` with `Retry-After: 2`.
     RateLimited,
 }
 
-pub(crate) fn sandbox_trigger(payment_method: &str) -> Option<SandboxTrigger> {
+pub(crate) fn emulator_trigger(payment_method: &str) -> Option<EmulatorTrigger> {
     match payment_method {
-        "pm_sandbox_unavailable" => Some(SandboxTrigger::Unavailable),
-        "pm_sandbox_rate_limited" => Some(SandboxTrigger::RateLimited),
+        "pm_emulator_unavailable" => Some(EmulatorTrigger::Unavailable),
+        "pm_emulator_rate_limited" => Some(EmulatorTrigger::RateLimited),
         _ => None,
     }
 }
 
-impl SandboxTrigger {
+impl EmulatorTrigger {
     pub(crate) fn error(self) -> ApiError {
         match self {
-            SandboxTrigger::Unavailable => ApiError::api(
-                "Sandbox: simulated Stripe outage (payment_method pm_sandbox_unavailable).",
+            EmulatorTrigger::Unavailable => ApiError::api(
+                "Emulator: simulated Stripe outage (payment_method pm_emulator_unavailable).",
             ),
-            SandboxTrigger::RateLimited => ApiError::rate_limited(
+            EmulatorTrigger::RateLimited => ApiError::rate_limited(
                 2,
-                "Sandbox: simulated rate limit (payment_method pm_sandbox_rate_limited).",
+                "Emulator: simulated rate limit (payment_method pm_emulator_rate_limited).",
             ),
         }
     }
 }
 
-/// A PaymentIntent as the sandbox stores it.
+/// A PaymentIntent as the emulator stores it.
 #[derive(Debug, Clone)]
 pub(crate) struct PaymentIntent {
     pub id: String,
@@ -282,7 +282,7 @@ pub(crate) struct Account {
 
 /// Where the fake 3-D Secure page lives and where to send the customer after.
 fn redirect_action(base_url: &str, pi: &PaymentIntent) -> Value {
-    let page = format!("{base_url}/sandbox/3ds/{}", pi.id);
+    let page = format!("{base_url}/emulator/3ds/{}", pi.id);
     let url = match &pi.return_url {
         Some(return_url) => {
             let query: String = url::form_urlencoded::Serializer::new(String::new())
@@ -612,7 +612,7 @@ impl Account {
         ApiError::card(code, decline_code, message, object, charge_id)
     }
 
-    /// The customer finished (or failed) 3-D Secure on the sandbox page.
+    /// The customer finished (or failed) 3-D Secure on the emulator page.
     /// `Err` carries a message for the page when the PaymentIntent is not
     /// waiting for authentication.
     pub(crate) fn complete_authentication(
@@ -846,7 +846,7 @@ impl Account {
     }
 
     /// Every payment intent that received money and every refund, for
-    /// [`super::StripeSandbox::money_moved`].
+    /// [`super::StripeEmulator::money_moved`].
     pub(crate) fn money_moved(&self) -> super::MoneyMoved {
         let mut payments: Vec<super::MovedPayment> = self
             .payment_intents
@@ -1047,7 +1047,7 @@ mod tests {
     }
 
     #[test]
-    fn three_d_secure_redirect_names_the_sandbox_page() {
+    fn three_d_secure_redirect_names_the_emulator_page() {
         let mut account = Account::default();
         let mut events = vec![];
         let mut new = new_pi("pm_card_threeDSecure2Required", "automatic");
@@ -1059,7 +1059,9 @@ mod tests {
         assert_eq!(pi["status"], "requires_action");
         assert_eq!(
             pi["next_action"]["redirect_to_url"]["url"],
-            format!("{BASE}/sandbox/3ds/{id}?return_url=https%3A%2F%2Fshop.example%2Fdone%3Fx%3D1")
+            format!(
+                "{BASE}/emulator/3ds/{id}?return_url=https%3A%2F%2Fshop.example%2Fdone%3Fx%3D1"
+            )
         );
         assert!(
             account

@@ -1,13 +1,13 @@
-//! Sandbox gateways: in-process fakes of the payment gateways' HTTP APIs.
+//! Gateway emulators: in-process fakes of the payment gateways' HTTP APIs.
 //!
-//! Each sandbox follows its gateway's *documented* behaviour (authentication,
+//! Each emulator follows its gateway's *documented* behaviour (authentication,
 //! request encoding, error shapes, idempotency, webhook signatures) closely
 //! enough that the real provider component for that gateway works against it
-//! unchanged once its base URL points at the sandbox. They exist so that tests
-//! (on port 0) and `payhost serve` / `payhost sandbox` run a whole checkout
+//! unchanged once its base URL points at the emulator. They exist so that tests
+//! (on port 0) and `payhost serve` / `payhost emulators` run a whole checkout
 //! offline.
 //!
-//! Invariants every sandbox keeps:
+//! Invariants every emulator keeps:
 //! - it binds **127.0.0.1 only**, never a routable interface;
 //! - it keeps its state in memory, behind a `std::sync::Mutex` that is never
 //!   held across an `.await`;
@@ -15,15 +15,15 @@
 //!   credentials) so tests can assert what a component actually sent;
 //! - it never logs or echoes a secret (keys are masked, webhook secrets unused
 //!   except to sign);
-//! - anything a sandbox does that the real gateway does not (failure triggers,
-//!   the fake 3-D Secure page) is named `sandbox` and documented as an
+//! - anything an emulator does that the real gateway does not (failure triggers,
+//!   the fake 3-D Secure page) is named `emulator` and documented as an
 //!   extension.
 
 pub mod stripe;
 
-pub use stripe::StripeSandbox;
+pub use stripe::StripeEmulator;
 
-/// One HTTP request as a sandbox received it, recorded in arrival order.
+/// One HTTP request as an emulator received it, recorded in arrival order.
 ///
 /// Holds no body and no credential: only what tests need to assert how a
 /// client talked to the gateway.
@@ -35,6 +35,6 @@ pub struct RecordedCall {
     pub path: String,
     /// The `Idempotency-Key` header (or the gateway's equivalent), if sent.
     pub idempotency_key: Option<String>,
-    /// Whether the request presented a credential the sandbox accepts.
+    /// Whether the request presented a credential the emulator accepts.
     pub authorized: bool,
 }
