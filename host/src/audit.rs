@@ -15,9 +15,8 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 
 use crate::store::{
-    ApiKeyId, Arg, AuditEventId, Keyset, MAX_PAGE_SIZE, Page, ParseError, SqlBuf, Store,
-    StoreError, TenantId, UnixMillis, WriteTx, get_json, get_opt_parsed, get_parsed, get_text,
-    get_time,
+    ApiKeyId, Arg, AuditEventId, Page, ParseError, SqlBuf, Store, StoreError, TenantId, UnixMillis,
+    WriteTx, get_json, get_opt_parsed, get_parsed, get_text, get_time, page_of,
 };
 
 /// Errors of the audit log.
@@ -228,7 +227,6 @@ pub async fn list(
     cursor: Option<&str>,
     limit: u32,
 ) -> Result<Page<AuditEvent>, AuditError> {
-    let limit = limit.clamp(1, MAX_PAGE_SIZE);
     let mut q = SqlBuf::new(
         "SELECT id, actor, action, tenant_id, details, created_at FROM audit_events WHERE 1 = 1",
     );
@@ -240,32 +238,14 @@ pub async fn list(
         let p = q.arg(Arg::Text(action.clone()));
         q.push(&format!(" AND action = {p}"));
     }
-    if let Some(cursor) = cursor {
-        let key = Keyset::decode(cursor).ok_or(AuditError::InvalidCursor)?;
-        let ts = q.arg(Arg::Int(key.created_at));
-        let id = q.arg(Arg::Text(key.id));
-        q.push(&format!(
-            " AND (created_at < {ts} OR (created_at = {ts} AND id < {id}))"
-        ));
-    }
-    let lim = q.arg(Arg::Int(i64::from(limit) + 1));
-    q.push(&format!(" ORDER BY created_at DESC, id DESC LIMIT {lim}"));
-
+    let limit = q
+        .newest_first_page(cursor, limit)
+        .map_err(|_| AuditError::InvalidCursor)?;
     let rows = q.query().fetch_all(store.pool()).await?;
-    let mut items = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|last| {
-            Keyset {
-                created_at: last.created_at.as_i64(),
-                id: last.id.as_str().to_owned(),
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    let items = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+    Ok(page_of(items, limit, |e| {
+        (e.created_at.as_i64(), e.id.as_str().to_owned())
+    }))
 }
 
 #[cfg(test)]

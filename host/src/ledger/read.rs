@@ -7,8 +7,8 @@ use sqlx::any::AnyRow;
 
 use super::{Entitlement, EntryKind, EntryStatus, GatewayRef, LedgerError, Source};
 use crate::store::{
-    Arg, Currency, Keyset, MAX_PAGE_SIZE, Money, OrderId, Page, PaymentId, ProviderId, SqlBuf,
-    Store, StoreError, TenantId, UnixMillis, get_i64, get_opt_parsed, get_parsed, get_time,
+    Arg, Currency, Money, OrderId, Page, PaymentId, ProviderId, SqlBuf, Store, StoreError,
+    TenantId, UnixMillis, get_i64, get_opt_parsed, get_parsed, get_time, page_of,
 };
 
 /// One ledger row. Immutable once booked.
@@ -172,7 +172,6 @@ pub async fn list_payments(
     cursor: Option<&str>,
     limit: u32,
 ) -> Result<Page<LedgerRow>, LedgerError> {
-    let limit = limit.clamp(1, MAX_PAGE_SIZE);
     let mut q = SqlBuf::new(&format!(
         "SELECT {ROW_COLUMNS} FROM payments WHERE tenant_id = "
     ));
@@ -205,32 +204,14 @@ pub async fn list_payments(
         let p = q.arg(Arg::Int(before.as_i64()));
         q.push(&format!(" AND created_at < {p}"));
     }
-    if let Some(cursor) = cursor {
-        let key = Keyset::decode(cursor).ok_or(LedgerError::InvalidCursor)?;
-        let ts = q.arg(Arg::Int(key.created_at));
-        let id = q.arg(Arg::Text(key.id));
-        q.push(&format!(
-            " AND (created_at < {ts} OR (created_at = {ts} AND id < {id}))"
-        ));
-    }
-    let lim = q.arg(Arg::Int(i64::from(limit) + 1));
-    q.push(&format!(" ORDER BY created_at DESC, id DESC LIMIT {lim}"));
-
+    let limit = q
+        .newest_first_page(cursor, limit)
+        .map_err(|_| LedgerError::InvalidCursor)?;
     let rows = q.query().fetch_all(store.pool()).await?;
-    let mut items = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|last| {
-            Keyset {
-                created_at: last.created_at.as_i64(),
-                id: last.id.as_str().to_owned(),
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    let items = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(page_of(items, limit, |r| {
+        (r.created_at.as_i64(), r.id.as_str().to_owned())
+    }))
 }
 
 /// Money per currency, computed from the rows (never stored).

@@ -57,6 +57,56 @@ impl Keyset {
     }
 }
 
+/// A cursor this listing did not produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InvalidCursor;
+
+impl SqlBuf {
+    /// Finishes a newest-first keyset listing over `(created_at, id)`: the
+    /// condition "strictly older than `cursor`", then the order and a limit
+    /// one above the page size (clamped to 1..=[`MAX_PAGE_SIZE`]), so
+    /// [`page_of`] can tell whether another page follows. Returns the page
+    /// size to hand to [`page_of`].
+    pub(crate) fn newest_first_page(
+        &mut self,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<u32, InvalidCursor> {
+        let limit = limit.clamp(1, MAX_PAGE_SIZE);
+        if let Some(cursor) = cursor {
+            let key = Keyset::decode(cursor).ok_or(InvalidCursor)?;
+            let ts = self.arg(Arg::Int(key.created_at));
+            let id = self.arg(Arg::Text(key.id));
+            self.push(&format!(
+                " AND (created_at < {ts} OR (created_at = {ts} AND id < {id}))"
+            ));
+        }
+        let lim = self.arg(Arg::Int(i64::from(limit) + 1));
+        self.push(&format!(" ORDER BY created_at DESC, id DESC LIMIT {lim}"));
+        Ok(limit)
+    }
+}
+
+/// The page of a [`SqlBuf::newest_first_page`] query: at most `limit` of
+/// `items`, and the cursor after the last when more followed. `key` gives an
+/// item's `(created_at, id)`.
+pub(crate) fn page_of<T>(
+    mut items: Vec<T>,
+    limit: u32,
+    key: impl Fn(&T) -> (i64, String),
+) -> Page<T> {
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|last| {
+            let (created_at, id) = key(last);
+            Keyset { created_at, id }.encode()
+        })
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
 /// A bound argument of a dynamically built statement.
 #[derive(Debug, Clone)]
 pub(crate) enum Arg {

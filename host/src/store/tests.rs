@@ -7,6 +7,7 @@ use sqlx::Row;
 
 use super::gateways::{self, Ciphertext, GatewaySettingsWrite};
 use super::idempotency::{self, Begin, IN_FLIGHT_LEASE, IdempotencyKey, RequestHash};
+use super::sql::Keyset;
 use super::testing::{TestDb, each_backend, each_backend_with_url, tenant};
 use super::*;
 
