@@ -16,7 +16,11 @@ use payhost_tests::{TestApp, addr, backend_test, eventually, stripe_emulator};
 /// Delays after which the client hangs up, from "the request is barely
 /// written" to "the answer has usually arrived".
 const DELAYS_US: &[u64] = &[
-    0, 50, 100, 200, 300, 500, 750, 1_000, 1_500, 2_000, 3_000, 4_000, 6_000, 9_000, 15_000, 30_000,
+    0, 50, 100, 200, 300, 500, 750, 1_000, 1_500, 2_000, 3_000, 4_000, 6_000, 9_000, 15_000,
+    30_000,
+    // Long enough that answers arrive even on a loaded machine, so the
+    // durability of answered requests is always checked.
+    300_000, 1_000_000,
 ];
 
 /// A request as bytes on the wire (`Connection: close`, JSON body).
