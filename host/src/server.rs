@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::api::{self, AppState};
-use crate::checkout::Checkouts;
+use crate::checkout::{Checkouts, GatewayLessOrders, Refunds};
 use crate::config::{Config, Secret};
 use crate::gateways::{Gateways, Vault};
 use crate::runtime::{ProviderRegistry, Runtime};
@@ -144,6 +144,8 @@ pub async fn app_state(
         .follow(resolver.broadcast());
     Ok(AppState {
         checkouts: Checkouts::new(store.clone(), gateways.clone()),
+        orders: GatewayLessOrders::new(store.clone()),
+        refunds: Refunds::new(store.clone(), gateways.clone()),
         store,
         providers,
         gateways,

@@ -17,7 +17,7 @@ use axum::{Json, Router, middleware};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::checkout::Checkouts;
+use crate::checkout::{Checkouts, GatewayLessOrders, Refunds};
 use crate::config::Secret;
 use crate::gateways::Gateways;
 use crate::runtime::ProviderRegistry;
@@ -48,6 +48,10 @@ pub struct AppState {
     pub gateways: Gateways,
     /// Checkout orchestration.
     pub checkouts: Checkouts,
+    /// Orders without a gateway (manual, external, bulk).
+    pub orders: GatewayLessOrders,
+    /// Refunds of payments.
+    pub refunds: Refunds,
     /// The operator's admin token.
     pub admin_token: Secret,
     /// Largest accepted request body.
