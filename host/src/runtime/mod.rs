@@ -16,6 +16,7 @@ mod bindings;
 mod bundled;
 mod engine;
 mod gate;
+mod hooks;
 mod outbound;
 mod policy;
 mod provider;
