@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod gateways;
 pub mod http_server;
+pub mod idempotency;
 pub mod ledger;
 pub mod runtime;
 pub mod sandbox;

@@ -29,6 +29,7 @@ mod detach;
 mod edge;
 mod error;
 mod errors_from;
+mod idempotency;
 mod operator;
 mod strict_json;
 mod tenant;
@@ -218,7 +219,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/balance", get(tenant::balance))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::idempotency,
+            idempotency::idempotency,
         ))
         // Inside authentication, outside idempotency: a mutation, its
         // idempotent response included, runs in its own task.

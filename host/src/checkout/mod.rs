@@ -75,7 +75,7 @@ pub struct CheckoutRequest {
 /// beside the first attempt.
 pub const CHECKOUT_BUDGET: std::time::Duration = std::time::Duration::from_secs(240);
 const _: () =
-    assert!(CHECKOUT_BUDGET.as_secs() + 60 <= crate::store::idempotency::IN_FLIGHT_LEASE.as_secs());
+    assert!(CHECKOUT_BUDGET.as_secs() + 60 <= crate::idempotency::IN_FLIGHT_LEASE.as_secs());
 
 /// How a checkout ended.
 #[derive(Debug, Clone, Serialize)]
