@@ -14,7 +14,7 @@ use crate::gateways::{Gateways, Vault};
 use crate::runtime::{ProviderRegistry, Runtime};
 use crate::sandbox::StripeSandbox;
 use crate::store::{Store, sqlite_file_url};
-use crate::tenancy::{ResolverOptions, TenantResolver};
+use crate::tenancy::{ResolverOptions, Tenancy, TenantResolver};
 
 /// Running sandbox gateways; dropping this stops them.
 pub struct Sandboxes {
@@ -146,6 +146,7 @@ pub async fn app_state(
         checkouts: Checkouts::new(store.clone(), gateways.clone()),
         orders: GatewayLessOrders::new(store.clone()),
         refunds: Refunds::new(store.clone(), gateways.clone()),
+        tenancy: Tenancy::new(store.clone(), resolver.clone()),
         store,
         providers,
         gateways,

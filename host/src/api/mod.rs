@@ -22,7 +22,7 @@ use crate::config::Secret;
 use crate::gateways::Gateways;
 use crate::runtime::ProviderRegistry;
 use crate::store::Store;
-use crate::tenancy::{ApiKeyHash, ResolvedApiKey, TenantResolver};
+use crate::tenancy::{ApiKeyHash, ResolvedApiKey, Tenancy, TenantResolver};
 
 mod auth;
 mod detach;
@@ -59,6 +59,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Cache-first tenant resolution (API key, Host header).
     pub resolver: TenantResolver,
+    /// The operator's tenancy writes (audited, evicted).
+    pub tenancy: Tenancy,
     /// The bound on mutations in progress; each runs in its own task
     /// (see [`detach`]).
     pub mutations: Mutations,
