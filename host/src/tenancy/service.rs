@@ -8,7 +8,7 @@
 //! the caller's future is dropped after the commit.
 
 use crate::audit::{self, Actor, AuditError};
-use crate::store::{ApiKeyId, Store, TenantId};
+use crate::store::{ApiKeyId, Store, TenantId, WriteTx};
 
 use super::{
     Domain, DomainChange, Invalidation, IssuedApiKey, PlanName, RevokedApiKey, TenancyError,
@@ -89,83 +89,7 @@ impl Tenancy {
     /// or broadcast is logged (other instances expire the entry by TTL).
     pub async fn write(&self, actor: &Actor, write: OperatorWrite) -> Result<Written, WriteError> {
         let mut tx = self.store.begin_write().await.map_err(TenancyError::from)?;
-        let (written, event, invalidation) = match &write {
-            OperatorWrite::CreateTenant { name, plan } => {
-                let tenant = super::create_tenant_in(&mut tx, name, plan).await?;
-                let event = Event {
-                    action: "tenant.created",
-                    tenant: tenant.id.clone(),
-                    details: serde_json::json!({"name": tenant.name.as_str(), "plan": tenant.plan.as_str()}),
-                };
-                // A new tenant has nothing cached.
-                (
-                    Written::Tenant(tenant),
-                    Some(event),
-                    Invalidation::default(),
-                )
-            }
-            OperatorWrite::SetStatus { tenant, status } => {
-                let changed = super::set_tenant_status_in(&mut tx, tenant, *status).await?;
-                let event = Event {
-                    action: "tenant.status_changed",
-                    tenant: tenant.clone(),
-                    details: serde_json::json!({"status": status.as_str()}),
-                };
-                (
-                    Written::Tenant(changed),
-                    Some(event),
-                    tenant_entries(tenant),
-                )
-            }
-            OperatorWrite::AttachDomain { tenant, domain } => {
-                let change = super::attach_domain_in(&self.store, &mut tx, tenant, domain).await?;
-                let event = domain_event("domain.attached", tenant, domain);
-                let invalidation = Invalidation::from(&change);
-                (Written::Domain(Some(change)), Some(event), invalidation)
-            }
-            OperatorWrite::MoveDomain { domain, to } => {
-                let change = super::move_domain_in(&self.store, &mut tx, domain, to).await?;
-                let event = domain_event("domain.moved", to, domain);
-                let invalidation = Invalidation::from(&change);
-                (Written::Domain(Some(change)), Some(event), invalidation)
-            }
-            OperatorWrite::DetachDomain { tenant, domain } => {
-                let change = super::detach_domain_in(&mut tx, tenant, domain).await?;
-                let event = change
-                    .is_some()
-                    .then(|| domain_event("domain.detached", tenant, domain));
-                let invalidation = change.as_ref().map(Invalidation::from).unwrap_or_default();
-                (Written::Domain(change), event, invalidation)
-            }
-            OperatorWrite::IssueKey { tenant, label } => {
-                let issued = super::issue_api_key_in(&mut tx, tenant, label).await?;
-                let event = Event {
-                    action: "api_key.issued",
-                    tenant: tenant.clone(),
-                    details: serde_json::json!({"key_id": issued.info.id, "prefix": issued.info.prefix, "label": label}),
-                };
-                // A new key has nothing cached (an unknown key's negative
-                // entry is for a hash no one could know before now).
-                (
-                    Written::IssuedKey(issued),
-                    Some(event),
-                    Invalidation::default(),
-                )
-            }
-            OperatorWrite::RevokeKey { tenant, key } => {
-                let revoked = super::revoke_api_key_in(&mut tx, tenant, key).await?;
-                let event = revoked.is_some().then(|| Event {
-                    action: "api_key.revoked",
-                    tenant: tenant.clone(),
-                    details: serde_json::json!({"key_id": key}),
-                });
-                let invalidation = Invalidation {
-                    api_keys: revoked.iter().map(|r| r.hash.clone()).collect(),
-                    ..Invalidation::default()
-                };
-                (Written::RevokedKey(revoked), event, invalidation)
-            }
-        };
+        let (written, event, invalidation) = self.apply(&mut tx, &write).await?;
         // Taken before the audit insert and the commit: from here on, a
         // dropped future still evicts what the write may have changed.
         let evict = EvictWhenDone {
@@ -185,6 +109,92 @@ impl Tenancy {
         tx.commit().await.map_err(TenancyError::from)?;
         evict.now().await;
         Ok(written)
+    }
+
+    /// The write's statements, in `tx`: what it wrote, its audit event
+    /// (`None` when nothing was written), and what the cache must drop.
+    async fn apply(
+        &self,
+        tx: &mut WriteTx,
+        write: &OperatorWrite,
+    ) -> Result<(Written, Option<Event>, Invalidation), TenancyError> {
+        Ok(match write {
+            OperatorWrite::CreateTenant { name, plan } => {
+                let tenant = super::create_tenant_in(tx, name, plan).await?;
+                let event = Event {
+                    action: "tenant.created",
+                    tenant: tenant.id.clone(),
+                    details: serde_json::json!({"name": tenant.name.as_str(), "plan": tenant.plan.as_str()}),
+                };
+                // A new tenant has nothing cached.
+                (
+                    Written::Tenant(tenant),
+                    Some(event),
+                    Invalidation::default(),
+                )
+            }
+            OperatorWrite::SetStatus { tenant, status } => {
+                let changed = super::set_tenant_status_in(tx, tenant, *status).await?;
+                let event = Event {
+                    action: "tenant.status_changed",
+                    tenant: tenant.clone(),
+                    details: serde_json::json!({"status": status.as_str()}),
+                };
+                (
+                    Written::Tenant(changed),
+                    Some(event),
+                    tenant_entries(tenant),
+                )
+            }
+            OperatorWrite::AttachDomain { tenant, domain } => {
+                let change = super::attach_domain_in(&self.store, tx, tenant, domain).await?;
+                let event = domain_event("domain.attached", tenant, domain);
+                let invalidation = Invalidation::from(&change);
+                (Written::Domain(Some(change)), Some(event), invalidation)
+            }
+            OperatorWrite::MoveDomain { domain, to } => {
+                let change = super::move_domain_in(&self.store, tx, domain, to).await?;
+                let event = domain_event("domain.moved", to, domain);
+                let invalidation = Invalidation::from(&change);
+                (Written::Domain(Some(change)), Some(event), invalidation)
+            }
+            OperatorWrite::DetachDomain { tenant, domain } => {
+                let change = super::detach_domain_in(tx, tenant, domain).await?;
+                let event = change
+                    .is_some()
+                    .then(|| domain_event("domain.detached", tenant, domain));
+                let invalidation = change.as_ref().map(Invalidation::from).unwrap_or_default();
+                (Written::Domain(change), event, invalidation)
+            }
+            OperatorWrite::IssueKey { tenant, label } => {
+                let issued = super::issue_api_key_in(tx, tenant, label).await?;
+                let event = Event {
+                    action: "api_key.issued",
+                    tenant: tenant.clone(),
+                    details: serde_json::json!({"key_id": issued.info.id, "prefix": issued.info.prefix, "label": label}),
+                };
+                // A new key has nothing cached (an unknown key's negative
+                // entry is for a hash no one could know before now).
+                (
+                    Written::IssuedKey(issued),
+                    Some(event),
+                    Invalidation::default(),
+                )
+            }
+            OperatorWrite::RevokeKey { tenant, key } => {
+                let revoked = super::revoke_api_key_in(tx, tenant, key).await?;
+                let event = revoked.is_some().then(|| Event {
+                    action: "api_key.revoked",
+                    tenant: tenant.clone(),
+                    details: serde_json::json!({"key_id": key}),
+                });
+                let invalidation = Invalidation {
+                    api_keys: revoked.iter().map(|r| r.hash.clone()).collect(),
+                    ..Invalidation::default()
+                };
+                (Written::RevokedKey(revoked), event, invalidation)
+            }
+        })
     }
 }
 
