@@ -15,6 +15,7 @@ pub mod config;
 pub mod emulators;
 pub mod gateways;
 pub mod http_server;
+pub mod idempotency;
 pub mod ledger;
 pub mod runtime;
 pub mod server;

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::api::{self, AppState};
-use crate::checkout::Checkouts;
+use crate::checkout::{Checkouts, GatewayLessOrders, Refunds};
 use crate::config::{Config, Secret};
 use crate::emulators::StripeEmulator;
 use crate::gateways::{Gateways, Vault};
 use crate::runtime::{ProviderRegistry, Runtime};
 use crate::store::{Store, sqlite_file_url};
-use crate::tenancy::{ResolverOptions, TenantResolver};
+use crate::tenancy::{ResolverOptions, Tenancy, TenantResolver};
 
 /// Running gateway emulators; dropping this stops them.
 pub struct Emulators {
@@ -144,6 +144,9 @@ pub async fn app_state(
         .follow(resolver.broadcast());
     Ok(AppState {
         checkouts: Checkouts::new(store.clone(), gateways.clone()),
+        orders: GatewayLessOrders::new(store.clone()),
+        refunds: Refunds::new(store.clone(), gateways.clone()),
+        tenancy: Tenancy::new(store.clone(), resolver.clone()),
         store,
         providers,
         gateways,

@@ -45,6 +45,15 @@ impl From<TenancyError> for ApiError {
     }
 }
 
+impl From<crate::tenancy::WriteError> for ApiError {
+    fn from(e: crate::tenancy::WriteError) -> Self {
+        match e {
+            crate::tenancy::WriteError::Tenancy(e) => e.into(),
+            crate::tenancy::WriteError::Audit(e) => e.into(),
+        }
+    }
+}
+
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
         match e {

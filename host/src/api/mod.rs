@@ -17,18 +17,19 @@ use axum::{Json, Router, middleware};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::checkout::Checkouts;
+use crate::checkout::{Checkouts, GatewayLessOrders, Refunds};
 use crate::config::Secret;
 use crate::gateways::Gateways;
 use crate::runtime::ProviderRegistry;
 use crate::store::Store;
-use crate::tenancy::{ApiKeyHash, ResolvedApiKey, TenantResolver};
+use crate::tenancy::{ApiKeyHash, ResolvedApiKey, Tenancy, TenantResolver};
 
 mod auth;
 mod detach;
 mod edge;
 mod error;
 mod errors_from;
+mod idempotency;
 mod operator;
 mod strict_json;
 mod tenant;
@@ -48,12 +49,18 @@ pub struct AppState {
     pub gateways: Gateways,
     /// Checkout orchestration.
     pub checkouts: Checkouts,
+    /// Orders without a gateway (manual, external, bulk).
+    pub orders: GatewayLessOrders,
+    /// Refunds of payments.
+    pub refunds: Refunds,
     /// The operator's admin token.
     pub admin_token: Secret,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// Cache-first tenant resolution (API key, Host header).
     pub resolver: TenantResolver,
+    /// The operator's tenancy writes (audited, evicted).
+    pub tenancy: Tenancy,
     /// The bound on mutations in progress; each runs in its own task
     /// (see [`detach`]).
     pub mutations: Mutations,
@@ -214,7 +221,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/balance", get(tenant::balance))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::idempotency,
+            idempotency::idempotency,
         ))
         // Inside authentication, outside idempotency: a mutation, its
         // idempotent response included, runs in its own task.

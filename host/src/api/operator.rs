@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{ApiError, AppState, JsonBody, PathParam, QueryParams};
 use crate::audit::{self, Actor, AuditFilter};
 use crate::store::{ApiKeyId, TenantId};
-use crate::tenancy::{self, Domain, DomainChange, PlanName, Tenant, TenantName};
+use crate::tenancy::{self, Domain, OperatorWrite, PlanName, Tenant, TenantName, Written};
 
 fn operator() -> Actor {
     Actor::operator("admin").expect("`admin` is a valid operator name")
@@ -28,6 +28,17 @@ fn tenant_json(t: &Tenant) -> Value {
         "status": t.status.as_str(),
         "created_at": t.created_at.as_i64(),
     })
+}
+
+/// An operator write through the tenancy service: the write and its audit
+/// event commit together, then the cache is evicted.
+async fn write(state: &AppState, write: OperatorWrite) -> Result<Written, ApiError> {
+    Ok(state.tenancy.write(&operator(), write).await?)
+}
+
+/// A write answered with another kind of result than it produces.
+fn unexpected() -> ApiError {
+    ApiError::internal("tenancy", "the write returned another kind of result")
 }
 
 async fn existing(state: &AppState, raw: &str) -> Result<Tenant, ApiError> {
@@ -54,15 +65,10 @@ pub async fn create_tenant(
         Some(p) => PlanName::parse(p)?,
         None => PlanName::free(),
     };
-    let tenant = tenancy::create_tenant(&state.store, &name, &plan).await?;
-    audit::record(
-        &state.store,
-        &operator(),
-        "tenant.created",
-        Some(&tenant.id),
-        json!({"name": tenant.name.as_str(), "plan": tenant.plan.as_str()}),
-    )
-    .await?;
+    let Written::Tenant(tenant) = write(&state, OperatorWrite::CreateTenant { name, plan }).await?
+    else {
+        return Err(unexpected());
+    };
     Ok((StatusCode::CREATED, Json(tenant_json(&tenant))))
 }
 
@@ -84,12 +90,6 @@ pub struct NewDomain {
     domain: String,
 }
 
-async fn invalidate(state: &AppState, change: &DomainChange) {
-    if let Err(e) = state.resolver.invalidate_domain_change(change).await {
-        tracing::warn!("tenant cache invalidation incomplete (other instances expire by TTL): {e}");
-    }
-}
-
 /// `POST /admin/tenants/{id}/domains`: attach a custom domain or subdomain.
 pub async fn attach_domain(
     State(state): State<AppState>,
@@ -98,16 +98,13 @@ pub async fn attach_domain(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let tenant = existing(&state, &id).await?;
     let domain = Domain::parse(&body.domain)?;
-    let change = tenancy::attach_domain(&state.store, &tenant.id, &domain).await?;
-    invalidate(&state, &change).await;
-    audit::record(
-        &state.store,
-        &operator(),
-        "domain.attached",
-        Some(&tenant.id),
-        json!({"domain": domain.as_str()}),
-    )
-    .await?;
+    let attach = OperatorWrite::AttachDomain {
+        tenant: tenant.id.clone(),
+        domain: domain.clone(),
+    };
+    let Written::Domain(Some(_)) = write(&state, attach).await? else {
+        return Err(unexpected());
+    };
     Ok((
         StatusCode::CREATED,
         Json(json!({"tenant_id": tenant.id, "domain": domain.as_str()})),
@@ -121,19 +118,15 @@ pub async fn detach_domain(
 ) -> Result<StatusCode, ApiError> {
     let tenant = existing(&state, &id).await?;
     let domain = Domain::parse(&domain)?;
-    let change = tenancy::detach_domain(&state.store, &tenant.id, &domain)
-        .await?
-        .ok_or_else(|| ApiError::not_found("domain_not_found", "no such domain"))?;
-    invalidate(&state, &change).await;
-    audit::record(
-        &state.store,
-        &operator(),
-        "domain.detached",
-        Some(&tenant.id),
-        json!({"domain": domain.as_str()}),
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let detach = OperatorWrite::DetachDomain {
+        tenant: tenant.id.clone(),
+        domain,
+    };
+    match write(&state, detach).await? {
+        Written::Domain(Some(_)) => Ok(StatusCode::NO_CONTENT),
+        Written::Domain(None) => Err(ApiError::not_found("domain_not_found", "no such domain")),
+        _ => Err(unexpected()),
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -151,15 +144,13 @@ pub async fn issue_key(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let tenant = existing(&state, &id).await?;
     let label = body.label.unwrap_or_else(|| "default".into());
-    let issued = tenancy::issue_api_key(&state.store, &tenant.id, &label).await?;
-    audit::record(
-        &state.store,
-        &operator(),
-        "api_key.issued",
-        Some(&tenant.id),
-        json!({"key_id": issued.info.id, "prefix": issued.info.prefix, "label": label}),
-    )
-    .await?;
+    let issue = OperatorWrite::IssueKey {
+        tenant: tenant.id.clone(),
+        label,
+    };
+    let Written::IssuedKey(issued) = write(&state, issue).await? else {
+        return Err(unexpected());
+    };
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -180,21 +171,17 @@ pub async fn revoke_key(
     let tenant = existing(&state, &id).await?;
     let key = ApiKeyId::parse(&key_id)
         .map_err(|_| ApiError::not_found("api_key_not_found", "no such API key"))?;
-    let revoked = tenancy::revoke_api_key(&state.store, &tenant.id, &key)
-        .await?
-        .ok_or_else(|| ApiError::not_found("api_key_not_found", "no such API key"))?;
-    if let Err(e) = state.resolver.invalidate_api_key(&revoked.hash).await {
-        tracing::warn!("tenant cache invalidation incomplete (other instances expire by TTL): {e}");
+    let revoke = OperatorWrite::RevokeKey {
+        tenant: tenant.id.clone(),
+        key,
+    };
+    match write(&state, revoke).await? {
+        Written::RevokedKey(Some(_)) => Ok(StatusCode::NO_CONTENT),
+        Written::RevokedKey(None) => {
+            Err(ApiError::not_found("api_key_not_found", "no such API key"))
+        }
+        _ => Err(unexpected()),
     }
-    audit::record(
-        &state.store,
-        &operator(),
-        "api_key.revoked",
-        Some(&tenant.id),
-        json!({"key_id": key}),
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]

@@ -396,7 +396,7 @@ pub async fn create_order(
         metadata: descriptive_metadata(&body.items, None)?,
     };
     let (order, rows) = state
-        .checkouts
+        .orders
         .gateway_less_many(&t.tenant, kind, currency, std::slice::from_ref(&order))
         .await?
         .pop()
@@ -467,7 +467,7 @@ pub async fn create_bulk_orders(
         .collect();
     // One transaction: every user's order is booked, or none is.
     let out: Vec<Value> = state
-        .checkouts
+        .orders
         .gateway_less_many(&t.tenant, OrderKind::Bulk, currency, &orders)
         .await?
         .iter()
@@ -504,7 +504,7 @@ pub async fn refund(
         super::json_bytes::<RefundBody>(&body)?.amount
     };
     let outcome = state
-        .checkouts
+        .refunds
         .refund(&t.tenant, &id, amount, idempotency_key(&headers).as_deref())
         .await?;
     let (status, action, body) = match &outcome {

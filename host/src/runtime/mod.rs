@@ -17,6 +17,7 @@ mod bundled;
 mod call;
 mod engine;
 mod gate;
+mod hooks;
 mod load;
 mod outbound;
 mod policy;

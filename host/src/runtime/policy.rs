@@ -1,7 +1,11 @@
-//! Outbound HTTP policy: the only door a component has to the network.
+//! Outbound HTTP policy, as plain data with no I/O: the allow-list, the
+//! private-address rule, the per-call request budget and the log of what
+//! the host stopped.
 //!
 //! Every `wasi:http/outgoing-handler` request a component makes passes through
-//! [`OutboundHooks::send_request`]. A request is sent only when its origin
+//! `OutboundHooks::send_request` (`hooks.rs`), which applies these rules and
+//! then sends through the connection pool (`outbound.rs`); this file imports
+//! neither. A request is sent only when its origin
 //! (`scheme://host:port`) is on the provider's allow-list and, unless the
 //! operator allowed private networks for that provider, the host resolves to
 //! public addresses only. Everything else is refused *before* any connection is
@@ -12,13 +16,6 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use http::uri::Scheme;
-use http_body_util::BodyExt;
-use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
-
-use super::gate::SendGate;
-use super::outbound::{ConnectionPool, SendError, Timeouts};
 
 /// Something the host stopped a component from doing during one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,9 +50,9 @@ impl EventLog {
         }
     }
 
-    /// Records a request past the budget; the error to give the guest.
+    /// Records a request past the budget (the guest gets a denial).
     /// Logged once per call: a guest that keeps trying must not flood the log.
-    fn over_budget(&self, origin: &Origin, limit: u32) -> HttpError {
+    pub(crate) fn over_budget(&self, origin: &Origin, limit: u32) {
         let first = self.0.lock().is_ok_and(|events| {
             !events
                 .iter()
@@ -65,18 +62,16 @@ impl EventLog {
             tracing::warn!(%origin, limit, "outbound request denied: the call's request budget is used up");
             self.push(PolicyEvent::RequestBudgetExceeded { limit });
         }
-        HttpError::HttpRequestDenied
     }
 
-    /// Logs and records a request the host stopped; the error to give the
-    /// guest.
-    fn deny(&self, origin: String, reason: String) -> HttpError {
+    /// Logs and records a request the host stopped (the guest gets a
+    /// denial).
+    pub(crate) fn deny(&self, origin: String, reason: String) {
         // The origin may come from the guest's URI: keep the log line short.
         let origin =
             super::sanitize::Cleaner::new(&[]).text(&origin, super::sanitize::MAX_URL_BYTES);
         tracing::warn!(%origin, %reason, "outbound request denied");
         self.push(PolicyEvent::OutboundDenied { origin, reason });
-        HttpError::HttpRequestDenied
     }
 
     pub(crate) fn take(&self) -> Vec<PolicyEvent> {
@@ -241,24 +236,11 @@ impl Default for OutboundPolicy {
     }
 }
 
-/// `wasi:http` hooks enforcing an [`OutboundPolicy`] for one call.
-pub(crate) struct OutboundHooks {
-    pub(crate) policy: Arc<OutboundPolicy>,
-    pub(crate) events: EventLog,
-    pub(crate) pool: Arc<ConnectionPool>,
-    /// When set, requests wait for it before any I/O (see [`SendGate`]).
-    pub(crate) gate: Option<SendGate>,
-    /// Requests this call may still send (`[limits] max_requests_per_call`).
-    /// Counted when a request passes the policy, before any I/O, so a
-    /// request that then fails to connect still counts.
-    pub(crate) budget: RequestBudget,
-}
-
 /// The per-call cap on outbound requests: one call cannot turn its
 /// deadline into a flood against its allowed hosts.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RequestBudget {
-    limit: u32,
+    pub(crate) limit: u32,
     used: u32,
 }
 
@@ -269,7 +251,7 @@ impl RequestBudget {
     }
 
     /// Takes one request from the budget; `false` when none is left.
-    fn take(&mut self) -> bool {
+    pub(crate) fn take(&mut self) -> bool {
         if self.used >= self.limit {
             return false;
         }
@@ -280,7 +262,7 @@ impl RequestBudget {
 
 /// Why a request may not leave, decided before any I/O: its method (for a
 /// read-only policy), then its origin.
-fn check_request<B>(
+pub(crate) fn check_request<B>(
     policy: &OutboundPolicy,
     request: &http::Request<B>,
 ) -> Result<Origin, (String, String)> {
@@ -297,7 +279,10 @@ fn check_request<B>(
 }
 
 /// Why a request to `uri` may not leave, decided before any I/O.
-fn check_origin(policy: &OutboundPolicy, uri: &http::Uri) -> Result<Origin, (String, String)> {
+pub(crate) fn check_origin(
+    policy: &OutboundPolicy,
+    uri: &http::Uri,
+) -> Result<Origin, (String, String)> {
     let Some(origin) = Origin::of_uri(uri) else {
         return Err((uri.to_string(), "request has no scheme://host".into()));
     };
@@ -339,123 +324,6 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (seg[0] & 0xfe00) == 0xfc00
                 || (seg[0] & 0xffc0) == 0xfe80)
         }
-    }
-}
-
-fn clamp(guest: Option<Duration>, cap: Duration) -> Duration {
-    guest.map_or(cap, |g| g.min(cap))
-}
-
-type SendFuture = Box<
-    dyn Future<
-            Output = Result<
-                (
-                    http::Response<WasiBody>,
-                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-                ),
-                HttpError,
-            >,
-        > + Send,
->;
-
-impl WasiHttpHooks for OutboundHooks {
-    fn send_request(
-        &mut self,
-        request: http::Request<WasiBody>,
-        options: Option<RequestOptions>,
-        fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-    ) -> SendFuture {
-        drop(fut);
-        let policy = self.policy.clone();
-        let events = self.events.clone();
-        let origin = match check_request(&policy, &request) {
-            Ok(origin) => origin,
-            Err((origin, reason)) => {
-                let denied = events.deny(origin, reason);
-                return Box::new(async { Err(denied) });
-            }
-        };
-        if !self.budget.take() {
-            let denied = events.over_budget(&origin, self.budget.limit);
-            return Box::new(async { Err(denied) });
-        }
-        let timeouts = Timeouts {
-            connect: clamp(
-                options.and_then(|o| o.connect_timeout),
-                policy.connect_timeout,
-            ),
-            first_byte: clamp(
-                options.and_then(|o| o.first_byte_timeout),
-                policy.first_byte_timeout,
-            ),
-            between_bytes: clamp(
-                options.and_then(|o| o.between_bytes_timeout),
-                policy.between_bytes_timeout,
-            ),
-        };
-        let pool = self.pool.clone();
-        let gate = self.gate.clone();
-        Box::new(async move {
-            if let Some(mut gate) = gate
-                && !gate.wait().await
-            {
-                return Err(events.deny(
-                    origin.to_string(),
-                    "the host refused this call's requests (what it pays for was not stored)"
-                        .into(),
-                ));
-            }
-            let limit = policy.max_response_bytes;
-            let response = match pool
-                .send(&origin, policy.allow_private_networks, request, timeouts)
-                .await
-            {
-                Ok(response) => response,
-                Err(SendError::Http(e)) => return Err(e),
-                Err(SendError::Denied(reason)) => {
-                    return Err(events.deny(origin.to_string(), reason));
-                }
-            };
-            let declared = response
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|len| len > limit as u64) {
-                events.push(PolicyEvent::ResponseTooLarge {
-                    origin: origin.to_string(),
-                    limit,
-                });
-                return Err(HttpError::HttpResponseBodySize(declared));
-            }
-            let origin_text = origin.to_string();
-            let response = response.map(move |body| {
-                http_body_util::Limited::new(body, limit)
-                    .map_err(move |e| match e.downcast::<HttpError>() {
-                        // The connection's own failure (timeout, reset).
-                        Ok(inner) => *inner,
-                        Err(_) => {
-                            events.push(PolicyEvent::ResponseTooLarge {
-                                origin: origin_text.clone(),
-                                limit,
-                            });
-                            HttpError::HttpResponseBodySize(None)
-                        }
-                    })
-                    .boxed_unsync()
-            });
-            // The connection is driven by its own task (it outlives this
-            // response when it goes back to the pool).
-            let io = async { Ok(()) };
-            Ok((
-                response,
-                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-            ))
-        })
-    }
-
-    fn is_supported_scheme(&mut self, scheme: &Scheme) -> bool {
-        *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS
     }
 }
 
@@ -510,7 +378,7 @@ mod tests {
     fn the_event_log_is_bounded_but_keeps_a_memory_cap() {
         let log = EventLog::default();
         for _ in 0..10 * MAX_EVENTS {
-            let _ = log.deny("http://x.example:80".into(), "not allowed".into());
+            log.deny("http://x.example:80".into(), "not allowed".into());
         }
         log.push(PolicyEvent::MemoryCap {
             requested: 2,

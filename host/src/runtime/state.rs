@@ -10,8 +10,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::payhost::provider::{host, types};
 use super::gate::SendGate;
+use super::hooks::OutboundHooks;
 use super::outbound::ConnectionPool;
-use super::policy::{EventLog, OutboundHooks, OutboundPolicy, PolicyEvent, RequestBudget};
+use super::policy::{EventLog, OutboundPolicy, PolicyEvent, RequestBudget};
 
 /// Longest component log line kept (longer lines are truncated).
 const MAX_LOG_LINE: usize = 4 * 1024;

@@ -5,9 +5,9 @@
 //! PostgreSQL (several host instances), applying `host/migrations/{sqlite,postgres}`,
 //! write transactions that serialise correctly on both backends, classifying
 //! constraint violations for the API layer, the persisted vocabulary in
-//! [`domain`], and two small repositories with no richer home:
-//! [`idempotency`] (Idempotency-Key records) and [`gateways`] (tenant gateway
-//! settings, stored as ciphertext).
+//! [`domain`], and one small repository with no richer home: [`gateways`]
+//! (tenant gateway settings, stored as ciphertext). Idempotency-Key records
+//! live in `crate::idempotency`.
 //!
 //! Must never: know about HTTP, encrypt or decrypt anything, decide business
 //! rules that belong to `ledger`/`tenancy`, or swallow a database error — every
@@ -28,7 +28,6 @@ pub mod domain;
 mod error;
 mod files;
 pub mod gateways;
-pub mod idempotency;
 mod migrate;
 mod sql;
 /// Test databases: compiled for this crate's tests and, through the

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use sqlx::Row;
 
 use super::gateways::{self, Ciphertext, GatewaySettingsWrite};
-use super::idempotency::{self, Begin, IN_FLIGHT_LEASE, IdempotencyKey, RequestHash};
 use super::sql::Keyset;
 use super::testing::{TestDb, each_backend, each_backend_with_url, tenant};
 use super::*;
+use crate::idempotency::{self, Begin, IN_FLIGHT_LEASE, IdempotencyKey, RequestHash};
 
 #[tokio::test]
 async fn migrations_apply_once_and_rerun_as_a_no_op() {

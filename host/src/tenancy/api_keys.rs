@@ -14,7 +14,7 @@ use sqlx::any::AnyRow;
 
 use super::{ApiKeyId, TenancyError, TenantId, TenantStatus, tenant_fk};
 use crate::store::{
-    ParseError, Store, StoreError, UnixMillis, get_opt_i64, get_parsed, get_text, get_time,
+    ParseError, Store, StoreError, UnixMillis, WriteTx, get_opt_i64, get_parsed, get_text, get_time,
 };
 
 /// Text before the random part of every key.
@@ -162,6 +162,18 @@ pub async fn issue_api_key(
     tenant: &TenantId,
     label: &str,
 ) -> Result<IssuedApiKey, TenancyError> {
+    let mut tx = store.begin_write().await?;
+    let issued = issue_api_key_in(&mut tx, tenant, label).await?;
+    tx.commit().await?;
+    Ok(issued)
+}
+
+/// [`issue_api_key`] inside the caller's transaction.
+pub async fn issue_api_key_in(
+    tx: &mut WriteTx,
+    tenant: &TenantId,
+    label: &str,
+) -> Result<IssuedApiKey, TenancyError> {
     let label = validate_label(label)?;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
@@ -187,7 +199,7 @@ pub async fn issue_api_key(
     .bind(secret.hash().0)
     .bind(info.label.clone())
     .bind(info.created_at.as_i64())
-    .execute(store.pool())
+    .execute(tx.conn())
     .await
     .map_err(|e| tenant_fk(e, tenant))?;
     Ok(IssuedApiKey { info, secret })
@@ -214,6 +226,18 @@ pub async fn revoke_api_key(
     tenant: &TenantId,
     key: &ApiKeyId,
 ) -> Result<Option<RevokedApiKey>, TenancyError> {
+    let mut tx = store.begin_write().await?;
+    let revoked = revoke_api_key_in(&mut tx, tenant, key).await?;
+    tx.commit().await?;
+    Ok(revoked)
+}
+
+/// [`revoke_api_key`] inside the caller's transaction.
+pub async fn revoke_api_key_in(
+    tx: &mut WriteTx,
+    tenant: &TenantId,
+    key: &ApiKeyId,
+) -> Result<Option<RevokedApiKey>, TenancyError> {
     let row = sqlx::query(
         "UPDATE api_keys SET revoked_at = $3 \
           WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL \
@@ -222,7 +246,7 @@ pub async fn revoke_api_key(
     .bind(key.as_str())
     .bind(tenant.as_str())
     .bind(UnixMillis::now().as_i64())
-    .fetch_optional(store.pool())
+    .fetch_optional(tx.conn())
     .await?;
     match row {
         Some(row) => Ok(Some(RevokedApiKey {

@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{TenancyError, TenantId, tenant_fk};
-use crate::store::{ParseError, Store, StoreError, UnixMillis, get_parsed, per_backend};
+use crate::store::{ParseError, Store, StoreError, UnixMillis, WriteTx, get_parsed, per_backend};
 
 /// A host name, lower-cased, without port or trailing dot: 1–253 characters,
 /// at least two dot-separated labels of `[a-z0-9-]` (1–63 each, no
@@ -148,6 +148,19 @@ pub async fn attach_domain(
     domain: &Domain,
 ) -> Result<DomainChange, TenancyError> {
     let mut tx = store.begin_write().await?;
+    let change = attach_domain_in(store, &mut tx, tenant, domain).await?;
+    tx.commit().await?;
+    Ok(change)
+}
+
+/// [`attach_domain`] inside the caller's transaction (an error leaves the
+/// transaction to be rolled back).
+pub async fn attach_domain_in(
+    store: &Store,
+    tx: &mut WriteTx,
+    tenant: &TenantId,
+    domain: &Domain,
+) -> Result<DomainChange, TenancyError> {
     let old_domains = domains_of(tx.conn(), tenant).await?;
     sqlx::query(
         "INSERT INTO tenant_domains (domain, tenant_id, created_at) VALUES ($1, $2, $3) \
@@ -161,15 +174,11 @@ pub async fn attach_domain(
     .map_err(|e| tenant_fk(e, tenant))?;
     let owner = owner_of(store, tx.conn(), domain).await?;
     match owner {
-        Some(owner) if owner != *tenant => {
-            tx.rollback().await?;
-            Err(TenancyError::DomainTaken {
-                domain: domain.clone(),
-                owner,
-            })
-        }
+        Some(owner) if owner != *tenant => Err(TenancyError::DomainTaken {
+            domain: domain.clone(),
+            owner,
+        }),
         _ => {
-            tx.commit().await?;
             let previous_owner = old_domains.contains(domain).then(|| tenant.clone());
             Ok(DomainChange {
                 domain: domain.clone(),
@@ -190,6 +199,18 @@ pub async fn move_domain(
     to: &TenantId,
 ) -> Result<DomainChange, TenancyError> {
     let mut tx = store.begin_write().await?;
+    let change = move_domain_in(store, &mut tx, domain, to).await?;
+    tx.commit().await?;
+    Ok(change)
+}
+
+/// [`move_domain`] inside the caller's transaction.
+pub async fn move_domain_in(
+    store: &Store,
+    tx: &mut WriteTx,
+    domain: &Domain,
+    to: &TenantId,
+) -> Result<DomainChange, TenancyError> {
     let old_domains = domains_of(tx.conn(), to).await?;
     let previous_owner = owner_of(store, tx.conn(), domain).await?;
     sqlx::query(
@@ -203,7 +224,6 @@ pub async fn move_domain(
     .execute(tx.conn())
     .await
     .map_err(|e| tenant_fk(e, to))?;
-    tx.commit().await?;
     Ok(DomainChange {
         domain: domain.clone(),
         previous_owner,
@@ -220,13 +240,23 @@ pub async fn detach_domain(
     domain: &Domain,
 ) -> Result<Option<DomainChange>, TenancyError> {
     let mut tx = store.begin_write().await?;
+    let change = detach_domain_in(&mut tx, tenant, domain).await?;
+    tx.commit().await?;
+    Ok(change)
+}
+
+/// [`detach_domain`] inside the caller's transaction.
+pub async fn detach_domain_in(
+    tx: &mut WriteTx,
+    tenant: &TenantId,
+    domain: &Domain,
+) -> Result<Option<DomainChange>, TenancyError> {
     let old_domains = domains_of(tx.conn(), tenant).await?;
     let gone = sqlx::query("DELETE FROM tenant_domains WHERE domain = $1 AND tenant_id = $2")
         .bind(domain.as_str())
         .bind(tenant.as_str())
         .execute(tx.conn())
         .await?;
-    tx.commit().await?;
     Ok((gone.rows_affected() == 1).then(|| DomainChange {
         domain: domain.clone(),
         previous_owner: Some(tenant.clone()),

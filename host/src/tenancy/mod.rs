@@ -3,27 +3,34 @@
 //! Owns who a tenant is (id, name, status, plan), which hosts resolve to it,
 //! and which API keys act for it. Resolution functions ([`resolve_api_key`],
 //! [`resolve_domain`]) are single indexed queries so a cache layer can sit in
-//! front of them; every write returns what a cache must invalidate.
+//! front of them; every write returns what a cache must invalidate. The
+//! operator's writes go through [`Tenancy::write`] (`service.rs`): the write
+//! and its audit event in one transaction, then the cache eviction.
 //!
 //! Must never: store or log an API key secret (only its SHA-256 and a short
 //! display prefix are kept), resolve a revoked key, or let one tenant read or
-//! change another tenant's keys or domains.
+//! change another tenant's keys or domains; commit an operator write without
+//! its audit event; import `api`.
 
 mod api_keys;
 pub mod cache;
 mod domains;
+mod service;
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 
 use crate::store::domain::string_newtype;
-use crate::store::{ParseError, Store, StoreError, UnixMillis, Violation, get_parsed, get_time};
+use crate::store::{
+    ParseError, Store, StoreError, UnixMillis, Violation, WriteTx, get_parsed, get_time,
+};
 
 pub use crate::store::{ApiKeyId, TenantId};
 pub use api_keys::{
     ApiKeyHash, ApiKeyInfo, ApiKeySecret, IssuedApiKey, ResolvedApiKey, RevokedApiKey,
     issue_api_key, list_api_keys, resolve_api_key, revoke_api_key,
 };
+pub(crate) use api_keys::{issue_api_key_in, revoke_api_key_in};
 pub use cache::{
     Clock, INVALIDATION_CHANNEL, Invalidation, ResolverError, ResolverOptions, SystemClock,
     TenantResolver,
@@ -31,6 +38,8 @@ pub use cache::{
 pub use domains::{
     Domain, DomainChange, attach_domain, detach_domain, list_domains, move_domain, resolve_domain,
 };
+pub(crate) use domains::{attach_domain_in, detach_domain_in, move_domain_in};
+pub use service::{OperatorWrite, Tenancy, WriteError, Written};
 
 /// Errors of the tenancy repositories.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +178,18 @@ pub async fn create_tenant(
     name: &TenantName,
     plan: &PlanName,
 ) -> Result<Tenant, TenancyError> {
+    let mut tx = store.begin_write().await?;
+    let tenant = create_tenant_in(&mut tx, name, plan).await?;
+    tx.commit().await?;
+    Ok(tenant)
+}
+
+/// [`create_tenant`] inside the caller's transaction.
+pub async fn create_tenant_in(
+    tx: &mut WriteTx,
+    name: &TenantName,
+    plan: &PlanName,
+) -> Result<Tenant, TenancyError> {
     let tenant = Tenant {
         id: TenantId::generate(),
         name: name.clone(),
@@ -186,7 +207,7 @@ pub async fn create_tenant(
     .bind(tenant.status.as_str())
     .bind(tenant.plan.as_str())
     .bind(tenant.created_at.as_i64())
-    .execute(store.pool())
+    .execute(tx.conn())
     .await?;
     Ok(Tenant {
         updated_at: tenant.created_at,
@@ -217,7 +238,19 @@ pub async fn set_tenant_status(
     id: &TenantId,
     status: TenantStatus,
 ) -> Result<Tenant, TenancyError> {
-    update_tenant(store, id, "status", status.as_str()).await
+    let mut tx = store.begin_write().await?;
+    let tenant = set_tenant_status_in(&mut tx, id, status).await?;
+    tx.commit().await?;
+    Ok(tenant)
+}
+
+/// [`set_tenant_status`] inside the caller's transaction.
+pub async fn set_tenant_status_in(
+    tx: &mut WriteTx,
+    id: &TenantId,
+    status: TenantStatus,
+) -> Result<Tenant, TenancyError> {
+    update_tenant(tx.conn(), id, "status", status.as_str()).await
 }
 
 /// Moves a tenant to another plan. Caches of the tenant must be invalidated.
@@ -226,11 +259,12 @@ pub async fn set_tenant_plan(
     id: &TenantId,
     plan: &PlanName,
 ) -> Result<Tenant, TenancyError> {
-    update_tenant(store, id, "plan", plan.as_str()).await
+    let mut conn = store.pool().acquire().await.map_err(StoreError::from)?;
+    update_tenant(&mut conn, id, "plan", plan.as_str()).await
 }
 
 async fn update_tenant(
-    store: &Store,
+    conn: &mut sqlx::AnyConnection,
     id: &TenantId,
     column: &'static str,
     value: &str,
@@ -242,7 +276,7 @@ async fn update_tenant(
         .bind(id.as_str())
         .bind(value)
         .bind(UnixMillis::now().as_i64())
-        .fetch_optional(store.pool())
+        .fetch_optional(conn)
         .await?;
     match row {
         Some(row) => Ok(decode_tenant(&row)?),

@@ -12,6 +12,7 @@ mod gateways;
 mod http_hardening;
 mod idempotency;
 mod ledger;
+mod operator;
 mod orders;
 mod refunds;
 mod resume;

@@ -432,6 +432,13 @@ impl TenantResolver {
         self.invalidate(&Invalidation::from(change)).await
     }
 
+    /// Evicts these entries from this instance's L1 only, at once (no
+    /// I/O): for a drop guard, which spawns [`TenantResolver::invalidate`]
+    /// for the rest.
+    pub(crate) fn evict_local(&self, inv: &Invalidation) {
+        self.inner.evict_local(inv);
+    }
+
     /// Evicts locally (always, before anything can fail), tombstones the L2
     /// entries, then broadcasts to the other instances. An error means L2 or
     /// the broadcast failed: other instances may serve the old answer until
