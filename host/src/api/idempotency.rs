@@ -50,10 +50,37 @@ pub async fn idempotency(
         Ok(other) => return not_run(other),
         Err(e) => return Err(ApiError::internal("idempotency begin", e)),
     }
+    // If the handler panics (or this future is dropped, e.g. at shutdown),
+    // the key is released rather than left in flight for its whole lease.
+    let mut claim = Claim {
+        state: Some((state.clone(), tenant.tenant.clone(), key.clone())),
+    };
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
-    keep_or_release(&state, &tenant.tenant, &key, response).await
+    let kept = keep_or_release(&state, &tenant.tenant, &key, response).await;
+    claim.state = None;
+    kept
+}
+
+/// A claimed key that no answer has been kept or released for yet.
+struct Claim {
+    state: Option<(AppState, TenantId, IdempotencyKey)>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let (Some((state, tenant, key)), Ok(runtime)) =
+            (self.state.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(async move {
+            if let Err(e) = idempotency::abandon(&state.store, &tenant, &key).await {
+                tracing::error!("cannot release the idempotency key of an unfinished request: {e}");
+            }
+        });
+    }
 }
 
 /// The request's `Idempotency-Key`, if it sent one; 400 when it is not a
