@@ -319,25 +319,28 @@ impl Refunds {
         hold: ledger::RefundReservation,
         refund: Refund,
     ) -> CheckoutError {
-        let reference = match refund_reference(&refund.reference) {
-            Ok(reference) => reference,
-            Err(e) => return e,
-        };
-        if let Err(e) = ledger::mark_refund_pending(&self.store, tenant, &hold.id, &reference).await
-        {
-            return e.into();
-        }
+        // Audit first, whatever happens next: money moved in an unexpected
+        // amount, and the operator must hear of it even if the reference
+        // is unusable or storing it fails.
         let details = serde_json::json!({
             "hold_id": hold.id,
             "payment_id": hold.payment_id,
             "provider": provider.as_str(),
-            "gateway_refund_reference": reference.as_str(),
+            "gateway_refund_reference": refund.reference,
             "requested": {"amount": hold.amount.minor, "currency": hold.amount.currency.as_str()},
             "reported": {"amount": refund.amount.minor, "currency": refund.amount.currency},
         });
-        // The hold and its reference are stored: reconciliation finds it
-        // even if the audit write fails, so the client's answer is the same.
         audit_mismatch(&self.store, tenant, "refund.amount_mismatch", details).await;
+        let reference = match refund_reference(&refund.reference) {
+            Ok(reference) => reference,
+            Err(e) => return e,
+        };
+        // The hold stays either way; with its reference, reconciliation can
+        // match the gateway's refund to it.
+        if let Err(e) = ledger::mark_refund_pending(&self.store, tenant, &hold.id, &reference).await
+        {
+            return e.into();
+        }
         CheckoutError::RefundAmountMismatch {
             provider: provider.as_str().into(),
             hold: hold.id,
