@@ -269,7 +269,7 @@ pub(crate) fn check_request<B>(
     let method = request.method();
     if policy.read_only && method != http::Method::GET && method != http::Method::HEAD {
         let origin = Origin::of_uri(request.uri())
-            .map_or_else(|| request.uri().to_string(), |o| o.to_string());
+            .map_or_else(|| unparsable(request.uri()), |o| o.to_string());
         return Err((
             origin,
             format!("{method} in a read-only call (only GET and HEAD)"),
@@ -278,13 +278,24 @@ pub(crate) fn check_request<B>(
     check_origin(policy, request.uri())
 }
 
+/// What a denial records of a request target with no origin: not the
+/// target itself, whose path or query may carry a credential the guest put
+/// there (the call's secrets cannot be scrubbed from a lower-cased or
+/// re-encoded copy).
+fn unparsable(uri: &http::Uri) -> String {
+    format!(
+        "(a target with no scheme://host, {} bytes)",
+        uri.to_string().len()
+    )
+}
+
 /// Why a request to `uri` may not leave, decided before any I/O.
 pub(crate) fn check_origin(
     policy: &OutboundPolicy,
     uri: &http::Uri,
 ) -> Result<Origin, (String, String)> {
     let Some(origin) = Origin::of_uri(uri) else {
-        return Err((uri.to_string(), "request has no scheme://host".into()));
+        return Err((unparsable(uri), "request has no scheme://host".into()));
     };
     let Some(allowed) = policy.allowed.iter().find(|o| **o == origin) else {
         return Err((origin.to_string(), "origin is not on the allow-list".into()));
@@ -365,6 +376,19 @@ mod tests {
             assert_eq!(origin, "https://api.stripe.com:443");
             assert!(reason.contains(refused.as_str()), "{reason}");
         }
+    }
+
+    #[test]
+    fn a_denied_target_with_no_origin_is_not_recorded_verbatim() {
+        let p = policy(&["https://api.stripe.com"]);
+        let request = http::Request::builder()
+            .uri("/v1/charges?api_key=sk_live_SECRET_in_a_path")
+            .body(())
+            .unwrap();
+        let (origin, reason) = check_request(&p, &request).unwrap_err();
+        assert!(!origin.contains("SECRET"), "{origin}");
+        assert!(origin.contains("bytes"), "{origin}");
+        assert!(reason.contains("scheme://host"), "{reason}");
     }
 
     #[test]
