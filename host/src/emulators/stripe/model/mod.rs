@@ -1,12 +1,18 @@
 //! The emulator's Stripe objects (PaymentIntent, Charge, Refund) for one
 //! account, the test PaymentMethods that decide how a confirmation ends, and
 //! the state transitions Stripe documents for them. No HTTP here: handlers
-//! parse requests, call these operations and render the results.
+//! parse requests, call these operations and render the results. The test
+//! PaymentMethods are in [`cards`]; refunds in `refunds`.
 //!
 //! Every operation validates before it mutates, except where Stripe itself
 //! commits a change and still answers an error (a declined confirmation leaves
 //! the PaymentIntent in `requires_payment_method` with `last_payment_error`).
 
+mod cards;
+mod refunds;
+
+use cards::GENERIC_DECLINE;
+pub(crate) use cards::*;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -70,91 +76,6 @@ impl Status {
             Status::RequiresCapture => "requires_capture",
             Status::Canceled => "canceled",
             Status::Succeeded => "succeeded",
-        }
-    }
-}
-
-/// How the test PaymentMethod named in a confirmation behaves; the ids are
-/// Stripe's documented test PaymentMethods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TestCard {
-    Approve,
-    Decline {
-        code: &'static str,
-        decline_code: Option<&'static str>,
-        message: &'static str,
-    },
-    /// 3-D Secure required: the PaymentIntent goes to `requires_action`.
-    Authenticate,
-}
-
-const GENERIC_DECLINE: TestCard = TestCard::Decline {
-    code: "card_declined",
-    decline_code: Some("generic_decline"),
-    message: "Your card was declined.",
-};
-const INSUFFICIENT_FUNDS: TestCard = TestCard::Decline {
-    code: "card_declined",
-    decline_code: Some("insufficient_funds"),
-    message: "Your card has insufficient funds.",
-};
-const PROCESSING_ERROR: TestCard = TestCard::Decline {
-    code: "processing_error",
-    decline_code: None,
-    message: "An error occurred while processing your card. Try again in a little bit.",
-};
-
-/// Stripe's test card whose payments approve but whose refunds stay
-/// `pending` (on Stripe they later turn `succeeded`; the emulator leaves them
-/// pending, which is the case a client must handle).
-pub(crate) const PENDING_REFUND_CARD: &str = "pm_card_pendingRefund";
-
-/// The behaviour of a Stripe test PaymentMethod id, `None` for ids the
-/// emulator does not know (Stripe answers `resource_missing`).
-pub(crate) fn test_card(payment_method: &str) -> Option<TestCard> {
-    match payment_method {
-        "pm_card_visa" | "pm_card_visa_debit" | "pm_card_mastercard" | "pm_card_amex"
-        | PENDING_REFUND_CARD => Some(TestCard::Approve),
-        "pm_card_visa_chargeDeclined" | "pm_card_chargeDeclined" => Some(GENERIC_DECLINE),
-        "pm_card_visa_chargeDeclinedInsufficientFunds"
-        | "pm_card_chargeDeclinedInsufficientFunds" => Some(INSUFFICIENT_FUNDS),
-        "pm_card_chargeDeclinedProcessingError" => Some(PROCESSING_ERROR),
-        "pm_card_threeDSecure2Required" | "pm_card_authenticationRequired" => {
-            Some(TestCard::Authenticate)
-        }
-        _ => None,
-    }
-}
-
-/// **Emulator extension** (not Stripe): PaymentMethod ids that make the API
-/// itself fail, for testing a client's retry handling. They fail the request
-/// before anything is created or changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EmulatorTrigger {
-    /// `pm_emulator_unavailable`: 500 `api_error`.
-    Unavailable,
-    /// `pm_emulator_rate_limited`: 429 `rate_limit` with `Retry-After: 2`.
-    RateLimited,
-}
-
-pub(crate) fn emulator_trigger(payment_method: &str) -> Option<EmulatorTrigger> {
-    match payment_method {
-        "pm_emulator_unavailable" => Some(EmulatorTrigger::Unavailable),
-        "pm_emulator_rate_limited" => Some(EmulatorTrigger::RateLimited),
-        _ => None,
-    }
-}
-
-impl EmulatorTrigger {
-    pub(crate) fn error(self) -> ApiError {
-        match self {
-            EmulatorTrigger::Unavailable => ApiError::api(
-                "Emulator: simulated Stripe outage (payment_method pm_emulator_unavailable).",
-            ),
-            EmulatorTrigger::RateLimited => ApiError::rate_limited(
-                2,
-                "Emulator: simulated rate limit (payment_method pm_emulator_rate_limited).",
-            ),
         }
     }
 }
@@ -730,119 +651,6 @@ impl Account {
         pi.next_action = None;
         self.intent_event("payment_intent.canceled", id, events);
         Ok(())
-    }
-
-    /// `POST /v1/refunds`: refunds part or all of what a succeeded
-    /// PaymentIntent received; the sum of refunds never exceeds
-    /// `amount_received`. Returns the refund's id; emits `charge.refunded`
-    /// and `refund.created`.
-    pub(crate) fn refund(
-        &mut self,
-        new: NewRefund,
-        events: &mut Vec<Emitted>,
-    ) -> Result<String, ApiError> {
-        let pi_id = self.refund_target(&new.target)?;
-        let pi = self.intent(&pi_id)?;
-        let charge_id = match (&pi.latest_charge, pi.status) {
-            (Some(charge), Status::Succeeded) => charge.clone(),
-            _ => {
-                return Err(ApiError::state(
-                    "payment_intent_unexpected_state",
-                    format!(
-                        "This PaymentIntent ({pi_id}) does not have a successful charge to refund \
-                         (status: {}).",
-                        pi.status.as_str()
-                    ),
-                ));
-            }
-        };
-        let (currency, received) = (pi.currency.clone(), pi.amount_received);
-        let Some(charge) = self.charges.get(&charge_id) else {
-            return Err(ApiError::no_such_param_object(
-                "charge", &charge_id, "charge",
-            ));
-        };
-        let status = if charge.payment_method == PENDING_REFUND_CARD {
-            "pending"
-        } else {
-            "succeeded"
-        };
-        let remaining = received - charge.amount_refunded;
-        if remaining <= 0 {
-            return Err(ApiError::state(
-                "charge_already_refunded",
-                format!("Charge {charge_id} has already been refunded."),
-            ));
-        }
-        let amount = new.amount.unwrap_or(remaining);
-        if amount > remaining {
-            return Err(ApiError::state_param(
-                "amount_too_large",
-                "amount",
-                format!(
-                    "Refund amount ({amount}) is greater than unrefunded amount on charge \
-                     ({remaining})."
-                ),
-            ));
-        }
-        let mut metadata = BTreeMap::new();
-        apply_metadata(&mut metadata, new.metadata)?;
-        let refund = Refund {
-            id: random_id("re"),
-            created: unix_now(),
-            amount,
-            currency,
-            charge: charge_id.clone(),
-            payment_intent: pi_id,
-            reason: new.reason,
-            metadata,
-            status,
-        };
-        if let Some(charge) = self.charges.get_mut(&charge_id) {
-            charge.amount_refunded += amount;
-            events.push(Emitted {
-                kind: "charge.refunded",
-                object: charge_json(charge),
-            });
-        }
-        events.push(Emitted {
-            kind: "refund.created",
-            object: refund_json(&refund),
-        });
-        let id = refund.id.clone();
-        self.refunds.insert(id.clone(), refund);
-        Ok(id)
-    }
-
-    /// Resolves `payment_intent` / `charge` to this account's PaymentIntent.
-    fn refund_target(&self, target: &RefundTarget) -> Result<String, ApiError> {
-        let from_charge = match &target.charge {
-            Some(charge_id) => Some(
-                self.charges
-                    .get(charge_id)
-                    .map(|charge| charge.payment_intent.clone())
-                    .ok_or_else(|| ApiError::no_such_param_object("charge", charge_id, "charge"))?,
-            ),
-            None => None,
-        };
-        match (&target.payment_intent, from_charge) {
-            (Some(pi), Some(charge_pi)) if *pi != charge_pi => Err(ApiError::invalid_param(
-                "parameter_invalid_string",
-                "charge",
-                format!("Charge does not belong to PaymentIntent {pi}."),
-            )),
-            (Some(pi), _) if !self.payment_intents.contains_key(pi) => Err(
-                ApiError::no_such_param_object("payment_intent", pi, "payment_intent"),
-            ),
-            (Some(pi), _) => Ok(pi.clone()),
-            (None, Some(charge_pi)) => Ok(charge_pi),
-            (None, None) => Err(ApiError::invalid_param(
-                "parameter_missing",
-                "payment_intent",
-                "One of the following params should be provided for this request: \
-                 payment_intent or charge.",
-            )),
-        }
     }
 
     /// Every payment intent that received money and every refund, for
