@@ -206,31 +206,18 @@ pub async fn list_payments(
         q.push(&format!(" AND created_at < {p}"));
     }
     if let Some(cursor) = cursor {
-        let key = Keyset::decode(cursor).ok_or(LedgerError::InvalidCursor)?;
-        let ts = q.arg(Arg::Int(key.created_at));
-        let id = q.arg(Arg::Text(key.id));
-        q.push(&format!(
-            " AND (created_at < {ts} OR (created_at = {ts} AND id < {id}))"
-        ));
+        Keyset::decode(cursor)
+            .ok_or(LedgerError::InvalidCursor)?
+            .push_older(&mut q);
     }
-    let lim = q.arg(Arg::Int(i64::from(limit) + 1));
-    q.push(&format!(" ORDER BY created_at DESC, id DESC LIMIT {lim}"));
+    Keyset::push_order_limit(&mut q, limit);
 
     let rows = q.query().fetch_all(store.pool()).await?;
-    let mut items = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|last| {
-            Keyset {
-                created_at: last.created_at.as_i64(),
-                id: last.id.as_str().to_owned(),
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    let items = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(Keyset::page(items, limit, |r| Keyset {
+        created_at: r.created_at.as_i64(),
+        id: r.id.as_str().to_owned(),
+    }))
 }
 
 /// Money per currency, computed from the rows (never stored).

@@ -663,6 +663,38 @@ impl Keyset {
     }
 }
 
+impl Keyset {
+    /// Appends to `q` the clause that keeps rows strictly older than this
+    /// position in the (created_at, id) order.
+    pub(crate) fn push_older(self, q: &mut SqlBuf) {
+        let ts = q.arg(Arg::Int(self.created_at));
+        let id = q.arg(Arg::Text(self.id));
+        q.push(&format!(
+            " AND (created_at < {ts} OR (created_at = {ts} AND id < {id}))"
+        ));
+    }
+
+    /// Appends the newest-first order and a limit of `limit + 1` rows, the
+    /// extra row telling [`Keyset::page`] whether another page follows.
+    pub(crate) fn push_order_limit(q: &mut SqlBuf, limit: u32) {
+        let lim = q.arg(Arg::Int(i64::from(limit) + 1));
+        q.push(&format!(" ORDER BY created_at DESC, id DESC LIMIT {lim}"));
+    }
+
+    /// The page of `items` (fetched with [`Keyset::push_order_limit`]):
+    /// at most `limit` of them, and a cursor at the last one's `key` when
+    /// more rows followed.
+    pub(crate) fn page<T>(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> Keyset) -> Page<T> {
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|last| key(last).encode())
+        } else {
+            None
+        };
+        Page { items, next_cursor }
+    }
+}
+
 /// A bound argument of a dynamically built statement.
 #[derive(Debug, Clone)]
 pub(crate) enum Arg {

@@ -58,6 +58,8 @@ impl TestDb {
     /// A migrated PostgreSQL schema of its own on the server at `admin_url`.
     pub async fn postgres(admin_url: &str) -> Result<TestDb, StoreError> {
         let schema = format!("payhost_test_{}", random_suffix());
+        // The admin connection may be this process's first use of `Any`.
+        sqlx::any::install_default_drivers();
         let mut admin = AnyConnection::connect(admin_url)
             .await
             .map_err(StoreError::Connect)?;

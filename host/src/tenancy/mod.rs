@@ -18,7 +18,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 
-use crate::store::{ParseError, Store, StoreError, UnixMillis, Violation, get_parsed, get_time};
+use crate::store::{
+    Arg, Keyset, MAX_PAGE_SIZE, Page, ParseError, SqlBuf, Store, StoreError, UnixMillis, Violation,
+    get_parsed, get_time,
+};
 
 pub use crate::store::{ApiKeyId, TenantId};
 pub use api_keys::{
@@ -50,6 +53,9 @@ pub enum TenancyError {
     /// An input did not have the required shape.
     #[error(transparent)]
     Invalid(#[from] ParseError),
+    /// A pagination cursor this server did not hand out.
+    #[error("invalid cursor")]
+    InvalidCursor,
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -258,6 +264,39 @@ pub async fn list_tenants(store: &Store) -> Result<Vec<Tenant>, TenancyError> {
     let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at, id");
     let rows = sqlx::query(&sql).fetch_all(store.pool()).await?;
     Ok(rows.iter().map(decode_tenant).collect::<Result<_, _>>()?)
+}
+
+/// Tenants, newest first, `limit` per page (clamped to
+/// 1..=[`MAX_PAGE_SIZE`]), only those with `status` when given. Pass the
+/// previous page's `next_cursor` to continue; pages never skip or repeat a
+/// tenant, since the order is the total order (created_at, id).
+pub async fn list_tenants_page(
+    store: &Store,
+    status: Option<TenantStatus>,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<Page<Tenant>, TenancyError> {
+    let limit = limit.clamp(1, MAX_PAGE_SIZE);
+    let mut q = SqlBuf::new(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE 1 = 1"));
+    if let Some(status) = status {
+        let p = q.arg(Arg::Text(status.as_str().to_owned()));
+        q.push(&format!(" AND status = {p}"));
+    }
+    if let Some(cursor) = cursor {
+        Keyset::decode(cursor)
+            .ok_or(TenancyError::InvalidCursor)?
+            .push_older(&mut q);
+    }
+    Keyset::push_order_limit(&mut q, limit);
+    let rows = q.query().fetch_all(store.pool()).await?;
+    let items = rows
+        .iter()
+        .map(decode_tenant)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Keyset::page(items, limit, |t| Keyset {
+        created_at: t.created_at.as_i64(),
+        id: t.id.as_str().to_owned(),
+    }))
 }
 
 /// Suspends or re-activates a tenant. Caches of the tenant must be invalidated.
