@@ -11,6 +11,8 @@ use std::time::Duration;
 use payhost::runtime::{LoadError, LoadedProvider, ProviderSettings, Runtime, SandboxLimits};
 use tokio::sync::OnceCell;
 
+pub mod per_backend;
+
 /// Every log line of this test process: the first call installs a global
 /// `trace` subscriber writing into the returned buffer (call it before the
 /// code whose logs a test reads). The code generator's own traces (gigabytes

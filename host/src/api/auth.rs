@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use super::error::NotReplayable;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorCode};
 use crate::audit::Actor;
 use crate::store::idempotency::{self, Begin, IdempotencyKey, RequestHash};
 use crate::store::{ApiKeyId, TenantId};
@@ -74,7 +74,7 @@ pub async fn tenant_auth(
     if resolved.tenant_status != TenantStatus::Active {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "tenant_suspended",
+            ErrorCode::TenantSuspended,
             "this tenant is suspended",
         ));
     }
@@ -112,7 +112,7 @@ pub async fn idempotency(
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_idempotency_key",
+                ErrorCode::InvalidIdempotencyKey,
                 "Idempotency-Key must be 1-255 printable characters",
             )
         })?;
@@ -145,13 +145,13 @@ pub async fn idempotency(
         Ok(Begin::Mismatch) => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
+                ErrorCode::IdempotencyKeyReused,
                 "this Idempotency-Key was used with a different request",
             ));
         }
         Ok(Begin::InFlight) => {
             return Err(ApiError::conflict(
-                "idempotency_request_in_flight",
+                ErrorCode::IdempotencyRequestInFlight,
                 "a request with this Idempotency-Key is still being processed",
             ));
         }
