@@ -74,7 +74,8 @@ pub async fn create_tenant(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct TenantQuery {
-    /// Only tenants with this status (`active`, `suspended`).
+    /// Only tenants with this status.
+    #[param(pattern = "^(active|suspended)$")]
     status: Option<String>,
     /// The previous page's `next_cursor`.
     cursor: Option<String>,

@@ -162,9 +162,11 @@ pub struct ItemBody {
     /// The entitlement the line grants once paid.
     user_plan: Option<String>,
     /// Unit amount, minor units.
+    #[schema(minimum = 1, maximum = 100_000_000_000_i64)]
     amount: i64,
     /// Quantity (default 1).
     #[serde(default = "one")]
+    #[schema(minimum = 1)]
     quantity: i64,
 }
 
@@ -200,8 +202,10 @@ pub struct CustomerBody {
 #[serde(deny_unknown_fields)]
 pub struct CheckoutBody {
     /// ISO-4217; picks the gateway.
+    #[schema(pattern = "^[A-Z]{3}$", example = "USD")]
     currency: String,
     /// The cart.
+    #[schema(min_items = 1)]
     items: Vec<ItemBody>,
     /// Shipping, if any.
     shipping: Option<ShippingBody>,
@@ -213,6 +217,7 @@ pub struct CheckoutBody {
     return_url: Option<String>,
     /// `automatic` (default) or `manual`.
     #[serde(default)]
+    #[schema(pattern = "^(automatic|manual)$")]
     capture: Option<String>,
 }
 
@@ -386,11 +391,16 @@ pub async fn get_order(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct OrderQuery {
-    /// Only orders with this status (`pending`, `paid`, …).
+    /// Only orders with this status.
+    #[param(
+        pattern = "^(pending|requires_action|paid|declined|canceled|refunded|partially_refunded)$"
+    )]
     status: Option<String>,
-    /// Only orders of this kind (`checkout`, `manual`, `bulk`, `external`).
+    /// Only orders of this kind.
+    #[param(pattern = "^(checkout|manual|bulk|external)$")]
     kind: Option<String>,
     /// Only orders in this currency (ISO-4217).
+    #[param(pattern = "^[A-Z]{3}$")]
     currency: Option<String>,
     /// Only orders created at or after this time (Unix ms).
     created_from: Option<i64>,
@@ -440,10 +450,13 @@ pub async fn list_orders(
 #[serde(deny_unknown_fields)]
 pub struct NewOrderBody {
     /// `manual` or `external`.
+    #[schema(pattern = "^(manual|external)$")]
     kind: String,
     /// ISO-4217.
+    #[schema(pattern = "^[A-Z]{3}$", example = "USD")]
     currency: String,
     /// What was sold.
+    #[schema(min_items = 1)]
     items: Vec<ItemBody>,
     /// The customer.
     customer: Option<CustomerBody>,
@@ -503,6 +516,7 @@ pub struct BulkUser {
     /// The entitlement granted.
     user_plan: String,
     /// Minor units, positive.
+    #[schema(minimum = 1, maximum = 100_000_000_000_i64)]
     amount: i64,
 }
 
@@ -511,8 +525,10 @@ pub struct BulkUser {
 #[serde(deny_unknown_fields)]
 pub struct BulkBody {
     /// ISO-4217.
+    #[schema(pattern = "^[A-Z]{3}$", example = "USD")]
     currency: String,
     /// 1 to 1,000 users.
+    #[schema(min_items = 1, max_items = 1000)]
     users: Vec<BulkUser>,
 }
 

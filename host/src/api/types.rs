@@ -368,8 +368,8 @@ pub struct OrderSummary {
     pub provider: Option<String>,
     /// The gateway's payment reference.
     pub gateway_reference: Option<String>,
-    /// Customer details as sent.
-    #[schema(value_type = Object)]
+    /// Customer details as sent; `null` when the order names none.
+    #[schema(value_type = Option<Object>)]
     pub customer: Value,
     /// Metadata the order keeps.
     #[schema(value_type = Object)]
