@@ -353,8 +353,8 @@ pub async fn create_checkout(
     Ok((status, Json(body)).into_response())
 }
 
-/// `GET /v1/checkouts/{id}`: the checkout's order and its rows (as
-/// [`get_order`]).
+/// `GET /v1/checkouts/{id}`: the checkout's order and its rows, as
+/// `GET /v1/orders/{id}` answers them.
 #[utoipa::path(get, path = "/v1/checkouts/{id}", tag = "tenant",
     params(("id" = String, Path, description = "order id")), security(("api_key" = [])),
     responses((status = 200, description = "the order", body = OrderBody),
