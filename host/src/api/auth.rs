@@ -7,7 +7,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use subtle::ConstantTimeEq;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorCode};
 use crate::audit::Actor;
 use crate::store::{ApiKeyId, TenantId};
 use crate::tenancy::{ApiKeyHash, TenantStatus};
@@ -71,7 +71,7 @@ pub async fn tenant_auth(
     if resolved.tenant_status != TenantStatus::Active {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "tenant_suspended",
+            ErrorCode::TenantSuspended,
             "this tenant is suspended",
         ));
     }

@@ -35,7 +35,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{ApiError, AppState, TenantCtx};
+use super::{ApiError, AppState, ErrorCode, TenantCtx};
 use crate::store::TenantId;
 
 pub use crate::config::DEFAULT_MAX_MUTATIONS;
@@ -173,7 +173,7 @@ fn is_mutation(method: &Method) -> bool {
 fn busy() -> Response {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "server_busy",
+        ErrorCode::ServerBusy,
         "too many requests in progress; retry shortly",
     )
     .with_retry_after(1)
@@ -215,7 +215,7 @@ pub async fn detach_tenant_mutation(
     let Some(share) = mutations.share(&tenant) else {
         return ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "tenant_busy",
+            ErrorCode::TenantBusy,
             "this tenant has too many requests in progress; retry shortly",
         )
         .with_retry_after(1)

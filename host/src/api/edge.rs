@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorCode};
 
 /// Longest accepted request target (path and query), bytes.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
@@ -52,7 +52,7 @@ fn check(request: &Request, max_body_bytes: usize) -> Result<(), ApiError> {
     if uri_len > MAX_URI_BYTES {
         return Err(ApiError::new(
             StatusCode::URI_TOO_LONG,
-            "uri_too_long",
+            ErrorCode::UriTooLong,
             format!("the request target is over {MAX_URI_BYTES} bytes"),
         ));
     }
@@ -64,7 +64,7 @@ fn check(request: &Request, max_body_bytes: usize) -> Result<(), ApiError> {
     if headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
         return Err(ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             format!("at most {MAX_HEADERS} headers of {MAX_HEADER_BYTES} bytes in all"),
         ));
     }
@@ -72,7 +72,7 @@ fn check(request: &Request, max_body_bytes: usize) -> Result<(), ApiError> {
         if headers.get_all(name).iter().nth(1).is_some() {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "duplicate_header",
+                ErrorCode::DuplicateHeader,
                 format!("the {name} header must appear once"),
             ));
         }
@@ -115,24 +115,24 @@ fn check_absolute_form(uri: &axum::http::Uri, headers: &HeaderMap) -> Result<(),
     } else {
         Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "host_mismatch",
+            ErrorCode::HostMismatch,
             "the request target's host differs from the Host header",
         ))
     }
 }
 
 /// The stable code for an error status the framework answered itself.
-fn code_for(status: StatusCode) -> &'static str {
+fn code_for(status: StatusCode) -> ErrorCode {
     match status {
-        StatusCode::NOT_FOUND => "route_not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::REQUEST_TIMEOUT => "body_timeout",
-        StatusCode::URI_TOO_LONG => "uri_too_long",
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
-        s if s.is_server_error() => "internal_error",
-        _ => "bad_request",
+        StatusCode::NOT_FOUND => ErrorCode::RouteNotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::BodyTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::REQUEST_TIMEOUT => ErrorCode::BodyTimeout,
+        StatusCode::URI_TOO_LONG => ErrorCode::UriTooLong,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorCode::HeadersTooLarge,
+        s if s.is_server_error() => ErrorCode::InternalError,
+        _ => ErrorCode::BadRequest,
     }
 }
 
@@ -192,7 +192,10 @@ mod tests {
         let ok = request("http://a.example/v1", &[("host", "a.example")]);
         assert!(check(&ok, 10).is_ok());
         let bad = request("http://b.example/v1", &[("host", "a.example")]);
-        assert_eq!(check(&bad, 10).map_err(|e| e.code), Err("host_mismatch"));
+        assert_eq!(
+            check(&bad, 10).map_err(|e| e.code),
+            Err(ErrorCode::HostMismatch)
+        );
         let default_port = request("http://A.example:80/v1", &[("host", "a.example")]);
         assert!(check(&default_port, 10).is_ok());
         let other_port = request("http://a.example:81/v1", &[("host", "a.example")]);
@@ -206,7 +209,10 @@ mod tests {
     #[test]
     fn declared_length_over_the_cap_is_refused_unread() {
         let r = request("/v1", &[("content-length", "10000000000")]);
-        assert_eq!(check(&r, 1024).map_err(|e| e.code), Err("body_too_large"));
+        assert_eq!(
+            check(&r, 1024).map_err(|e| e.code),
+            Err(ErrorCode::BodyTooLarge)
+        );
         let r = request("/v1", &[("content-length", "1024")]);
         assert!(check(&r, 1024).is_ok());
     }

@@ -8,13 +8,15 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::ErrorCode;
+
 /// An error answered to an HTTP client.
 #[derive(Debug)]
 pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Stable, documented machine code (`tenant_not_found`, …).
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// Human-readable explanation; never contains secrets.
     pub message: String,
     /// Seconds, for 429/503 answers.
@@ -25,7 +27,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with a status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -49,14 +51,14 @@ impl ApiError {
 
     /// 400 `bad_request`.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
 
     /// 413 `body_too_large`.
     pub fn body_too_large() -> ApiError {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             "request body is too large",
         )
     }
@@ -65,23 +67,23 @@ impl ApiError {
     pub fn validation(message: impl Into<String>) -> ApiError {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
+            ErrorCode::ValidationFailed,
             message,
         )
     }
 
     /// 404 with a resource-specific code.
-    pub fn not_found(code: &'static str, what: impl Into<String>) -> ApiError {
+    pub fn not_found(code: ErrorCode, what: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, code, what)
     }
 
     /// 401 `unauthorized`.
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
 
     /// 409 `conflict` family.
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, code, message)
     }
 
@@ -90,7 +92,7 @@ impl ApiError {
         tracing::error!(%context, error = %cause, "internal error");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+            ErrorCode::InternalError,
             "internal error; see the server log",
         )
     }
@@ -126,10 +128,7 @@ pub(crate) struct NotReplayable;
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
-        if matches!(
-            self.code,
-            "idempotency_key_reused" | "idempotency_key_in_use"
-        ) {
+        if !self.code.is_replayable() {
             response.extensions_mut().insert(NotReplayable);
         }
         if let Some(secs) = self.retry_after
@@ -147,12 +146,14 @@ pub fn from_json_rejection(rejection: axum::extract::rejection::JsonRejection) -
     use axum::extract::rejection::JsonRejection as R;
     match rejection {
         R::JsonDataError(e) => ApiError::validation(e.body_text()),
-        R::JsonSyntaxError(e) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.body_text())
-        }
+        R::JsonSyntaxError(e) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedJson,
+            e.body_text(),
+        ),
         R::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "expected Content-Type: application/json",
         ),
         R::BytesRejection(e) => from_bytes_rejection(&e),
@@ -174,7 +175,7 @@ pub fn body_read_error(error: &(dyn std::error::Error + 'static)) -> ApiError {
     if crate::http_server::is_body_timeout(error) {
         return ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
+            ErrorCode::BodyTimeout,
             "the request body did not arrive in time",
         );
     }
@@ -187,7 +188,7 @@ pub fn body_read_error(error: &(dyn std::error::Error + 'static)) -> ApiError {
     }
     ApiError::new(
         StatusCode::BAD_REQUEST,
-        "body_unreadable",
+        ErrorCode::BodyUnreadable,
         "the request body could not be read",
     )
 }

@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use serde_json::json;
 
-use super::ApiError;
+use super::{ApiError, ErrorCode};
 use crate::audit::AuditError;
 use crate::checkout::CheckoutError;
 use crate::gateways::GatewayError;
@@ -34,12 +34,18 @@ impl From<TenancyError> for ApiError {
     fn from(e: TenancyError) -> Self {
         match e {
             TenancyError::TenantNotFound(_) => {
-                ApiError::not_found("tenant_not_found", "no such tenant")
+                ApiError::not_found(ErrorCode::TenantNotFound, "no such tenant")
             }
-            TenancyError::DomainTaken { .. } => {
-                ApiError::conflict("domain_taken", "this domain belongs to another tenant")
-            }
+            TenancyError::DomainTaken { .. } => ApiError::conflict(
+                ErrorCode::DomainTaken,
+                "this domain belongs to another tenant",
+            ),
             TenancyError::Invalid(p) => ApiError::validation(p.to_string()),
+            TenancyError::InvalidCursor => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidCursor,
+                "invalid cursor",
+            ),
             other => ApiError::internal("tenancy", other),
         }
     }
@@ -57,13 +63,15 @@ impl From<crate::tenancy::WriteError> for ApiError {
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
         match e {
-            LedgerError::OrderNotFound => ApiError::not_found("order_not_found", "no such order"),
+            LedgerError::OrderNotFound => {
+                ApiError::not_found(ErrorCode::OrderNotFound, "no such order")
+            }
             LedgerError::PaymentNotFound => {
-                ApiError::not_found("payment_not_found", "no such payment")
+                ApiError::not_found(ErrorCode::PaymentNotFound, "no such payment")
             }
             LedgerError::RefundExceedsPaid { remaining } => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "refund_exceeds_paid",
+                ErrorCode::RefundExceedsPaid,
                 format!(
                     "refund exceeds what remains refundable ({} {})",
                     remaining.minor,
@@ -71,18 +79,20 @@ impl From<LedgerError> for ApiError {
                 ),
             )
             .with_details(json!({"remaining": remaining.minor})),
-            LedgerError::NotRefundable { reason } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_refundable", reason)
-            }
+            LedgerError::NotRefundable { reason } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::NotRefundable,
+                reason,
+            ),
             LedgerError::Duplicate { .. } => {
-                ApiError::conflict("already_booked", "this event was already booked")
+                ApiError::conflict(ErrorCode::AlreadyBooked, "this event was already booked")
             }
             LedgerError::CheckoutKeyTaken => ApiError::conflict(
-                "idempotency_key_in_use",
+                ErrorCode::IdempotencyKeyInUse,
                 "an order is already stored under this Idempotency-Key",
             ),
             LedgerError::StatusConflict { current } => {
-                ApiError::conflict("order_state_conflict", format!("order is {current}"))
+                ApiError::conflict(ErrorCode::OrderStateConflict, format!("order is {current}"))
             }
             LedgerError::CurrencyMismatch { expected, got } => ApiError::validation(format!(
                 "currency {} does not match {}",
@@ -90,9 +100,11 @@ impl From<LedgerError> for ApiError {
                 expected.as_str()
             )),
             LedgerError::Invalid(m) => ApiError::validation(m),
-            LedgerError::InvalidCursor => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "invalid cursor")
-            }
+            LedgerError::InvalidCursor => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidCursor,
+                "invalid cursor",
+            ),
             other => ApiError::internal("ledger", other),
         }
     }
@@ -102,22 +114,22 @@ impl From<GatewayError> for ApiError {
     fn from(e: GatewayError) -> Self {
         match e {
             GatewayError::UnknownProvider(p) => ApiError::not_found(
-                "provider_not_found",
+                ErrorCode::ProviderNotFound,
                 format!("provider `{p}` is not loaded on this host"),
             ),
             GatewayError::Invalid(m) => ApiError::validation(m),
             GatewayError::Rejected(reason) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "gateway_credentials_rejected",
+                ErrorCode::GatewayCredentialsRejected,
                 format!("the gateway rejected the credentials: {reason}"),
             ),
             GatewayError::Unreachable(reason) => ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                "gateway_unreachable",
+                ErrorCode::GatewayUnreachable,
                 format!("the gateway could not validate the credentials: {reason}"),
             ),
             GatewayError::NotConfigured(p) => ApiError::not_found(
-                "gateway_not_configured",
+                ErrorCode::GatewayNotConfigured,
                 format!("no settings for provider `{p}`"),
             ),
             other => ApiError::internal("gateways", other),
@@ -131,18 +143,18 @@ impl From<CheckoutError> for ApiError {
             CheckoutError::Invalid(m) => ApiError::validation(m),
             CheckoutError::OverBudget => ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                "checkout_timed_out",
+                ErrorCode::CheckoutTimedOut,
                 "the checkout took too long and was stopped; its order is kept, and a retry \
                  with the same Idempotency-Key resumes it",
             ),
             CheckoutError::KeyReused => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
+                ErrorCode::IdempotencyKeyReused,
                 "this Idempotency-Key holds an order with another cart or other payment details",
             ),
             CheckoutError::NoRoute(currency) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "no_gateway_for_currency",
+                ErrorCode::NoGatewayForCurrency,
                 format!("no enabled gateway accepts {currency}"),
             )
             .with_details(json!({"currency": currency})),
@@ -152,19 +164,19 @@ impl From<CheckoutError> for ApiError {
                 message,
             } => ApiError::new(
                 StatusCode::PAYMENT_REQUIRED,
-                "payment_declined",
+                ErrorCode::PaymentDeclined,
                 format!("the payment was declined: {message}"),
             )
             .with_details(json!({"decline_code": code, "order_id": order.id})),
             CheckoutError::Unavailable(m) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "gateway_unavailable",
+                ErrorCode::GatewayUnavailable,
                 format!("the gateway is unavailable: {m}"),
             )
             .with_retry_after(5),
             CheckoutError::RateLimited(after) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "gateway_rate_limited",
+                ErrorCode::GatewayRateLimited,
                 "the gateway is rate limiting this account",
             )
             .with_retry_after(after.map_or(5, u64::from)),
@@ -174,13 +186,13 @@ impl From<CheckoutError> for ApiError {
                 tracing::warn!(%provider, "gateway error: {message}");
                 ApiError::new(
                     StatusCode::BAD_GATEWAY,
-                    "gateway_error",
+                    ErrorCode::GatewayError,
                     format!("{provider}: {message}"),
                 )
             }
             CheckoutError::GatewayInvalidRequest { provider, message } => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "gateway_invalid_request",
+                ErrorCode::GatewayInvalidRequest,
                 format!("{provider} refused the request: {message}"),
             )
             .with_details(json!({"provider": provider})),
@@ -189,7 +201,7 @@ impl From<CheckoutError> for ApiError {
                 capability,
             } => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "capability_not_supported",
+                ErrorCode::CapabilityNotSupported,
                 format!("provider `{provider}` does not support {capability}"),
             )
             .with_details(json!({"provider": provider, "capability": capability})),
@@ -202,7 +214,7 @@ impl From<CheckoutError> for ApiError {
                 reported_currency,
             } => {
                 tracing::error!(
-                    code = "provider_refund_amount_mismatch",
+                    code = ErrorCode::ProviderRefundAmountMismatch.as_str(),
                     %provider,
                     %hold,
                     %reference,
@@ -214,7 +226,7 @@ impl From<CheckoutError> for ApiError {
                 );
                 ApiError::new(
                     StatusCode::BAD_GATEWAY,
-                    "provider_refund_amount_mismatch",
+                    ErrorCode::ProviderRefundAmountMismatch,
                     "the gateway reported another refund amount than requested; the amount \
                      stays held for reconciliation",
                 )
@@ -224,12 +236,51 @@ impl From<CheckoutError> for ApiError {
                 tracing::error!(code, "provider failure: {message}");
                 ApiError::new(
                     StatusCode::BAD_GATEWAY,
-                    code,
+                    provider_code(code),
                     "the payment provider failed; see the server log",
                 )
             }
             CheckoutError::Ledger(e) => e.into(),
             CheckoutError::Settings(e) => e.into(),
         }
+    }
+}
+
+/// The [`ErrorCode`] of a provider failure's code (`CallError::code`, or
+/// the checkout's own `provider_bad_reference` / `provider_amount_mismatch`).
+/// A code outside [`ErrorCode`] (none today) is answered as `gateway_error`
+/// and logged, so the answer stays one the document lists.
+fn provider_code(code: &str) -> ErrorCode {
+    match ErrorCode::parse(code) {
+        Some(c) if c.as_str().starts_with("provider_") || c == ErrorCode::GatewayError => c,
+        _ => {
+            tracing::error!(code, "provider failure code outside ErrorCode");
+            ErrorCode::GatewayError
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ErrorCode, provider_code};
+
+    #[test]
+    fn every_provider_failure_code_is_an_error_code() {
+        for code in [
+            "gateway_error",
+            "provider_deadline_exceeded",
+            "provider_memory_exceeded",
+            "provider_outbound_denied",
+            "provider_response_too_large",
+            "provider_request_budget_exceeded",
+            "provider_invalid_output",
+            "provider_trapped",
+            "provider_unavailable",
+            "provider_bad_reference",
+            "provider_amount_mismatch",
+        ] {
+            assert_eq!(provider_code(code).as_str(), code);
+        }
+        assert_eq!(provider_code("something_else"), ErrorCode::GatewayError);
     }
 }

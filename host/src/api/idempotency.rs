@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::auth::TenantCtx;
 use super::error::NotReplayable;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorCode};
 use crate::idempotency::{self, Begin, IdempotencyKey, RequestHash};
 use crate::store::TenantId;
 
@@ -97,7 +97,7 @@ fn key_of(request: &Request) -> Result<Option<IdempotencyKey>, ApiError> {
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_idempotency_key",
+                ErrorCode::InvalidIdempotencyKey,
                 "Idempotency-Key must be 1-255 printable characters",
             )
         })
@@ -123,11 +123,11 @@ fn not_run(next: Begin) -> Result<Response, ApiError> {
         }
         Begin::Mismatch => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyReused,
             "this Idempotency-Key was used with a different request",
         )),
         Begin::InFlight => Err(ApiError::conflict(
-            "idempotency_request_in_flight",
+            ErrorCode::IdempotencyRequestInFlight,
             "a request with this Idempotency-Key is still being processed",
         )),
         Begin::Fresh => Err(ApiError::internal(

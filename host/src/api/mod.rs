@@ -4,6 +4,13 @@
 //! - `/admin/…`: the operator API (admin token).
 //! - `/v1/…`: the tenant API (tenant API key; `Idempotency-Key` honoured on
 //!   every mutation).
+//! - `/openapi.json`: the OpenAPI 3.1 document, generated from the handlers'
+//!   `#[utoipa::path]` annotations and the types in [`types`]; `/docs`: a
+//!   browsable page of it whose assets are compiled into the binary.
+//!
+//! Every route is registered through `routes!` on one
+//! [`OpenApiRouter`](utoipa_axum::router::OpenApiRouter), so the router and
+//! the document are built from the same list and cannot disagree.
 //!
 //! Must never: leak a secret in a response, answer a malformed request with a
 //! 500, or let one tenant see another's data (every read is tenant-scoped, so
@@ -12,10 +19,11 @@
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::routing::{delete, get, post, put};
 use axum::{Json, Router, middleware};
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::checkout::{Checkouts, GatewayLessOrders, Refunds};
 use crate::config::Secret;
@@ -28,15 +36,18 @@ mod auth;
 mod detach;
 mod edge;
 mod error;
+mod error_code;
 mod errors_from;
 mod idempotency;
 mod operator;
 mod strict_json;
 mod tenant;
+pub mod types;
 
 pub use auth::TenantCtx;
 pub use detach::{DEFAULT_MAX_MUTATIONS, Mutations};
 pub use error::{ApiError, from_json_rejection};
+pub use error_code::ErrorCode;
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -110,7 +121,7 @@ pub(crate) fn json_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         } else {
             ApiError::new(
                 axum::http::StatusCode::BAD_REQUEST,
-                "malformed_json",
+                ErrorCode::MalformedJson,
                 e.to_string(),
             )
         }
@@ -150,7 +161,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts
             Ok(axum::extract::Path(value)) => Ok(PathParam(value)),
             Err(rejection) => Err(ApiError::new(
                 axum::http::StatusCode::BAD_REQUEST,
-                "bad_path",
+                ErrorCode::BadPath,
                 rejection.body_text(),
             )),
         }
@@ -171,78 +182,153 @@ impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for
             Ok(axum::extract::Query(value)) => Ok(QueryParams(value)),
             Err(rejection) => Err(ApiError::new(
                 axum::http::StatusCode::BAD_REQUEST,
-                "bad_query",
+                ErrorCode::BadQuery,
                 rejection.body_text(),
             )),
         }
     }
 }
 
-/// The service's router.
-pub fn router(state: AppState) -> Router {
-    let operator = Router::new()
-        .route("/admin/tenants", post(operator::create_tenant))
-        .route("/admin/tenants/{id}", get(operator::get_tenant))
-        .route("/admin/tenants/{id}/domains", post(operator::attach_domain))
-        .route(
-            "/admin/tenants/{id}/domains/{domain}",
-            delete(operator::detach_domain),
-        )
-        .route("/admin/tenants/{id}/api-keys", post(operator::issue_key))
-        .route(
-            "/admin/tenants/{id}/api-keys/{key_id}",
-            delete(operator::revoke_key),
-        )
-        .route("/admin/audit", get(operator::audit_log))
-        .route("/admin/providers", get(operator::providers))
-        // Inside authentication: a mutation runs in its own task.
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            detach::detach_operator_mutation,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::operator_auth,
-        ));
-    let tenant = Router::new()
-        .route("/v1/gateways", get(tenant::list_gateways))
-        .route(
-            "/v1/gateways/{provider}",
-            put(tenant::save_gateway).delete(tenant::delete_gateway),
-        )
-        .route("/v1/checkouts", post(tenant::create_checkout))
-        .route("/v1/checkouts/{id}", get(tenant::get_order))
-        .route("/v1/orders", post(tenant::create_order))
-        .route("/v1/orders/bulk", post(tenant::create_bulk_orders))
-        .route("/v1/orders/{id}", get(tenant::get_order))
-        .route("/v1/payments", get(tenant::list_payments))
-        .route("/v1/payments/{id}", get(tenant::get_payment))
-        .route("/v1/payments/{id}/refunds", post(tenant::refund))
-        .route("/v1/balance", get(tenant::balance))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::idempotency,
-        ))
-        // Inside authentication, outside idempotency: a mutation, its
-        // idempotent response included, runs in its own task.
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            detach::detach_tenant_mutation,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::tenant_auth,
-        ));
-    Router::new()
-        .route("/health", get(health))
-        .route("/public/tenant", get(public_tenant))
+/// The document's fixed parts: title, version, security schemes.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "payhost", description = "Multi-tenant payments host: the operator API \
+        (`/admin`, admin token) and the tenant API (`/v1`, tenant API key)."),
+    modifiers(&SecuritySchemes),
+    tags((name = "operator", description = "Tenants, domains, API keys, audit (admin token)"),
+        (name = "tenant", description = "Gateways, checkouts, orders, payments (tenant API key)"),
+        (name = "public", description = "No credentials"))
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let bearer = |what: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(what))
+                    .build(),
+            )
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("admin_token", bearer("The operator's admin token."));
+        components.add_security_scheme("api_key", bearer("A tenant API key."));
+    }
+}
+
+/// The path of the served document.
+pub const OPENAPI_PATH: &str = "/openapi.json";
+/// The path of the browsable docs page.
+pub const DOCS_PATH: &str = "/docs";
+
+/// The routes and the document, built from one list. Each group keeps its
+/// layers (given a state; the document alone needs none): operator routes
+/// behind the admin token, tenant routes behind the API key and the
+/// `Idempotency-Key` layer; in both, a mutation runs in its own task inside
+/// authentication.
+fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let mut operator = OpenApiRouter::new()
+        .routes(routes!(operator::create_tenant, operator::list_tenants))
+        .routes(routes!(operator::get_tenant))
+        .routes(routes!(operator::attach_domain))
+        .routes(routes!(operator::detach_domain))
+        .routes(routes!(operator::issue_key))
+        .routes(routes!(operator::revoke_key))
+        .routes(routes!(operator::audit_log))
+        .routes(routes!(operator::providers));
+    let mut tenant = OpenApiRouter::new()
+        .routes(routes!(tenant::list_gateways))
+        .routes(routes!(tenant::save_gateway, tenant::delete_gateway))
+        .routes(routes!(tenant::create_checkout))
+        .routes(routes!(tenant::get_checkout))
+        .routes(routes!(tenant::create_order, tenant::list_orders))
+        .routes(routes!(tenant::create_bulk_orders))
+        .routes(routes!(tenant::get_order))
+        .routes(routes!(tenant::list_payments))
+        .routes(routes!(tenant::get_payment))
+        .routes(routes!(tenant::refund))
+        .routes(routes!(tenant::balance));
+    if let Some(state) = state {
+        operator = operator
+            // Inside authentication: a mutation runs in its own task.
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                detach::detach_operator_mutation,
+            ))
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::operator_auth,
+            ));
+        tenant = tenant
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                idempotency::idempotency,
+            ))
+            // Inside authentication, outside idempotency: a mutation, its
+            // idempotent response included, runs in its own task.
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                detach::detach_tenant_mutation,
+            ))
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::tenant_auth,
+            ));
+    }
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(public_tenant))
+        .routes(routes!(openapi_json))
         .merge(operator)
         .merge(tenant)
-        .fallback(|| async { ApiError::not_found("route_not_found", "no such endpoint") })
+        .split_for_parts()
+}
+
+/// The OpenAPI document served at [`OPENAPI_PATH`]: every route of
+/// [`router`] but the docs page ([`DOCS_PATH`]), which is no API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes(None).1
+}
+
+/// The document as JSON text, built once.
+fn openapi_text() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        openapi().to_json().unwrap_or_else(|e| {
+            tracing::error!("the OpenAPI document does not serialise: {e}");
+            String::from("{}")
+        })
+    })
+}
+
+/// `GET /openapi.json`: this document.
+#[utoipa::path(get, path = "/openapi.json", tag = "public",
+    responses((status = 200, description = "the OpenAPI 3.1 document", content_type = "application/json",
+        body = Object)))]
+async fn openapi_json() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        openapi_text(),
+    )
+}
+
+/// The service's router: the routes of [`openapi`], the docs page at
+/// [`DOCS_PATH`], and the JSON fallbacks for an unknown route or method.
+pub fn router(state: AppState) -> Router {
+    let (api, _) = routes(Some(&state));
+    let docs: Router<AppState> = utoipa_swagger_ui::SwaggerUi::new(DOCS_PATH)
+        .config(utoipa_swagger_ui::Config::from(OPENAPI_PATH))
+        .into();
+    api.merge(docs)
+        .fallback(|| async { ApiError::not_found(ErrorCode::RouteNotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this endpoint does not take that method",
             )
         })
@@ -253,10 +339,13 @@ pub fn router(state: AppState) -> Router {
 
 /// `GET /public/tenant`: which tenant this Host (custom domain or
 /// subdomain) belongs to. Public; answers only the tenant id.
+#[utoipa::path(get, path = "/public/tenant", tag = "public",
+    responses((status = 200, description = "the tenant of this Host", body = types::PublicTenant),
+        (status = "default", description = "an error", body = types::ErrorBody)))]
 async fn public_tenant(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<types::PublicTenant>, ApiError> {
     let host = headers
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -266,15 +355,27 @@ async fn public_tenant(
         .resolve_host(host)
         .await
         .map_err(|e| ApiError::internal("resolve host", e))?
-        .ok_or_else(|| ApiError::not_found("tenant_not_found", "no tenant for this host"))?;
-    Ok(Json(json!({ "tenant_id": tenant })))
+        .ok_or_else(|| ApiError::not_found(ErrorCode::TenantNotFound, "no tenant for this host"))?;
+    Ok(Json(types::PublicTenant {
+        tenant_id: tenant.as_str().to_owned(),
+    }))
 }
 
-async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let providers: Vec<_> = state
+/// `GET /health`: liveness and the loaded providers.
+#[utoipa::path(get, path = "/health", tag = "public",
+    responses((status = 200, description = "alive", body = types::Health),
+        (status = "default", description = "an error", body = types::ErrorBody)))]
+async fn health(State(state): State<AppState>) -> Json<types::Health> {
+    let providers = state
         .providers
         .iter()
-        .map(|p| json!({"id": p.id(), "version": p.manifest().version}))
+        .map(|p| types::HealthProvider {
+            id: p.id().to_owned(),
+            version: p.manifest().version.clone(),
+        })
         .collect();
-    Json(json!({"status": "ok", "providers": providers}))
+    Json(types::Health {
+        status: "ok",
+        providers,
+    })
 }

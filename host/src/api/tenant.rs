@@ -9,13 +9,18 @@ use axum::http::StatusCode;
 use axum::{Json, response::IntoResponse, response::Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, AppState, JsonBody, PathParam, QueryParams, RawBody, TenantCtx};
+use super::types::{
+    BalanceItem, BalanceList, BulkOrders, ErrorBody, Gateway, GatewayList, Order as OrderBody,
+    OrderSummary, Page, Payment, RefundHold, Sum,
+};
+use super::{ApiError, AppState, ErrorCode, JsonBody, PathParam, QueryParams, RawBody, TenantCtx};
 use crate::checkout::{
     CartItem, CheckoutOutcome, CheckoutRequest, GatewayLessOrder, RefundOutcome,
 };
 use crate::gateways::GatewayInput;
-use crate::ledger::{self, Entitlement, LedgerRow, Order, OrderKind, PaymentFilter};
+use crate::ledger::{self, Entitlement, OrderFilter, OrderKind, PaymentFilter};
 use crate::runtime::contract::{CaptureMode, Customer};
 use crate::store::domain::ClientText;
 use crate::store::{Currency, OrderId, PaymentId, ProviderId};
@@ -28,57 +33,22 @@ fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-fn row_json(r: &LedgerRow) -> Value {
-    json!({
-        "id": r.id,
-        "order_id": r.order_id,
-        "kind": r.kind.as_str(),
-        "status": r.status.as_str(),
-        "amount": r.amount.minor,
-        "currency": r.amount.currency.as_str(),
-        "provider": r.provider.as_ref().map(|p| p.as_str()),
-        "gateway_reference": r.gateway_reference.as_ref().map(|g| g.as_str()),
-        "refund_of": r.refund_of,
-        "user_plan": r.entitlement.as_ref().map(|e| e.as_str()),
-        "source": r.source.as_str(),
-        "created_at": r.created_at.as_i64(),
-    })
-}
-
-fn order_json(o: &Order, rows: &[LedgerRow]) -> Value {
-    let granted: Vec<&str> = rows
-        .iter()
-        .filter(|r| {
-            r.kind == ledger::EntryKind::Product && r.status == ledger::EntryStatus::Approved
-        })
-        .filter_map(|r| r.entitlement.as_ref().map(|e| e.as_str()))
-        .collect();
-    json!({
-        "id": o.id,
-        "kind": o.kind.as_str(),
-        "status": o.status.as_str(),
-        "amount": o.amount.minor,
-        "currency": o.amount.currency.as_str(),
-        "provider": o.provider.as_ref().map(|p| p.as_str()),
-        "gateway_reference": o.gateway_reference.as_ref().map(|g| g.as_str()),
-        "customer": o.customer,
-        "metadata": o.metadata,
-        "granted_user_plans": granted,
-        "ledger": rows.iter().map(row_json).collect::<Vec<_>>(),
-        "created_at": o.created_at.as_i64(),
-    })
-}
-
 // ----- gateways -------------------------------------------------------------
 
-#[derive(Deserialize)]
+/// `PUT /v1/gateways/{provider}`'s body.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayBody {
+    /// The provider's credential fields (see `GET /admin/providers`).
     credentials: BTreeMap<String, String>,
+    /// The gateway's webhook signing secret.
     webhook_secret: Option<String>,
+    /// Routing priority, higher first (default 0).
     #[serde(default)]
     priority: i64,
+    /// ISO-4217 codes routed to this gateway; at most 50 distinct.
     currencies: Vec<String>,
+    /// Whether it takes checkouts (default true).
     #[serde(default = "yes")]
     enabled: bool,
 }
@@ -111,12 +81,17 @@ fn currency_list(raw: &[String]) -> Result<Vec<Currency>, ApiError> {
 }
 
 /// `PUT /v1/gateways/{provider}`: validated live before it is stored.
+#[utoipa::path(put, path = "/v1/gateways/{provider}", tag = "tenant",
+    params(("provider" = String, Path, description = "provider id"), IdempotencyKey),
+    request_body = GatewayBody, security(("api_key" = [])),
+    responses((status = 200, description = "saved", body = Gateway),
+        (status = "default", description = "an error", body = ErrorBody)))]
 pub async fn save_gateway(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
     PathParam(provider): PathParam<String>,
     JsonBody(body): JsonBody<GatewayBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Gateway>, ApiError> {
     let currencies = currency_list(&body.currencies)?;
     let view = state
         .gateways
@@ -133,19 +108,29 @@ pub async fn save_gateway(
             },
         )
         .await?;
-    Ok(Json(json!(view)))
+    Ok(Json(Gateway::from(view)))
 }
 
 /// `GET /v1/gateways`: masked, in routing order.
+#[utoipa::path(get, path = "/v1/gateways", tag = "tenant", security(("api_key" = [])),
+    responses((status = 200, description = "the settings", body = GatewayList),
+        (status = "default", description = "an error", body = ErrorBody)))]
 pub async fn list_gateways(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<GatewayList>, ApiError> {
     let items = state.gateways.list(&t.tenant).await?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(GatewayList {
+        items: items.into_iter().map(Gateway::from).collect(),
+    }))
 }
 
 /// `DELETE /v1/gateways/{provider}`
+#[utoipa::path(delete, path = "/v1/gateways/{provider}", tag = "tenant",
+    params(("provider" = String, Path, description = "provider id"), IdempotencyKey),
+    security(("api_key" = [])),
+    responses((status = 204, description = "deleted"),
+        (status = "default", description = "an error", body = ErrorBody)))]
 pub async fn delete_gateway(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
@@ -159,7 +144,7 @@ pub async fn delete_gateway(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(
-            "gateway_not_configured",
+            ErrorCode::GatewayNotConfigured,
             format!("no settings for provider `{provider}`"),
         ))
     }
@@ -167,15 +152,21 @@ pub async fn delete_gateway(
 
 // ----- checkouts and orders -------------------------------------------------
 
-#[derive(Deserialize)]
+/// One cart line.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemBody {
-    /// Product name, kept in the order's metadata.
+    /// Product name, kept in the order's metadata (at most 200 characters).
     #[serde(default)]
     product: Option<String>,
+    /// The entitlement the line grants once paid.
     user_plan: Option<String>,
+    /// Unit amount, minor units.
+    #[schema(minimum = 1, maximum = 100_000_000_000_i64)]
     amount: i64,
+    /// Quantity (default 1).
     #[serde(default = "one")]
+    #[schema(minimum = 1)]
     quantity: i64,
 }
 
@@ -183,32 +174,50 @@ fn one() -> i64 {
     1
 }
 
-#[derive(Deserialize)]
+/// A shipping line.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShippingBody {
+    /// Carrier name, kept in the order's metadata (at most 100 characters).
     #[serde(default)]
     carrier: Option<String>,
+    /// Minor units.
     amount: i64,
 }
 
-#[derive(Deserialize)]
+/// The customer, as the tenant knows them.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerBody {
+    /// The tenant's customer id (at most 255 characters).
     id: Option<String>,
+    /// E-mail (at most 254 characters).
     email: Option<String>,
+    /// Name (at most 200 characters).
     name: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/checkouts`'s body.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutBody {
+    /// ISO-4217; picks the gateway.
+    #[schema(pattern = "^[A-Z]{3}$", example = "USD")]
     currency: String,
+    /// The cart.
+    #[schema(min_items = 1)]
     items: Vec<ItemBody>,
+    /// Shipping, if any.
     shipping: Option<ShippingBody>,
+    /// The customer.
     customer: Option<CustomerBody>,
+    /// The gateway's payment method token (`pm_card_visa` in the sandbox).
     payment_method: Option<String>,
+    /// Where the customer returns after an action.
     return_url: Option<String>,
+    /// `automatic` (default) or `manual`.
     #[serde(default)]
+    #[schema(pattern = "^(automatic|manual)$")]
     capture: Option<String>,
 }
 
@@ -298,6 +307,11 @@ fn descriptive_metadata(
 
 /// `POST /v1/checkouts`: routed by currency and priority; 201 when paid or
 /// awaiting action, 402 when declined, 422 when no gateway takes the currency.
+#[utoipa::path(post, path = "/v1/checkouts", tag = "tenant", params(IdempotencyKey),
+    request_body = CheckoutBody, security(("api_key" = [])),
+    responses((status = 201, description = "paid, or awaiting the customer's action", body = OrderBody),
+        (status = 202, description = "the outcome is not known yet", body = OrderBody),
+        (status = "default", description = "an error", body = ErrorBody)))]
 pub async fn create_checkout(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
@@ -328,50 +342,139 @@ pub async fn create_checkout(
     };
     let outcome = state.checkouts.checkout(&t.tenant, request).await?;
     let (status, body) = match &outcome {
-        CheckoutOutcome::Paid { order, rows } => (StatusCode::CREATED, order_json(order, rows)),
+        CheckoutOutcome::Paid { order, rows } => (StatusCode::CREATED, OrderBody::of(order, rows)),
         CheckoutOutcome::RequiresAction { order, next_action } => {
-            let mut body = order_json(order, &[]);
-            body["next_action"] = next_action.clone();
+            let mut body = OrderBody::of(order, &[]);
+            body.next_action = Some(next_action.clone());
             (StatusCode::CREATED, body)
         }
-        CheckoutOutcome::Pending { order } => (StatusCode::ACCEPTED, order_json(order, &[])),
+        CheckoutOutcome::Pending { order } => (StatusCode::ACCEPTED, OrderBody::of(order, &[])),
     };
     Ok((status, Json(body)).into_response())
 }
 
-/// `GET /v1/orders/{id}` and `GET /v1/checkouts/{id}`: the order and its rows.
+/// `GET /v1/checkouts/{id}`: the checkout's order and its rows, as
+/// `GET /v1/orders/{id}` answers them.
+#[utoipa::path(get, path = "/v1/checkouts/{id}", tag = "tenant",
+    params(("id" = String, Path, description = "order id")), security(("api_key" = [])),
+    responses((status = 200, description = "the order", body = OrderBody),
+        (status = "default", description = "an error", body = ErrorBody)))]
+pub async fn get_checkout(
+    state: State<AppState>,
+    t: Extension<TenantCtx>,
+    id: PathParam<String>,
+) -> Result<Json<OrderBody>, ApiError> {
+    get_order(state, t, id).await
+}
+
+/// `GET /v1/orders/{id}`: the order and its rows.
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "tenant",
+    params(("id" = String, Path, description = "order id")), security(("api_key" = [])),
+    responses((status = 200, description = "the order", body = OrderBody),
+        (status = "default", description = "an error", body = ErrorBody)))]
 pub async fn get_order(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
     PathParam(id): PathParam<String>,
-) -> Result<Json<Value>, ApiError> {
-    let not_found = || ApiError::not_found("order_not_found", "no such order");
+) -> Result<Json<OrderBody>, ApiError> {
+    let not_found = || ApiError::not_found(ErrorCode::OrderNotFound, "no such order");
     let id = OrderId::parse(&id).map_err(|_| not_found())?;
     let order = ledger::get_order(&state.store, &t.tenant, &id)
         .await?
         .ok_or_else(not_found)?;
     let rows = ledger::rows_for_order(&state.store, &t.tenant, &id).await?;
-    Ok(Json(order_json(&order, &rows)))
+    Ok(Json(OrderBody::of(&order, &rows)))
 }
 
-#[derive(Deserialize)]
+/// `GET /v1/orders`'s query.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct OrderBody {
+#[into_params(parameter_in = Query)]
+pub struct OrderQuery {
+    /// Only orders with this status.
+    #[param(
+        pattern = "^(pending|requires_action|paid|declined|canceled|refunded|partially_refunded)$"
+    )]
+    status: Option<String>,
+    /// Only orders of this kind.
+    #[param(pattern = "^(checkout|manual|bulk|external)$")]
+    kind: Option<String>,
+    /// Only orders in this currency (ISO-4217).
+    #[param(pattern = "^[A-Z]{3}$")]
+    currency: Option<String>,
+    /// Only orders created at or after this time (Unix ms).
+    created_from: Option<i64>,
+    /// Only orders created strictly before this time (Unix ms).
+    created_before: Option<i64>,
+    /// The previous page's `next_cursor`.
+    cursor: Option<String>,
+    /// Page size, 1–500 (default 50).
+    limit: Option<u32>,
+}
+
+/// `GET /v1/orders?status=&kind=&currency=&created_from=&created_before=&cursor=&limit=`:
+/// the tenant's orders, newest first, keyset-paginated, without their rows.
+#[utoipa::path(get, path = "/v1/orders", tag = "tenant", params(OrderQuery),
+    security(("api_key" = [])),
+    responses((status = 200, description = "a page of orders", body = Page<OrderSummary>),
+        (status = "default", description = "an error", body = ErrorBody)))]
+pub async fn list_orders(
+    State(state): State<AppState>,
+    Extension(t): Extension<TenantCtx>,
+    QueryParams(q): QueryParams<OrderQuery>,
+) -> Result<Json<Page<OrderSummary>>, ApiError> {
+    let filter = OrderFilter {
+        status: q
+            .status
+            .as_deref()
+            .map(ledger::OrderStatus::parse)
+            .transpose()?,
+        kind: q.kind.as_deref().map(OrderKind::parse).transpose()?,
+        currency: q.currency.as_deref().map(Currency::parse).transpose()?,
+        created_from: q.created_from.map(crate::store::UnixMillis),
+        created_before: q.created_before.map(crate::store::UnixMillis),
+    };
+    let page = ledger::list_orders(
+        &state.store,
+        &t.tenant,
+        &filter,
+        q.cursor.as_deref(),
+        q.limit.unwrap_or(50),
+    )
+    .await?;
+    Ok(Json(Page::<OrderSummary>::of(&page)))
+}
+
+/// `POST /v1/orders`'s body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrderBody {
     /// `manual` or `external`.
+    #[schema(pattern = "^(manual|external)$")]
     kind: String,
+    /// ISO-4217.
+    #[schema(pattern = "^[A-Z]{3}$", example = "USD")]
     currency: String,
+    /// What was sold.
+    #[schema(min_items = 1)]
     items: Vec<ItemBody>,
+    /// The customer.
     customer: Option<CustomerBody>,
+    /// The tenant's reference of an external payment (at most 255 characters).
     external_reference: Option<String>,
 }
 
 /// `POST /v1/orders`: a manual or external order (no gateway call; access
 /// granted at once).
+#[utoipa::path(post, path = "/v1/orders", tag = "tenant", params(IdempotencyKey),
+    request_body = NewOrderBody, security(("api_key" = [])),
+    responses((status = 201, description = "booked", body = OrderBody),
+        (status = "default", description = "an error", body = ErrorBody)))]
 pub async fn create_order(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
-    JsonBody(body): JsonBody<OrderBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    JsonBody(body): JsonBody<NewOrderBody>,
+) -> Result<(StatusCode, Json<OrderBody>), ApiError> {
     let kind = match body.kind.as_str() {
         "manual" => OrderKind::Manual,
         "external" => OrderKind::External,
@@ -401,31 +504,45 @@ pub async fn create_order(
         .await?
         .pop()
         .ok_or_else(|| ApiError::internal("create order", "nothing was booked"))?;
-    Ok((StatusCode::CREATED, Json(order_json(&order, &rows))))
+    Ok((StatusCode::CREATED, Json(OrderBody::of(&order, &rows))))
 }
 
-#[derive(Deserialize)]
+/// One user of a bulk grant.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkUser {
+    /// The tenant's user id (at most 255 characters).
     user: String,
+    /// The entitlement granted.
     user_plan: String,
+    /// Minor units, positive.
+    #[schema(minimum = 1, maximum = 100_000_000_000_i64)]
     amount: i64,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/orders/bulk`'s body.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkBody {
+    /// ISO-4217.
+    #[schema(pattern = "^[A-Z]{3}$", example = "USD")]
     currency: String,
+    /// 1 to 1,000 users.
+    #[schema(min_items = 1, max_items = 1000)]
     users: Vec<BulkUser>,
 }
 
 /// `POST /v1/orders/bulk`: one gateway-less order per user, all booked in
 /// one transaction.
+#[utoipa::path(post, path = "/v1/orders/bulk", tag = "tenant", params(IdempotencyKey),
+    request_body = BulkBody, security(("api_key" = [])),
+    responses((status = 201, description = "all booked", body = BulkOrders),
+        (status = "default", description = "an error", body = ErrorBody)))]
 pub async fn create_bulk_orders(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
     JsonBody(body): JsonBody<BulkBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<BulkOrders>), ApiError> {
     let currency = Currency::parse(&body.currency)?;
     if body.users.is_empty() || body.users.len() > 1000 {
         return Err(ApiError::validation("users must list 1 to 1000 users"));
@@ -466,19 +583,20 @@ pub async fn create_bulk_orders(
         })
         .collect();
     // One transaction: every user's order is booked, or none is.
-    let out: Vec<Value> = state
+    let out = state
         .orders
         .gateway_less_many(&t.tenant, OrderKind::Bulk, currency, &orders)
         .await?
         .iter()
-        .map(|(order, rows)| order_json(order, rows))
+        .map(|(order, rows)| OrderBody::of(order, rows))
         .collect();
-    Ok((StatusCode::CREATED, Json(json!({ "orders": out }))))
+    Ok((StatusCode::CREATED, Json(BulkOrders { orders: out })))
 }
 
 // ----- payments, refunds, balance -------------------------------------------
 
-#[derive(Deserialize)]
+/// `POST /v1/payments/{id}/refunds`'s body; optional (empty = what remains).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundBody {
     /// Minor units; omitted = what remains.
@@ -488,15 +606,22 @@ pub struct RefundBody {
 /// `POST /v1/payments/{id}/refunds`: through the provider for gateway
 /// payments, recorded manually for gateway-less ones. 201 with the
 /// `refunded` row; 202 with the hold when the gateway's refund is pending.
+#[utoipa::path(post, path = "/v1/payments/{id}/refunds", tag = "tenant",
+    params(("id" = String, Path, description = "payment id"), IdempotencyKey),
+    request_body(content = Option<RefundBody>, description = "optional; empty refunds what remains"),
+    security(("api_key" = [])),
+    responses((status = 201, description = "the `refunded` row", body = Payment),
+        (status = 202, description = "the gateway's refund is pending", body = RefundHold),
+        (status = "default", description = "an error", body = ErrorBody)))]
 pub async fn refund(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
     PathParam(id): PathParam<String>,
     headers: axum::http::HeaderMap,
     RawBody(body): RawBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let id = PaymentId::parse(&id)
-        .map_err(|_| ApiError::not_found("payment_not_found", "no such payment"))?;
+        .map_err(|_| ApiError::not_found(ErrorCode::PaymentNotFound, "no such payment"))?;
     // The body is optional: empty means "refund what remains".
     let amount = if body.iter().all(u8::is_ascii_whitespace) {
         None
@@ -507,23 +632,36 @@ pub async fn refund(
         .refunds
         .refund(&t.tenant, &id, amount, idempotency_key(&headers).as_deref())
         .await?;
-    let (status, action, body) = match &outcome {
-        RefundOutcome::Booked(row) => (StatusCode::CREATED, "payment.refunded", row_json(row)),
+    let (action, refund_id, refund_amount, response) = match &outcome {
+        RefundOutcome::Booked(row) => (
+            "payment.refunded",
+            row.id.as_str().to_owned(),
+            row.amount.minor,
+            (StatusCode::CREATED, Json(Payment::from(row))).into_response(),
+        ),
         RefundOutcome::Pending { hold } => (
-            StatusCode::ACCEPTED,
             "payment.refund_pending",
-            json!({
-                "id": hold.id,
-                "object": "refund_hold",
-                "status": "pending",
-                "payment_id": hold.payment_id,
-                "order_id": hold.order_id,
-                "amount": hold.amount.minor,
-                "currency": hold.amount.currency.as_str(),
-                "provider": hold.provider.as_ref().map(|p| p.as_str()),
-                "gateway_refund_reference": hold.gateway_refund_reference.as_ref().map(|r| r.as_str()),
-                "created_at": hold.created_at.as_i64(),
-            }),
+            hold.id.as_str().to_owned(),
+            hold.amount.minor,
+            (
+                StatusCode::ACCEPTED,
+                Json(RefundHold {
+                    id: hold.id.as_str().to_owned(),
+                    object: "refund_hold",
+                    status: "pending",
+                    payment_id: hold.payment_id.as_str().to_owned(),
+                    order_id: hold.order_id.as_str().to_owned(),
+                    amount: hold.amount.minor,
+                    currency: hold.amount.currency.as_str().to_owned(),
+                    provider: hold.provider.as_ref().map(|p| p.as_str().to_owned()),
+                    gateway_refund_reference: hold
+                        .gateway_refund_reference
+                        .as_ref()
+                        .map(|r| r.as_str().to_owned()),
+                    created_at: hold.created_at.as_i64(),
+                }),
+            )
+                .into_response(),
         ),
     };
     // The refund is booked or held: an audit failure must not turn it into
@@ -533,49 +671,68 @@ pub async fn refund(
         &t.actor(),
         action,
         Some(&t.tenant),
-        json!({"payment_id": id, "refund_id": body["id"], "amount": body["amount"]}),
+        json!({"payment_id": id, "refund_id": refund_id, "amount": refund_amount}),
     )
     .await
     {
-        tracing::error!(refund = %body["id"], "refund recorded but not audited: {e}");
+        tracing::error!(refund = %refund_id, "refund recorded but not audited: {e}");
     }
-    Ok((status, Json(body)))
+    Ok(response)
 }
 
 /// `GET /v1/payments/{id}`
+#[utoipa::path(get, path = "/v1/payments/{id}", tag = "tenant",
+    params(("id" = String, Path, description = "payment id")), security(("api_key" = [])),
+    responses((status = 200, description = "the ledger row", body = Payment),
+        (status = "default", description = "an error", body = ErrorBody)))]
 pub async fn get_payment(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
     PathParam(id): PathParam<String>,
-) -> Result<Json<Value>, ApiError> {
-    let not_found = || ApiError::not_found("payment_not_found", "no such payment");
+) -> Result<Json<Payment>, ApiError> {
+    let not_found = || ApiError::not_found(ErrorCode::PaymentNotFound, "no such payment");
     let id = PaymentId::parse(&id).map_err(|_| not_found())?;
     let row = ledger::payment(&state.store, &t.tenant, &id)
         .await?
         .ok_or_else(not_found)?;
-    Ok(Json(row_json(&row)))
+    Ok(Json(Payment::from(&row)))
 }
 
-#[derive(Deserialize)]
+/// `GET /v1/payments`'s query.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PaymentQuery {
+    /// Only rows of this order.
     order_id: Option<String>,
+    /// Only rows with this status.
     status: Option<String>,
+    /// Only rows of this kind (`product`, `shipping`, `refund`).
     kind: Option<String>,
+    /// Only rows in this currency (ISO-4217).
     currency: Option<String>,
+    /// Only rows booked through this gateway.
     provider: Option<String>,
+    /// Only rows created at or after this time (Unix ms).
     created_from: Option<i64>,
+    /// Only rows created strictly before this time (Unix ms).
     created_before: Option<i64>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
+    /// Page size, 1–500 (default 50).
     limit: Option<u32>,
 }
 
 /// `GET /v1/payments?…`: ledger rows, newest first, keyset-paginated.
+#[utoipa::path(get, path = "/v1/payments", tag = "tenant", params(PaymentQuery),
+    security(("api_key" = [])),
+    responses((status = 200, description = "a page of ledger rows", body = Page<Payment>),
+        (status = "default", description = "an error", body = ErrorBody)))]
 pub async fn list_payments(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
     QueryParams(q): QueryParams<PaymentQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<Payment>>, ApiError> {
     let filter = PaymentFilter {
         order_id: q.order_id.as_deref().map(OrderId::parse).transpose()?,
         kind: q
@@ -601,39 +758,39 @@ pub async fn list_payments(
         q.limit.unwrap_or(50),
     )
     .await?;
-    Ok(Json(json!({
-        "items": page.items.iter().map(row_json).collect::<Vec<_>>(),
-        "next_cursor": page.next_cursor,
-    })))
-}
-
-/// A sum of minor units as a JSON number. Sums are `i128` so they never
-/// overflow; one beyond `i64` (unreachable under the per-line bound short of
-/// ~10^8 rows at the maximum) is rendered as a string of its exact digits
-/// rather than rounded.
-fn sum_json(minor: i128) -> Value {
-    match i64::try_from(minor) {
-        Ok(fits) => Value::from(fits),
-        Err(_) => Value::String(minor.to_string()),
-    }
+    Ok(Json(Page::<Payment>::of(&page)))
 }
 
 /// `GET /v1/balance`: per currency, computed from the ledger rows.
+#[utoipa::path(get, path = "/v1/balance", tag = "tenant", security(("api_key" = [])),
+    responses((status = 200, description = "per currency", body = BalanceList),
+        (status = "default", description = "an error", body = ErrorBody)))]
 pub async fn balance(
     State(state): State<AppState>,
     Extension(t): Extension<TenantCtx>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BalanceList>, ApiError> {
     let balances = ledger::balances(&state.store, &t.tenant).await?;
-    let items: Vec<Value> = balances
+    let items = balances
         .iter()
-        .map(|b| {
-            json!({
-                "currency": b.currency.as_str(),
-                "paid": sum_json(b.paid),
-                "refunded": sum_json(b.refunded),
-                "net": sum_json(b.net),
-            })
+        .map(|b| BalanceItem {
+            currency: b.currency.as_str().to_owned(),
+            paid: Sum::from(b.paid),
+            refunded: Sum::from(b.refunded),
+            net: Sum::from(b.net),
         })
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(BalanceList { items }))
+}
+
+/// The optional `Idempotency-Key` header of a mutation (the document's
+/// parameter only; `auth::idempotency` reads the header).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyKey {
+    /// 1–255 printable characters. The same key and body replay the stored
+    /// answer (`Idempotent-Replayed: true`); another body is 422
+    /// `idempotency_key_reused`.
+    #[param(rename = "Idempotency-Key")]
+    idempotency_key: Option<String>,
 }

@@ -24,10 +24,11 @@ pub use book::{
     NewLedgerRow, book_order_rows, book_order_rows_in, book_paid_checkout, book_rows_of_in,
 };
 pub use orders::{
-    LineKind, NewOrder, Order, OrderKind, OrderLine, OrderStatus, create_order, create_order_in,
-    find_order_by_gateway_reference, get_order, live_order_for_checkout_key, route_pending_order,
-    set_order_gateway, set_order_gateway_in, set_order_status, set_order_status_in, stage_order,
-    transition_order, transition_order_in, transition_routed_order_in,
+    LineKind, NewOrder, Order, OrderFilter, OrderKind, OrderLine, OrderStatus, create_order,
+    create_order_in, find_order_by_gateway_reference, get_order, list_orders,
+    live_order_for_checkout_key, route_pending_order, set_order_gateway, set_order_gateway_in,
+    set_order_status, set_order_status_in, stage_order, transition_order, transition_order_in,
+    transition_routed_order_in,
 };
 pub use read::{
     Balance, LedgerRow, PaymentFilter, RefundSummary, balances, find_by_external_ref,

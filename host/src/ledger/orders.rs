@@ -11,9 +11,9 @@ use sqlx::any::AnyRow;
 
 use super::{Entitlement, GatewayRef, LedgerError, NewLedgerRow, Source, text_enum};
 use crate::store::{
-    Arg, Currency, MAX_LINE_MINOR, MAX_ORDER_MINOR, Money, OrderId, ProviderId, SqlBuf, Store,
-    StoreError, TenantId, UnixMillis, Violation, WriteTx, get_i64, get_json, get_opt_parsed,
-    get_opt_text, get_parsed, get_time,
+    Arg, Currency, MAX_LINE_MINOR, MAX_ORDER_MINOR, Money, OrderId, Page, ProviderId, SqlBuf,
+    Store, StoreError, TenantId, UnixMillis, Violation, WriteTx, get_i64, get_json, get_opt_parsed,
+    get_opt_text, get_parsed, get_time, page_of,
 };
 
 text_enum!(
@@ -456,6 +456,68 @@ pub async fn get_order(
         .fetch_optional(store.pool())
         .await?;
     Ok(row.as_ref().map(decode_order).transpose()?)
+}
+
+/// Filters for [`list_orders`]; every `None` means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderFilter {
+    /// Only orders with this status.
+    pub status: Option<OrderStatus>,
+    /// Only orders of this kind.
+    pub kind: Option<OrderKind>,
+    /// Only orders in this currency.
+    pub currency: Option<Currency>,
+    /// Only orders created at or after this time.
+    pub created_from: Option<UnixMillis>,
+    /// Only orders created strictly before this time.
+    pub created_before: Option<UnixMillis>,
+}
+
+/// `tenant`'s orders matching `filter`, newest first, `limit` per page
+/// (clamped to 1..=[`MAX_PAGE_SIZE`]). Pass the previous page's
+/// `next_cursor` to continue; pages never skip or repeat an order, since
+/// the order is the total order (created_at, id). An order's status may
+/// change between pages; its place in the listing never does.
+pub async fn list_orders(
+    store: &Store,
+    tenant: &TenantId,
+    filter: &OrderFilter,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<Page<Order>, LedgerError> {
+    let mut q = SqlBuf::new(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE tenant_id = "
+    ));
+    let p = q.arg(Arg::Text(tenant.as_str().to_owned()));
+    q.push(&p);
+    let mut eq = |column: &str, value: Option<&str>| {
+        if let Some(value) = value {
+            let p = q.arg(Arg::Text(value.to_owned()));
+            q.push(&format!(" AND {column} = {p}"));
+        }
+    };
+    eq("status", filter.status.as_ref().map(|s| s.as_str()));
+    eq("kind", filter.kind.as_ref().map(|k| k.as_str()));
+    eq("currency", filter.currency.as_ref().map(|c| c.as_str()));
+    if let Some(from) = filter.created_from {
+        let p = q.arg(Arg::Int(from.as_i64()));
+        q.push(&format!(" AND created_at >= {p}"));
+    }
+    if let Some(before) = filter.created_before {
+        let p = q.arg(Arg::Int(before.as_i64()));
+        q.push(&format!(" AND created_at < {p}"));
+    }
+    let limit = q
+        .newest_first_page(cursor, limit)
+        .map_err(|_| LedgerError::InvalidCursor)?;
+    let rows = q.query().fetch_all(store.pool()).await?;
+    let items = rows
+        .iter()
+        .map(decode_order)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(page_of(items, limit, |o| {
+        (o.created_at.as_i64(), o.id.as_str().to_owned())
+    }))
 }
 
 /// The order a gateway payment reference belongs to (webhooks arrive with

@@ -22,7 +22,8 @@ use sqlx::any::AnyRow;
 
 use crate::store::domain::string_newtype;
 use crate::store::{
-    ParseError, Store, StoreError, UnixMillis, Violation, WriteTx, get_parsed, get_time,
+    Arg, Page, ParseError, SqlBuf, Store, StoreError, UnixMillis, Violation, WriteTx, get_parsed,
+    get_time, page_of,
 };
 
 pub use crate::store::{ApiKeyId, TenantId};
@@ -58,6 +59,9 @@ pub enum TenancyError {
     /// An input did not have the required shape.
     #[error(transparent)]
     Invalid(#[from] ParseError),
+    /// A pagination cursor this server did not hand out.
+    #[error("invalid cursor")]
+    InvalidCursor,
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -230,6 +234,34 @@ pub async fn list_tenants(store: &Store) -> Result<Vec<Tenant>, TenancyError> {
     let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at, id");
     let rows = sqlx::query(&sql).fetch_all(store.pool()).await?;
     Ok(rows.iter().map(decode_tenant).collect::<Result<_, _>>()?)
+}
+
+/// Tenants, newest first, `limit` per page (clamped to
+/// 1..=[`MAX_PAGE_SIZE`]), only those with `status` when given. Pass the
+/// previous page's `next_cursor` to continue; pages never skip or repeat a
+/// tenant, since the order is the total order (created_at, id).
+pub async fn list_tenants_page(
+    store: &Store,
+    status: Option<TenantStatus>,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<Page<Tenant>, TenancyError> {
+    let mut q = SqlBuf::new(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE 1 = 1"));
+    if let Some(status) = status {
+        let p = q.arg(Arg::Text(status.as_str().to_owned()));
+        q.push(&format!(" AND status = {p}"));
+    }
+    let limit = q
+        .newest_first_page(cursor, limit)
+        .map_err(|_| TenancyError::InvalidCursor)?;
+    let rows = q.query().fetch_all(store.pool()).await?;
+    let items = rows
+        .iter()
+        .map(decode_tenant)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(page_of(items, limit, |t| {
+        (t.created_at.as_i64(), t.id.as_str().to_owned())
+    }))
 }
 
 /// Suspends or re-activates a tenant. Caches of the tenant must be invalidated.

@@ -12,6 +12,8 @@ mod gateways;
 mod http_hardening;
 mod idempotency;
 mod ledger;
+mod listing;
+mod openapi;
 mod operator;
 mod orders;
 mod refunds;
