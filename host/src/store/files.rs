@@ -59,13 +59,7 @@ mod tests {
             .await
             .expect("store");
         // A write, so the WAL and the shared-memory index exist.
-        crate::tenancy::create_tenant(
-            &store,
-            &crate::tenancy::TenantName::parse("Mode test").expect("name"),
-            &crate::tenancy::PlanName::free(),
-        )
-        .await
-        .expect("write");
+        crate::store::testing::tenant(&store, "Mode test").await;
         for suffix in ["", "-wal", "-shm"] {
             let path = dir.join(format!("payhost.db{suffix}"));
             assert_eq!(mode(&path), 0o600, "{}", path.display());
