@@ -1,0 +1,102 @@
+//! Reading orders: one by id, a filtered newest-first page, one by its
+//! gateway reference.
+
+use super::*;
+
+/// The order, if it exists and belongs to `tenant` (another tenant's id → `None`).
+pub async fn get_order(
+    store: &Store,
+    tenant: &TenantId,
+    id: &OrderId,
+) -> Result<Option<Order>, LedgerError> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE tenant_id = $1 AND id = $2");
+    let row = sqlx::query(&sql)
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(store.pool())
+        .await?;
+    Ok(row.as_ref().map(decode_order).transpose()?)
+}
+
+/// Filters for [`list_orders`]; every `None` means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderFilter {
+    /// Only orders with this status.
+    pub status: Option<OrderStatus>,
+    /// Only orders of this kind.
+    pub kind: Option<OrderKind>,
+    /// Only orders in this currency.
+    pub currency: Option<Currency>,
+    /// Only orders created at or after this time.
+    pub created_from: Option<UnixMillis>,
+    /// Only orders created strictly before this time.
+    pub created_before: Option<UnixMillis>,
+}
+
+/// `tenant`'s orders matching `filter`, newest first, `limit` per page
+/// (clamped to 1..=[`MAX_PAGE_SIZE`]). Pass the previous page's
+/// `next_cursor` to continue; pages never skip or repeat an order, since
+/// the order is the total order (created_at, id). An order's status may
+/// change between pages; its place in the listing never does.
+pub async fn list_orders(
+    store: &Store,
+    tenant: &TenantId,
+    filter: &OrderFilter,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<Page<Order>, LedgerError> {
+    let mut q = SqlBuf::new(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE tenant_id = "
+    ));
+    let p = q.arg(Arg::Text(tenant.as_str().to_owned()));
+    q.push(&p);
+    let mut eq = |column: &str, value: Option<&str>| {
+        if let Some(value) = value {
+            let p = q.arg(Arg::Text(value.to_owned()));
+            q.push(&format!(" AND {column} = {p}"));
+        }
+    };
+    eq("status", filter.status.as_ref().map(|s| s.as_str()));
+    eq("kind", filter.kind.as_ref().map(|k| k.as_str()));
+    eq("currency", filter.currency.as_ref().map(|c| c.as_str()));
+    if let Some(from) = filter.created_from {
+        let p = q.arg(Arg::Int(from.as_i64()));
+        q.push(&format!(" AND created_at >= {p}"));
+    }
+    if let Some(before) = filter.created_before {
+        let p = q.arg(Arg::Int(before.as_i64()));
+        q.push(&format!(" AND created_at < {p}"));
+    }
+    let limit = q
+        .newest_first_page(cursor, limit)
+        .map_err(|_| LedgerError::InvalidCursor)?;
+    let rows = q.query().fetch_all(store.pool()).await?;
+    let items = rows
+        .iter()
+        .map(decode_order)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(page_of(items, limit, |o| {
+        (o.created_at.as_i64(), o.id.as_str().to_owned())
+    }))
+}
+
+/// The order a gateway payment reference belongs to (webhooks arrive with
+/// the gateway's reference, not ours).
+pub async fn find_order_by_gateway_reference(
+    store: &Store,
+    tenant: &TenantId,
+    provider: &ProviderId,
+    reference: &GatewayRef,
+) -> Result<Option<Order>, LedgerError> {
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS} FROM orders \
+          WHERE tenant_id = $1 AND provider = $2 AND gateway_reference = $3"
+    );
+    let row = sqlx::query(&sql)
+        .bind(tenant.as_str())
+        .bind(provider.as_str())
+        .bind(reference.as_str())
+        .fetch_optional(store.pool())
+        .await?;
+    Ok(row.as_ref().map(decode_order).transpose()?)
+}
