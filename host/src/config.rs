@@ -82,6 +82,8 @@ pub struct Config {
     pub max_mutations_in_progress: usize,
     /// `[http]`: connection timeouts and cap.
     pub http: HttpConfig,
+    /// `[rate_limit]`: request budgets per (tenant, API key) and per lane.
+    pub rate_limit: RateLimitConfig,
 }
 
 impl fmt::Debug for Config {
@@ -104,6 +106,7 @@ impl fmt::Debug for Config {
             .field("max_body_kib", &self.max_body_kib)
             .field("max_mutations_in_progress", &self.max_mutations_in_progress)
             .field("http", &self.http)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -183,6 +186,81 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[rate_limit]`: request budgets (GCRA, see [`crate::ratelimit`]). Shared
+/// across instances through Redis when `redis_url` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Tenant API requests per minute per (tenant, API key), unless the
+    /// tenant's `api.requests_per_minute` feature says otherwise.
+    pub requests_per_minute: u64,
+    /// Requests a key may send at once; unset = `requests_per_minute`
+    /// (a burst above a key's rate is clamped to it).
+    pub burst: Option<u64>,
+    /// Webhook ingestion requests per minute per (tenant, provider).
+    pub webhooks_per_minute: u64,
+    /// Webhook diagnosis requests per minute per (tenant, provider).
+    pub webhook_diagnosis_per_minute: u64,
+    /// Keys the in-process limiter holds at most (idle keys are evicted).
+    pub max_tracked_keys: usize,
+    /// Prefix of the limiter's Redis keys.
+    pub redis_key_prefix: String,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        let d = crate::ratelimit::RateLimitOptions::default();
+        RateLimitConfig {
+            requests_per_minute: d.requests_per_minute,
+            burst: d.burst,
+            webhooks_per_minute: d.webhooks_per_minute,
+            webhook_diagnosis_per_minute: d.webhook_diagnosis_per_minute,
+            max_tracked_keys: d.max_tracked_keys,
+            redis_key_prefix: d.redis_prefix,
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// Rates and the burst 1 to 1,000,000 per minute, `max_tracked_keys`
+    /// 16 to 100,000,000, the prefix 1 to 128 bytes without whitespace.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: format!("rate_limit.{key}"),
+            message,
+        };
+        for (key, value) in [
+            ("requests_per_minute", Some(self.requests_per_minute)),
+            ("burst", self.burst),
+            ("webhooks_per_minute", Some(self.webhooks_per_minute)),
+            (
+                "webhook_diagnosis_per_minute",
+                Some(self.webhook_diagnosis_per_minute),
+            ),
+        ] {
+            if let Some(v) = value
+                && !(1..=1_000_000).contains(&v)
+            {
+                return Err(invalid(key, format!("must be 1 to 1000000, not {v}")));
+            }
+        }
+        if !(16..=100_000_000).contains(&self.max_tracked_keys) {
+            return Err(invalid(
+                "max_tracked_keys",
+                format!("must be 16 to 100000000, not {}", self.max_tracked_keys),
+            ));
+        }
+        let p = &self.redis_key_prefix;
+        if p.is_empty() || p.len() > 128 || p.chars().any(char::is_whitespace) {
+            return Err(invalid(
+                "redis_key_prefix",
+                "must be 1 to 128 bytes without whitespace".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `[providers.<id>]`: operator settings for one provider.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -221,6 +299,7 @@ impl Default for Config {
             max_body_kib: 64,
             max_mutations_in_progress: DEFAULT_MAX_MUTATIONS,
             http: HttpConfig::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -310,6 +389,20 @@ impl Config {
             }
             "HTTP_IDLE_TIMEOUT_SECS" => self.http.idle_timeout_secs = parse(value).map_err(bad)?,
             "HTTP_MAX_CONNECTIONS" => self.http.max_connections = parse(value).map_err(bad)?,
+            "RATE_LIMIT_REQUESTS_PER_MINUTE" => {
+                self.rate_limit.requests_per_minute = parse(value).map_err(bad)?;
+            }
+            "RATE_LIMIT_BURST" => self.rate_limit.burst = Some(parse(value).map_err(bad)?),
+            "RATE_LIMIT_WEBHOOKS_PER_MINUTE" => {
+                self.rate_limit.webhooks_per_minute = parse(value).map_err(bad)?;
+            }
+            "RATE_LIMIT_WEBHOOK_DIAGNOSIS_PER_MINUTE" => {
+                self.rate_limit.webhook_diagnosis_per_minute = parse(value).map_err(bad)?;
+            }
+            "RATE_LIMIT_MAX_TRACKED_KEYS" => {
+                self.rate_limit.max_tracked_keys = parse(value).map_err(bad)?;
+            }
+            "RATE_LIMIT_REDIS_KEY_PREFIX" => self.rate_limit.redis_key_prefix = value.to_string(),
             // Variables for other tools (tests, logging) share the prefix.
             _ if key.starts_with("TEST_") || matches!(key, "LOG" | "SKIP_COMPONENT_BUILD") => {}
             _ => return Err(bad("unknown setting".into())),
@@ -341,6 +434,7 @@ impl Config {
             return Err(invalid("max_mutations_in_progress", "must be > 0"));
         }
         self.http.validate()?;
+        self.rate_limit.validate()?;
         if let Some(t) = &self.admin_token
             && t.expose().len() < 16
         {
@@ -383,6 +477,20 @@ impl Config {
             body_read_timeout: Duration::from_secs(self.http.body_read_timeout_secs),
             idle_timeout: Duration::from_secs(self.http.idle_timeout_secs),
             max_connections: self.http.max_connections,
+        }
+    }
+
+    /// The rate limiter's options described by `[rate_limit]` and `redis_url`.
+    pub fn rate_limit_options(&self) -> crate::ratelimit::RateLimitOptions {
+        let r = &self.rate_limit;
+        crate::ratelimit::RateLimitOptions {
+            requests_per_minute: r.requests_per_minute,
+            burst: r.burst,
+            webhooks_per_minute: r.webhooks_per_minute,
+            webhook_diagnosis_per_minute: r.webhook_diagnosis_per_minute,
+            max_tracked_keys: r.max_tracked_keys,
+            redis_url: self.redis_url.clone(),
+            redis_prefix: r.redis_key_prefix.clone(),
         }
     }
 
@@ -522,6 +630,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("header_timeout"), "{err}");
+    }
+
+    #[test]
+    fn rate_limit_section_layers_and_validates() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(c.rate_limit_options().requests_per_minute, 600);
+        assert_eq!(c.rate_limit_options().burst, None);
+        let f = write(
+            "redis_url = \"redis://r:6379\"\n[rate_limit]\nrequests_per_minute = 30\nburst = 5\n",
+        );
+        let env = vec![(
+            "PAYHOST_RATE_LIMIT_WEBHOOKS_PER_MINUTE".to_string(),
+            "90".to_string(),
+        )];
+        let o = Config::load(Some(&f.0), env).unwrap().rate_limit_options();
+        assert_eq!((o.requests_per_minute, o.burst), (30, Some(5)));
+        assert_eq!(o.webhooks_per_minute, 90);
+        assert_eq!(o.redis_url.as_deref(), Some("redis://r:6379"));
+        for (text, key) in [
+            (
+                "[rate_limit]\nrequests_per_minute = 0\n",
+                "rate_limit.requests_per_minute",
+            ),
+            ("[rate_limit]\nburst = 0\n", "rate_limit.burst"),
+            (
+                "[rate_limit]\nmax_tracked_keys = 1\n",
+                "rate_limit.max_tracked_keys",
+            ),
+            (
+                "[rate_limit]\nredis_key_prefix = \"\"\n",
+                "rate_limit.redis_key_prefix",
+            ),
+            ("[rate_limit]\nper_minute = 3\n", "per_minute"),
+        ] {
+            let f = write(text);
+            let err = Config::load(Some(&f.0), Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::checkout::{Checkouts, GatewayLessOrders, Refunds};
 use crate::config::{Config, Secret};
 use crate::emulators::StripeEmulator;
 use crate::gateways::{Gateways, Vault};
+use crate::ratelimit::RateLimiter;
 use crate::runtime::{ProviderRegistry, Runtime};
 use crate::store::{Store, sqlite_file_url};
 use crate::tenancy::{ResolverOptions, Tenancy, TenantResolver};
@@ -154,6 +155,7 @@ pub async fn app_state(
         max_body_bytes: config.max_body_kib * 1024,
         resolver,
         mutations: api::Mutations::new(config.max_mutations_in_progress),
+        rate_limiter: RateLimiter::new(config.rate_limit_options())?,
     })
 }
 

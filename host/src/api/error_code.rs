@@ -146,6 +146,9 @@ error_codes! {
     TenantBusy = "tenant_busy",
     /// 504: the checkout took too long and was stopped.
     CheckoutTimedOut = "checkout_timed_out",
+    /// 429: this API key sent more requests than its rate allows; retry
+    /// after `Retry-After` seconds (`RateLimit` headers say the budget).
+    RateLimited = "rate_limited",
 }
 
 impl ErrorCode {

@@ -40,6 +40,7 @@ mod error_code;
 mod errors_from;
 mod idempotency;
 mod operator;
+mod rate_limit;
 mod strict_json;
 mod tenant;
 pub mod types;
@@ -75,6 +76,9 @@ pub struct AppState {
     /// The bound on mutations in progress; each runs in its own task
     /// (see [`detach`]).
     pub mutations: Mutations,
+    /// Request budgets per (tenant, API key) and lane; checked right after
+    /// tenant authentication (see [`rate_limit`]).
+    pub rate_limiter: crate::ratelimit::RateLimiter,
 }
 
 impl AppState {
@@ -229,6 +233,7 @@ pub const DOCS_PATH: &str = "/docs";
 /// layers (given a state; the document alone needs none): operator routes
 /// behind the admin token, tenant routes behind the API key and the
 /// `Idempotency-Key` layer; in both, a mutation runs in its own task inside
+/// authentication. Tenant routes check the request rate right after
 /// authentication.
 fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let mut operator = OpenApiRouter::new()
@@ -274,18 +279,26 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
                 state.clone(),
                 detach::detach_tenant_mutation,
             ))
+            // Right after authentication, before a mutation takes a slot:
+            // a caller over its rate costs no slot and no database.
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                rate_limit::rate_limit,
+            ))
             .route_layer(middleware::from_fn_with_state(
                 state.clone(),
                 auth::tenant_auth,
             ));
     }
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(public_tenant))
         .routes(routes!(openapi_json))
         .merge(operator)
         .merge(tenant)
-        .split_for_parts()
+        .split_for_parts();
+    rate_limit::document(&mut doc);
+    (router, doc)
 }
 
 /// The OpenAPI document served at [`OPENAPI_PATH`]: every route of
