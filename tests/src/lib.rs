@@ -321,6 +321,16 @@ pub fn addr(app: &TestApp) -> String {
 /// The admin token every test app uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// What a test instance runs with beyond the defaults.
+#[derive(Default)]
+pub struct AppOptions {
+    /// The server loop's limits.
+    pub http: payhost::http_server::HttpOptions,
+    /// The rate limiter's options (default: the config's). Every instance's
+    /// limiter runs on a [`payhost::ratelimit::ManualClock`] of its own.
+    pub rate_limit: Option<payhost::ratelimit::RateLimitOptions>,
+}
+
 /// A real payhost HTTP service on a loopback port with a fresh database.
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`.
@@ -333,6 +343,12 @@ pub struct TestApp {
     pub backend: &'static str,
     /// The instance's mutations in progress (each in its own task).
     pub mutations: payhost::api::Mutations,
+    /// The instance's request rate limiter (tests set rates with
+    /// [`RateLimiter::set_rate_for`](payhost::ratelimit::RateLimiter::set_rate_for)).
+    pub rate_limiter: payhost::ratelimit::RateLimiter,
+    /// The clock of the limiter's in-process budgets: it moves only when a
+    /// test advances it.
+    pub rate_clock: payhost::ratelimit::ManualClock,
     db: Option<payhost::store::testing::TestDb>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -349,9 +365,21 @@ impl TestApp {
         db: payhost::store::testing::TestDb,
         http: payhost::http_server::HttpOptions,
     ) -> TestApp {
+        TestApp::spawn_opts(
+            db,
+            AppOptions {
+                http,
+                ..AppOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// [`TestApp::spawn`] with [`AppOptions`].
+    pub async fn spawn_opts(db: payhost::store::testing::TestDb, opts: AppOptions) -> TestApp {
         let store = db.store().clone();
         let url = db.url().to_string();
-        let mut app = TestApp::start(store, &url, http).await;
+        let mut app = TestApp::start(store, &url, opts).await;
         app.db = Some(db);
         app
     }
@@ -360,12 +388,13 @@ impl TestApp {
     /// "host" behind the load balancer). Its database is not dropped on
     /// `finish`; the first instance owns it.
     pub async fn sibling(&self, database_url: &str) -> TestApp {
-        TestApp::start(
-            self.store.clone(),
-            database_url,
-            payhost::http_server::HttpOptions::default(),
-        )
-        .await
+        self.sibling_opts(database_url, AppOptions::default()).await
+    }
+
+    /// [`TestApp::sibling`] with [`AppOptions`] (e.g. a rate limiter
+    /// sharing its budgets through Redis).
+    pub async fn sibling_opts(&self, database_url: &str, opts: AppOptions) -> TestApp {
+        TestApp::start(self.store.clone(), database_url, opts).await
     }
 
     /// The database URL this app uses (for [`TestApp::sibling`]).
@@ -373,11 +402,8 @@ impl TestApp {
         self.db.as_ref().map(|d| d.url().to_string())
     }
 
-    async fn start(
-        store: payhost::store::Store,
-        url: &str,
-        http: payhost::http_server::HttpOptions,
-    ) -> TestApp {
+    async fn start(store: payhost::store::Store, url: &str, opts: AppOptions) -> TestApp {
+        let AppOptions { http, rate_limit } = opts;
         let backend = match store.backend() {
             payhost::store::Backend::Sqlite => "sqlite",
             payhost::store::Backend::Postgres => "postgres",
@@ -387,9 +413,19 @@ impl TestApp {
             master_key: Some(payhost::config::Secret::new(shared_master_key())),
             ..payhost::config::Config::default()
         };
-        let state = payhost::server::app_state(&config, url, store.clone(), registry().await)
+        let mut state = payhost::server::app_state(&config, url, store.clone(), registry().await)
             .await
             .expect("app state");
+        let rate_clock = payhost::ratelimit::ManualClock::new();
+        let rate_options = rate_limit.unwrap_or_else(|| config.rate_limit_options());
+        let default_rate = rate_options.requests_per_minute;
+        state.rate_limiter = payhost::ratelimit::RateLimiter::with(
+            rate_options,
+            Arc::new(move |_| Some(default_rate)),
+            Arc::new(rate_clock.clone()),
+        )
+        .expect("rate limiter");
+        let rate_limiter = state.rate_limiter.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -409,6 +445,8 @@ impl TestApp {
             store,
             backend,
             mutations,
+            rate_limiter,
+            rate_clock,
             db: None,
             server,
         }
