@@ -9,7 +9,7 @@
 //! `max_keys`, i.e. a mis-sized limit, and is logged.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -109,9 +109,7 @@ impl<K: Hash + Eq + Clone> LocalLimiter<K> {
     /// One request of `key` under `quota`.
     pub(super) fn check(&self, key: &K, quota: Quota) -> Outcome {
         let now = self.now();
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let shard = &self.shards[(h.finish() as usize) & (SHARDS - 1)];
+        let shard = &self.shards[(self.hasher.hash_one(key) as usize) & (SHARDS - 1)];
         let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
         let (outcome, new_tat) = gcra::step(quota, map.get(key).copied(), now);
         if let Some(tat) = new_tat {
