@@ -333,6 +333,9 @@ pub struct TestApp {
     pub backend: &'static str,
     /// The instance's mutations in progress (each in its own task).
     pub mutations: payhost::api::Mutations,
+    /// The clock feature-override expiry is judged against; tests move it.
+    /// A sibling shares its first instance's clock.
+    pub clock: Arc<payhost::features::ManualClock>,
     db: Option<payhost::store::testing::TestDb>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -351,7 +354,8 @@ impl TestApp {
     ) -> TestApp {
         let store = db.store().clone();
         let url = db.url().to_string();
-        let mut app = TestApp::start(store, &url, http).await;
+        let clock = Arc::new(payhost::features::ManualClock::starting_now());
+        let mut app = TestApp::start(store, &url, http, clock).await;
         app.db = Some(db);
         app
     }
@@ -364,6 +368,7 @@ impl TestApp {
             self.store.clone(),
             database_url,
             payhost::http_server::HttpOptions::default(),
+            self.clock.clone(),
         )
         .await
     }
@@ -377,6 +382,7 @@ impl TestApp {
         store: payhost::store::Store,
         url: &str,
         http: payhost::http_server::HttpOptions,
+        clock: Arc<payhost::features::ManualClock>,
     ) -> TestApp {
         let backend = match store.backend() {
             payhost::store::Backend::Sqlite => "sqlite",
@@ -387,9 +393,15 @@ impl TestApp {
             master_key: Some(payhost::config::Secret::new(shared_master_key())),
             ..payhost::config::Config::default()
         };
-        let state = payhost::server::app_state(&config, url, store.clone(), registry().await)
-            .await
-            .expect("app state");
+        let state = payhost::server::app_state_with_clock(
+            &config,
+            url,
+            store.clone(),
+            registry().await,
+            clock.clone(),
+        )
+        .await
+        .expect("app state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -409,6 +421,7 @@ impl TestApp {
             store,
             backend,
             mutations,
+            clock,
             db: None,
             server,
         }
