@@ -277,31 +277,6 @@ fn provider_code(code: &str) -> ErrorCode {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{ErrorCode, provider_code};
-
-    #[test]
-    fn every_provider_failure_code_is_an_error_code() {
-        for code in [
-            "gateway_error",
-            "provider_deadline_exceeded",
-            "provider_memory_exceeded",
-            "provider_outbound_denied",
-            "provider_response_too_large",
-            "provider_request_budget_exceeded",
-            "provider_invalid_output",
-            "provider_trapped",
-            "provider_unavailable",
-            "provider_bad_reference",
-            "provider_amount_mismatch",
-        ] {
-            assert_eq!(provider_code(code).as_str(), code);
-        }
-        assert_eq!(provider_code("something_else"), ErrorCode::GatewayError);
-    }
-}
-
 impl From<FeaturesError> for ApiError {
     fn from(e: FeaturesError) -> Self {
         match e {
@@ -326,5 +301,30 @@ impl From<FeaturesError> for ApiError {
             FeaturesError::Audit(e) => e.into(),
             other => ApiError::internal("features", other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ErrorCode, provider_code};
+
+    #[test]
+    fn every_provider_failure_code_is_an_error_code() {
+        for code in [
+            "gateway_error",
+            "provider_deadline_exceeded",
+            "provider_memory_exceeded",
+            "provider_outbound_denied",
+            "provider_response_too_large",
+            "provider_request_budget_exceeded",
+            "provider_invalid_output",
+            "provider_trapped",
+            "provider_unavailable",
+            "provider_bad_reference",
+            "provider_amount_mismatch",
+        ] {
+            assert_eq!(provider_code(code).as_str(), code);
+        }
+        assert_eq!(provider_code("something_else"), ErrorCode::GatewayError);
     }
 }

@@ -294,3 +294,55 @@ pub struct Evaluation {
     /// OpenFeature's error code: `FLAG_NOT_FOUND` for an unknown key.
     pub error_code: Option<&'static str>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys_are_dotted_lowercase_segments() {
+        for ok in [
+            "refunds",
+            "provider.stripe",
+            "api.requests_per_minute",
+            "a.b-c.d_1",
+        ] {
+            assert!(FeatureKey::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Refunds",
+            "1abc",
+            "a..b",
+            "a.",
+            ".a",
+            "a b",
+            "a/b",
+            &"a".repeat(101),
+        ] {
+            assert!(FeatureKey::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn values_must_match_their_kind() {
+        let flag = |v| FeatureValue::from_json(FeatureKind::Flag, &v);
+        let limit = |v| FeatureValue::from_json(FeatureKind::Limit, &v);
+        assert_eq!(flag(json!(true)), Ok(FeatureValue::Flag(true)));
+        assert!(flag(json!(1)).is_err());
+        assert!(flag(json!(null)).is_err());
+        assert_eq!(limit(json!(null)), Ok(FeatureValue::Limit(None)));
+        assert_eq!(limit(json!(7)), Ok(FeatureValue::Limit(Some(7))));
+        assert!(limit(json!(-1)).is_err());
+        assert!(limit(json!(1.5)).is_err());
+        assert!(limit(json!("7")).is_err());
+        assert_eq!(FeatureValue::Limit(None).to_json(), json!(null));
+        assert_eq!(
+            FeatureValue::killed(FeatureKind::Limit),
+            FeatureValue::Limit(Some(0))
+        );
+        assert!(!FeatureValue::Limit(Some(0)).is_on());
+        assert!(FeatureValue::Limit(None).is_on());
+    }
+}
