@@ -13,6 +13,7 @@ pub mod checkout;
 pub mod cli;
 pub mod config;
 pub mod emulators;
+pub mod features;
 pub mod gateways;
 pub mod http_server;
 pub mod idempotency;

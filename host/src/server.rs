@@ -11,6 +11,7 @@ use crate::api::{self, AppState};
 use crate::checkout::{Checkouts, GatewayLessOrders, Refunds};
 use crate::config::{Config, Secret};
 use crate::emulators::StripeEmulator;
+use crate::features::{self, Features, SystemClock};
 use crate::gateways::{Gateways, Vault};
 use crate::ratelimit::RateLimiter;
 use crate::runtime::{ProviderRegistry, Runtime};
@@ -126,6 +127,25 @@ pub async fn app_state(
     store: Store,
     providers: Arc<ProviderRegistry>,
 ) -> anyhow::Result<AppState> {
+    app_state_with_clock(
+        config,
+        database_url,
+        store,
+        providers,
+        Arc::new(SystemClock),
+    )
+    .await
+}
+
+/// [`app_state`] with the clock feature-override expiry is judged against
+/// (tests move it).
+pub async fn app_state_with_clock(
+    config: &Config,
+    database_url: &str,
+    store: Store,
+    providers: Arc<ProviderRegistry>,
+    clock: Arc<dyn features::Clock>,
+) -> anyhow::Result<AppState> {
     let resolver = TenantResolver::new(
         store.clone(),
         ResolverOptions {
@@ -143,8 +163,17 @@ pub async fn app_state(
     };
     let gateways = Gateways::new(store.clone(), Arc::new(vault(config)?), providers.clone())
         .follow(resolver.broadcast());
+    let features = Features::start(
+        store.clone(),
+        providers.iter().map(|p| p.id()),
+        clock,
+        resolver.broadcast().clone(),
+    )
+    .await
+    .context("cannot load the features")?;
     Ok(AppState {
-        checkouts: Checkouts::new(store.clone(), gateways.clone()),
+        checkouts: Checkouts::new(store.clone(), gateways.clone(), features.clone()),
+        features,
         orders: GatewayLessOrders::new(store.clone()),
         refunds: Refunds::new(store.clone(), gateways.clone()),
         tenancy: Tenancy::new(store.clone(), resolver.clone()),

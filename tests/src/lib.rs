@@ -349,6 +349,9 @@ pub struct TestApp {
     /// The clock of the limiter's in-process budgets: it moves only when a
     /// test advances it.
     pub rate_clock: payhost::ratelimit::ManualClock,
+    /// The clock feature-override expiry is judged against; tests move it.
+    /// A sibling shares its first instance's clock.
+    pub clock: Arc<payhost::features::ManualClock>,
     db: Option<payhost::store::testing::TestDb>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -379,7 +382,8 @@ impl TestApp {
     pub async fn spawn_opts(db: payhost::store::testing::TestDb, opts: AppOptions) -> TestApp {
         let store = db.store().clone();
         let url = db.url().to_string();
-        let mut app = TestApp::start(store, &url, opts).await;
+        let clock = Arc::new(payhost::features::ManualClock::starting_now());
+        let mut app = TestApp::start(store, &url, opts, clock).await;
         app.db = Some(db);
         app
     }
@@ -394,7 +398,7 @@ impl TestApp {
     /// [`TestApp::sibling`] with [`AppOptions`] (e.g. a rate limiter
     /// sharing its budgets through Redis).
     pub async fn sibling_opts(&self, database_url: &str, opts: AppOptions) -> TestApp {
-        TestApp::start(self.store.clone(), database_url, opts).await
+        TestApp::start(self.store.clone(), database_url, opts, self.clock.clone()).await
     }
 
     /// The database URL this app uses (for [`TestApp::sibling`]).
@@ -402,7 +406,12 @@ impl TestApp {
         self.db.as_ref().map(|d| d.url().to_string())
     }
 
-    async fn start(store: payhost::store::Store, url: &str, opts: AppOptions) -> TestApp {
+    async fn start(
+        store: payhost::store::Store,
+        url: &str,
+        opts: AppOptions,
+        clock: Arc<payhost::features::ManualClock>,
+    ) -> TestApp {
         let AppOptions { http, rate_limit } = opts;
         let backend = match store.backend() {
             payhost::store::Backend::Sqlite => "sqlite",
@@ -413,7 +422,13 @@ impl TestApp {
             master_key: Some(payhost::config::Secret::new(shared_master_key())),
             ..payhost::config::Config::default()
         };
-        let mut state = payhost::server::app_state(&config, url, store.clone(), registry().await)
+        let mut state = payhost::server::app_state_with_clock(
+            &config,
+            url,
+            store.clone(),
+            registry().await,
+            clock.clone(),
+        )
             .await
             .expect("app state");
         let rate_clock = payhost::ratelimit::ManualClock::new();
@@ -447,6 +462,7 @@ impl TestApp {
             mutations,
             rate_limiter,
             rate_clock,
+            clock,
             db: None,
             server,
         }

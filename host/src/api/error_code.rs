@@ -149,6 +149,26 @@ error_codes! {
     /// 429: this API key sent more requests than its rate allows; retry
     /// after `Retry-After` seconds (`RateLimit` headers say the budget).
     RateLimited = "rate_limited",
+    /// 404: no feature with this key.
+    FeatureNotFound = "feature_not_found",
+    /// 404: no plan with this name.
+    PlanNotFound = "plan_not_found",
+    /// 404: the tenant has no override of this feature.
+    OverrideNotFound = "override_not_found",
+    /// 404: no kill switch is pulled for this feature.
+    KillSwitchNotFound = "kill_switch_not_found",
+    /// 422: a value does not fit its feature's kind (flag: true/false;
+    /// limit: a non-negative integer or null).
+    FeatureValueMismatch = "feature_value_mismatch",
+    /// 409: a feature's kind cannot change once defined.
+    FeatureKindConflict = "feature_kind_conflict",
+    /// 403: the tenant's features do not permit this provider.
+    ProviderNotEnabled = "provider_not_enabled",
+    /// 403: the tenant's features do not permit this operation
+    /// (`details.feature` names the feature).
+    FeatureNotEnabled = "feature_not_enabled",
+    /// 403: the tenant has as many gateways as `gateways.max` allows.
+    GatewayLimitReached = "gateway_limit_reached",
 }
 
 impl ErrorCode {

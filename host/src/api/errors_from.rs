@@ -7,6 +7,7 @@ use serde_json::json;
 use super::{ApiError, ErrorCode};
 use crate::audit::AuditError;
 use crate::checkout::CheckoutError;
+use crate::features::FeaturesError;
 use crate::gateways::GatewayError;
 use crate::ledger::LedgerError;
 use crate::store::{ParseError, StoreError};
@@ -158,6 +159,22 @@ impl From<CheckoutError> for ApiError {
                 format!("no enabled gateway accepts {currency}"),
             )
             .with_details(json!({"currency": currency})),
+            e @ CheckoutError::NoPermittedRoute { .. } => {
+                let message = e.to_string();
+                let CheckoutError::NoPermittedRoute { currency, disabled } = e else {
+                    unreachable!("matched above")
+                };
+                let disabled: Vec<_> = disabled
+                    .iter()
+                    .map(|(p, source)| json!({"provider": p, "source": source}))
+                    .collect();
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorCode::NoGatewayForCurrency,
+                    message,
+                )
+                .with_details(json!({"currency": currency, "disabled": disabled}))
+            }
             CheckoutError::Declined {
                 order,
                 code,
@@ -256,6 +273,33 @@ fn provider_code(code: &str) -> ErrorCode {
         _ => {
             tracing::error!(code, "provider failure code outside ErrorCode");
             ErrorCode::GatewayError
+        }
+    }
+}
+
+impl From<FeaturesError> for ApiError {
+    fn from(e: FeaturesError) -> Self {
+        match e {
+            FeaturesError::Invalid(p) => ApiError::validation(p.to_string()),
+            e @ FeaturesError::KindMismatch { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::FeatureValueMismatch,
+                e.to_string(),
+            ),
+            e @ FeaturesError::KindChange { .. } => {
+                ApiError::conflict(ErrorCode::FeatureKindConflict, e.to_string())
+            }
+            FeaturesError::FeatureNotFound(key) => {
+                ApiError::not_found(ErrorCode::FeatureNotFound, format!("no feature `{key}`"))
+            }
+            FeaturesError::PlanNotFound(plan) => {
+                ApiError::not_found(ErrorCode::PlanNotFound, format!("no plan `{plan}`"))
+            }
+            FeaturesError::TenantNotFound(_) => {
+                ApiError::not_found(ErrorCode::TenantNotFound, "no such tenant")
+            }
+            FeaturesError::Audit(e) => e.into(),
+            other => ApiError::internal("features", other),
         }
     }
 }

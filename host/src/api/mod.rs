@@ -27,6 +27,7 @@ use utoipa_axum::routes;
 
 use crate::checkout::{Checkouts, GatewayLessOrders, Refunds};
 use crate::config::Secret;
+use crate::features::Features;
 use crate::gateways::Gateways;
 use crate::runtime::ProviderRegistry;
 use crate::store::Store;
@@ -38,6 +39,7 @@ mod edge;
 mod error;
 mod error_code;
 mod errors_from;
+mod features;
 mod idempotency;
 mod operator;
 mod rate_limit;
@@ -79,6 +81,8 @@ pub struct AppState {
     /// Request budgets per (tenant, API key) and lane; checked right after
     /// tenant authentication (see [`rate_limit`]).
     pub rate_limiter: crate::ratelimit::RateLimiter,
+    /// Feature evaluation (in memory) and the operator's feature writes.
+    pub features: Features,
 }
 
 impl AppState {
@@ -244,7 +248,19 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(operator::issue_key))
         .routes(routes!(operator::revoke_key))
         .routes(routes!(operator::audit_log))
-        .routes(routes!(operator::providers));
+        .routes(routes!(operator::providers))
+        .routes(routes!(features::put_feature))
+        .routes(routes!(features::list_features))
+        .routes(routes!(features::put_plan, features::get_plan))
+        .routes(routes!(features::list_plans))
+        .routes(routes!(features::set_tenant_plan))
+        .routes(routes!(features::put_override, features::delete_override))
+        .routes(routes!(
+            features::put_kill_switch,
+            features::delete_kill_switch
+        ))
+        .routes(routes!(features::list_kill_switches))
+        .routes(routes!(features::get_tenant_features));
     let mut tenant = OpenApiRouter::new()
         .routes(routes!(tenant::list_gateways))
         .routes(routes!(tenant::save_gateway, tenant::delete_gateway))
@@ -256,7 +272,9 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(tenant::list_payments))
         .routes(routes!(tenant::get_payment))
         .routes(routes!(tenant::refund))
-        .routes(routes!(tenant::balance));
+        .routes(routes!(tenant::balance))
+        .routes(routes!(tenant::features))
+        .routes(routes!(tenant::feature));
     if let Some(state) = state {
         operator = operator
             // Inside authentication: a mutation runs in its own task.

@@ -18,11 +18,11 @@ use crate::tenancy::{
     self, Domain, OperatorWrite, PlanName, Tenant, TenantName, TenantStatus, Written,
 };
 
-fn operator() -> Actor {
+pub(super) fn operator() -> Actor {
     Actor::operator("admin").expect("`admin` is a valid operator name")
 }
 
-fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
+pub(super) fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
     TenantId::parse(raw)
         .map_err(|_| ApiError::not_found(ErrorCode::TenantNotFound, "no such tenant"))
 }
@@ -73,6 +73,15 @@ pub async fn create_tenant(
     else {
         return Err(unexpected());
     };
+    if state
+        .features
+        .snapshot()
+        .plans
+        .contains_key(tenant.plan.as_str())
+    {
+        // The features snapshot maps tenants to defined plans: add this one.
+        state.features.changed().await;
+    }
     Ok((StatusCode::CREATED, Json(TenantBody::from(&tenant))))
 }
 

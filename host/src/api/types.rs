@@ -467,3 +467,165 @@ pub struct BalanceList {
     /// One entry per currency.
     pub items: Vec<BalanceItem>,
 }
+
+/// The schema of a feature value: `true`/`false` for a flag; a
+/// non-negative integer, or `null` for unlimited, for a limit.
+pub struct FeatureValueSchema;
+
+impl utoipa::PartialSchema for FeatureValueSchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Boolean))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
+            )
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .description(Some(
+                "A flag: true or false. A limit: a non-negative integer, or null for unlimited.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for FeatureValueSchema {}
+
+/// A feature definition.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeatureDef {
+    /// Its key, e.g. `provider.stripe`, `gateways.max`.
+    pub key: String,
+    /// `flag` or `limit`.
+    #[schema(pattern = "^(flag|limit)$")]
+    pub kind: String,
+    /// The value when no kill switch, override or plan grant applies.
+    #[schema(value_type = FeatureValueSchema)]
+    pub default: Value,
+    /// What it controls.
+    pub description: String,
+    /// Registered by the host at start (`provider.<id>` and the host's own keys).
+    pub builtin: bool,
+}
+
+impl From<&crate::features::Feature> for FeatureDef {
+    fn from(f: &crate::features::Feature) -> FeatureDef {
+        FeatureDef {
+            key: f.key.as_str().to_owned(),
+            kind: f.kind.as_str().to_owned(),
+            default: f.default.to_json(),
+            description: f.description.clone(),
+            builtin: f.builtin,
+        }
+    }
+}
+
+/// A plan and its grants.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanDef {
+    /// The plan's name.
+    pub plan: String,
+    /// Feature key → granted value.
+    #[schema(value_type = std::collections::BTreeMap<String, FeatureValueSchema>)]
+    pub grants: serde_json::Map<String, Value>,
+}
+
+/// `PUT /admin/tenants/{id}/plan`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantPlan {
+    /// The tenant.
+    pub tenant_id: String,
+    /// Its plan now.
+    pub plan: String,
+}
+
+/// A tenant override.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeatureOverride {
+    /// The tenant.
+    pub tenant_id: String,
+    /// The feature.
+    pub key: String,
+    /// The value it sets.
+    #[schema(value_type = FeatureValueSchema)]
+    pub value: Value,
+    /// Why.
+    pub reason: String,
+    /// Who set it.
+    pub actor: String,
+    /// When it stops applying (Unix ms); `null`: never.
+    pub expires_at: Option<i64>,
+    /// When it was set (Unix ms).
+    pub created_at: i64,
+}
+
+/// A pulled kill switch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KillSwitchDef {
+    /// The feature it disables (a flag reads `false`, a limit `0`).
+    pub key: String,
+    /// Why.
+    pub reason: String,
+    /// Who pulled it.
+    pub actor: String,
+    /// When (Unix ms).
+    pub created_at: i64,
+}
+
+impl From<&crate::features::KillSwitch> for KillSwitchDef {
+    fn from(k: &crate::features::KillSwitch) -> KillSwitchDef {
+        KillSwitchDef {
+            key: k.key.as_str().to_owned(),
+            reason: k.reason.clone(),
+            actor: k.actor.clone(),
+            created_at: k.created_at.as_i64(),
+        }
+    }
+}
+
+/// One evaluated feature, shaped like an OpenFeature evaluation result.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeatureEvaluation {
+    /// The feature key.
+    pub key: String,
+    /// The effective value.
+    #[schema(value_type = FeatureValueSchema)]
+    pub value: Value,
+    /// Which rule gave it: `kill_switch`, `override`, `plan` or `default`.
+    #[schema(pattern = "^(kill_switch|override|plan|default)$")]
+    pub source: String,
+    /// OpenFeature's variant: `default`, `plan:<name>`, `override`, `kill_switch`.
+    pub variant: String,
+    /// OpenFeature's reason: `DISABLED`, `TARGETING_MATCH`, `DEFAULT` or `ERROR`.
+    pub reason: String,
+    /// The operator's reason of an override or kill switch.
+    pub detail: Option<String>,
+    /// OpenFeature's error code (`FLAG_NOT_FOUND`), if any.
+    pub error_code: Option<String>,
+}
+
+impl From<&crate::features::Evaluation> for FeatureEvaluation {
+    fn from(e: &crate::features::Evaluation) -> FeatureEvaluation {
+        FeatureEvaluation {
+            key: e.key.clone(),
+            value: e.value.to_json(),
+            source: e.source.as_str().to_owned(),
+            variant: e.variant.clone(),
+            reason: e.reason.to_owned(),
+            detail: e.detail.clone(),
+            error_code: e.error_code.map(str::to_owned),
+        }
+    }
+}
+
+/// A tenant's effective features.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantFeatures {
+    /// The tenant.
+    pub tenant_id: String,
+    /// Its plan.
+    pub plan: String,
+    /// Every defined feature, by key.
+    pub items: Vec<FeatureEvaluation>,
+}

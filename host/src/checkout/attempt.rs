@@ -34,7 +34,7 @@ impl Checkouts {
     ) -> Result<CheckoutOutcome, CheckoutError> {
         let lines = lines_of(&request.items, request.shipping)?;
         let records = self.gateways.records(tenant).await?;
-        let route = self.route(&records, request.currency, request.capture)?;
+        let route = self.route(tenant, &records, request.currency, request.capture)?;
         // The first gateway is opened before the order is staged: the
         // order records it, and the account its credentials belong to.
         let mut route = route.into_iter();

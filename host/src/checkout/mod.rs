@@ -19,6 +19,7 @@
 
 use serde::Serialize;
 
+use crate::features::Features;
 use crate::gateways::Gateways;
 use crate::ledger::{Entitlement, GatewayRef, LedgerError, LedgerRow, Order};
 use crate::runtime::contract::{CaptureMode, Customer};
@@ -99,6 +100,18 @@ pub enum CheckoutError {
     Invalid(String),
     #[error("no enabled gateway accepts {0}")]
     NoRoute(String),
+    /// Gateways for the currency are configured, but the tenant's features
+    /// permit none of their providers (plan, override or kill switch).
+    #[error(
+        "no permitted gateway accepts {currency}: {}",
+        describe_disabled(disabled)
+    )]
+    NoPermittedRoute {
+        /// The cart's currency.
+        currency: String,
+        /// The providers that would have taken it, and why each may not.
+        disabled: Vec<(String, crate::features::Source)>,
+    },
     #[error("declined: {code}: {message}")]
     Declined {
         order: Box<Order>,
@@ -153,17 +166,31 @@ pub enum CheckoutError {
     Settings(#[from] crate::gateways::GatewayError),
 }
 
+fn describe_disabled(disabled: &[(String, crate::features::Source)]) -> String {
+    disabled
+        .iter()
+        .map(|(p, source)| format!("provider.{p} is off ({})", source.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The checkout service: routes, charges, books (see the module doc).
 #[derive(Clone)]
 pub struct Checkouts {
     store: Store,
     gateways: Gateways,
+    /// Whether a tenant may route to a provider (`provider.<id>`).
+    features: Features,
 }
 
 impl Checkouts {
     /// A checkout service.
-    pub fn new(store: Store, gateways: Gateways) -> Checkouts {
-        Checkouts { store, gateways }
+    pub fn new(store: Store, gateways: Gateways, features: Features) -> Checkouts {
+        Checkouts {
+            store,
+            gateways,
+            features,
+        }
     }
 
     /// Route, charge, book. A gateway that provably did not process the

@@ -8,6 +8,7 @@
 mod cancellation;
 mod checkout;
 mod component_outputs;
+mod features;
 mod gateways;
 mod http_hardening;
 mod idempotency;

@@ -39,6 +39,20 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/payments/{id}"),
     ("post", "/v1/payments/{id}/refunds"),
     ("get", "/v1/balance"),
+    ("put", "/admin/features/{key}"),
+    ("get", "/admin/features"),
+    ("put", "/admin/plans/{plan}"),
+    ("get", "/admin/plans"),
+    ("get", "/admin/plans/{plan}"),
+    ("put", "/admin/tenants/{id}/plan"),
+    ("put", "/admin/tenants/{id}/overrides/{key}"),
+    ("delete", "/admin/tenants/{id}/overrides/{key}"),
+    ("put", "/admin/kill-switches/{key}"),
+    ("delete", "/admin/kill-switches/{key}"),
+    ("get", "/admin/kill-switches"),
+    ("get", "/admin/tenants/{id}/features"),
+    ("get", "/v1/features"),
+    ("get", "/v1/features/{key}"),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];

@@ -73,6 +73,14 @@ pub async fn save_gateway(
     JsonBody(body): JsonBody<GatewayBody>,
 ) -> Result<Json<Gateway>, ApiError> {
     let currencies = currency_list(&body.currencies)?;
+    // Features gate before the live validation call and the store.
+    if state.providers.get(&provider).is_some() {
+        crate::api::features::require_provider(&state, &t.tenant, &provider)?;
+        let configured = state.gateways.list(&t.tenant).await?;
+        if !configured.iter().any(|g| g.provider.as_str() == provider) {
+            crate::api::features::require_gateway_room(&state, &t.tenant, configured.len())?;
+        }
+    }
     let view = state
         .gateways
         .save(

@@ -3,10 +3,12 @@
 //! [`payments`] (ledger reads, refunds, the balance). Every lookup is scoped
 //! to the calling tenant, so another tenant's id answers 404.
 
+mod features;
 mod gateways;
 mod orders;
 mod payments;
 
+pub use features::*;
 pub use gateways::*;
 pub use orders::*;
 pub use payments::*;

@@ -350,6 +350,9 @@ pub async fn create_order(
             )));
         }
     };
+    if kind == OrderKind::Manual {
+        crate::api::features::require(&state, &t.tenant, crate::features::keys::ORDERS_MANUAL)?;
+    }
     let currency = Currency::parse(&body.currency)?;
     let customer = customer(body.customer.as_ref())?
         .map(|c| json!({"id": c.id, "email": c.email, "name": c.name}))
@@ -409,6 +412,7 @@ pub async fn create_bulk_orders(
     Extension(t): Extension<TenantCtx>,
     JsonBody(body): JsonBody<BulkBody>,
 ) -> Result<(StatusCode, Json<BulkOrders>), ApiError> {
+    crate::api::features::require(&state, &t.tenant, crate::features::keys::ORDERS_BULK)?;
     let currency = Currency::parse(&body.currency)?;
     if body.users.is_empty() || body.users.len() > 1000 {
         return Err(ApiError::validation("users must list 1 to 1000 users"));

@@ -40,6 +40,7 @@ pub async fn refund(
     headers: axum::http::HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
+    crate::api::features::require(&state, &t.tenant, crate::features::keys::REFUNDS)?;
     let id = PaymentId::parse(&id)
         .map_err(|_| ApiError::not_found(ErrorCode::PaymentNotFound, "no such payment"))?;
     // The body is optional: empty means "refund what remains".
