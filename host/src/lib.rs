@@ -17,6 +17,7 @@ pub mod gateways;
 pub mod http_server;
 pub mod idempotency;
 pub mod ledger;
+pub mod quota;
 pub mod runtime;
 pub mod server;
 pub mod store;

@@ -12,6 +12,7 @@ use crate::checkout::{Checkouts, GatewayLessOrders, Refunds};
 use crate::config::{Config, Secret};
 use crate::emulators::StripeEmulator;
 use crate::gateways::{Gateways, Vault};
+use crate::quota::{Quotas, SystemClock, Unlimited};
 use crate::runtime::{ProviderRegistry, Runtime};
 use crate::store::{Store, sqlite_file_url};
 use crate::tenancy::{ResolverOptions, Tenancy, TenantResolver};
@@ -125,6 +126,21 @@ pub async fn app_state(
     store: Store,
     providers: Arc<ProviderRegistry>,
 ) -> anyhow::Result<AppState> {
+    let quotas = Quotas::new(store.clone(), Arc::new(Unlimited), Arc::new(SystemClock));
+    app_state_with(config, database_url, store, providers, quotas).await
+}
+
+/// [`app_state`] with the quotas given: their limits (a [`LimitSource`]:
+/// the features module's evaluation) and their clock.
+///
+/// [`LimitSource`]: crate::quota::LimitSource
+pub async fn app_state_with(
+    config: &Config,
+    database_url: &str,
+    store: Store,
+    providers: Arc<ProviderRegistry>,
+    quotas: Quotas,
+) -> anyhow::Result<AppState> {
     let resolver = TenantResolver::new(
         store.clone(),
         ResolverOptions {
@@ -143,7 +159,7 @@ pub async fn app_state(
     let gateways = Gateways::new(store.clone(), Arc::new(vault(config)?), providers.clone())
         .follow(resolver.broadcast());
     Ok(AppState {
-        checkouts: Checkouts::new(store.clone(), gateways.clone()),
+        checkouts: Checkouts::new(store.clone(), gateways.clone(), quotas.clone()),
         orders: GatewayLessOrders::new(store.clone()),
         refunds: Refunds::new(store.clone(), gateways.clone()),
         tenancy: Tenancy::new(store.clone(), resolver.clone()),
@@ -154,6 +170,7 @@ pub async fn app_state(
         max_body_bytes: config.max_body_kib * 1024,
         resolver,
         mutations: api::Mutations::new(config.max_mutations_in_progress),
+        quotas,
     })
 }
 

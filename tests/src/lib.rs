@@ -333,6 +333,9 @@ pub struct TestApp {
     pub backend: &'static str,
     /// The instance's mutations in progress (each in its own task).
     pub mutations: payhost::api::Mutations,
+    /// The limits and the clock this instance's quotas read (shared with
+    /// its siblings).
+    pub quota: QuotaRig,
     db: Option<payhost::store::testing::TestDb>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -349,9 +352,27 @@ impl TestApp {
         db: payhost::store::testing::TestDb,
         http: payhost::http_server::HttpOptions,
     ) -> TestApp {
+        TestApp::spawn_rigged(db, http, QuotaRig::new()).await
+    }
+
+    /// [`TestApp::spawn`] whose checkouts count no quota at all (the
+    /// baseline of the checkout benchmark).
+    pub async fn spawn_uncounted(db: payhost::store::testing::TestDb) -> TestApp {
+        let rig = QuotaRig {
+            counted: false,
+            ..QuotaRig::new()
+        };
+        TestApp::spawn_rigged(db, payhost::http_server::HttpOptions::default(), rig).await
+    }
+
+    async fn spawn_rigged(
+        db: payhost::store::testing::TestDb,
+        http: payhost::http_server::HttpOptions,
+        quota: QuotaRig,
+    ) -> TestApp {
         let store = db.store().clone();
         let url = db.url().to_string();
-        let mut app = TestApp::start(store, &url, http).await;
+        let mut app = TestApp::start(store, &url, http, quota).await;
         app.db = Some(db);
         app
     }
@@ -364,6 +385,7 @@ impl TestApp {
             self.store.clone(),
             database_url,
             payhost::http_server::HttpOptions::default(),
+            self.quota.clone(),
         )
         .await
     }
@@ -377,6 +399,7 @@ impl TestApp {
         store: payhost::store::Store,
         url: &str,
         http: payhost::http_server::HttpOptions,
+        quota: QuotaRig,
     ) -> TestApp {
         let backend = match store.backend() {
             payhost::store::Backend::Sqlite => "sqlite",
@@ -387,9 +410,11 @@ impl TestApp {
             master_key: Some(payhost::config::Secret::new(shared_master_key())),
             ..payhost::config::Config::default()
         };
-        let state = payhost::server::app_state(&config, url, store.clone(), registry().await)
-            .await
-            .expect("app state");
+        let quotas = quota.quotas(&store);
+        let state =
+            payhost::server::app_state_with(&config, url, store.clone(), registry().await, quotas)
+                .await
+                .expect("app state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -409,6 +434,7 @@ impl TestApp {
             store,
             backend,
             mutations,
+            quota,
             db: None,
             server,
         }
@@ -567,6 +593,46 @@ impl TestApp {
             .await;
         assert_eq!(status, 200, "{body}");
         stripe_key
+    }
+}
+
+/// What a test app's quotas read: limits the test sets, a clock it moves.
+#[derive(Clone)]
+pub struct QuotaRig {
+    /// Per-tenant limits (unset: unlimited).
+    pub limits: Arc<payhost::quota::StaticLimits>,
+    /// The quota clock; starts at the real time and moves only when set.
+    pub clock: Arc<payhost::quota::ManualClock>,
+    /// `false`: checkouts count nothing (benchmark baseline).
+    pub counted: bool,
+}
+
+impl QuotaRig {
+    /// No limits, the clock at the real time, counting on.
+    pub fn new() -> QuotaRig {
+        QuotaRig {
+            limits: Arc::default(),
+            clock: Arc::new(payhost::quota::ManualClock::at(
+                payhost::store::UnixMillis::now(),
+            )),
+            counted: true,
+        }
+    }
+
+    fn quotas(&self, store: &payhost::store::Store) -> payhost::quota::Quotas {
+        let quotas =
+            payhost::quota::Quotas::new(store.clone(), self.limits.clone(), self.clock.clone());
+        if self.counted {
+            quotas
+        } else {
+            quotas.uncounted()
+        }
+    }
+}
+
+impl Default for QuotaRig {
+    fn default() -> Self {
+        QuotaRig::new()
     }
 }
 

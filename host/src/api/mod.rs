@@ -43,6 +43,7 @@ mod operator;
 mod strict_json;
 mod tenant;
 pub mod types;
+mod usage;
 
 pub use auth::TenantCtx;
 pub use detach::{DEFAULT_MAX_MUTATIONS, Mutations};
@@ -75,6 +76,8 @@ pub struct AppState {
     /// The bound on mutations in progress; each runs in its own task
     /// (see [`detach`]).
     pub mutations: Mutations,
+    /// Quota counters (usage, corrections).
+    pub quotas: crate::quota::Quotas,
 }
 
 impl AppState {
@@ -239,7 +242,9 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(operator::issue_key))
         .routes(routes!(operator::revoke_key))
         .routes(routes!(operator::audit_log))
-        .routes(routes!(operator::providers));
+        .routes(routes!(operator::providers))
+        .routes(routes!(usage::admin_usage))
+        .routes(routes!(usage::adjust_usage));
     let mut tenant = OpenApiRouter::new()
         .routes(routes!(tenant::list_gateways))
         .routes(routes!(tenant::save_gateway, tenant::delete_gateway))
@@ -251,7 +256,8 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(tenant::list_payments))
         .routes(routes!(tenant::get_payment))
         .routes(routes!(tenant::refund))
-        .routes(routes!(tenant::balance));
+        .routes(routes!(tenant::balance))
+        .routes(routes!(usage::tenant_usage));
     if let Some(state) = state {
         operator = operator
             // Inside authentication: a mutation runs in its own task.

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::gateways::Gateways;
 use crate::ledger::{Entitlement, GatewayRef, LedgerError, LedgerRow, Order};
+use crate::quota::Quotas;
 use crate::runtime::contract::{CaptureMode, Customer};
 use crate::store::{Currency, Money, Store, TenantId};
 
@@ -151,6 +152,16 @@ pub enum CheckoutError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Settings(#[from] crate::gateways::GatewayError),
+    /// A quota refused the checkout (nothing was stored), or its counter
+    /// could not be written.
+    #[error(transparent)]
+    Quota(#[from] crate::quota::QuotaError),
+}
+
+impl From<crate::store::StoreError> for CheckoutError {
+    fn from(e: crate::store::StoreError) -> Self {
+        CheckoutError::Ledger(LedgerError::Store(e))
+    }
 }
 
 /// The checkout service: routes, charges, books (see the module doc).
@@ -158,12 +169,18 @@ pub enum CheckoutError {
 pub struct Checkouts {
     store: Store,
     gateways: Gateways,
+    quotas: Quotas,
 }
 
 impl Checkouts {
-    /// A checkout service.
-    pub fn new(store: Store, gateways: Gateways) -> Checkouts {
-        Checkouts { store, gateways }
+    /// A checkout service; every checkout that stores an order counts
+    /// against the tenant's `checkouts.monthly` quota.
+    pub fn new(store: Store, gateways: Gateways, quotas: Quotas) -> Checkouts {
+        Checkouts {
+            store,
+            gateways,
+            quotas,
+        }
     }
 
     /// Route, charge, book. A gateway that provably did not process the

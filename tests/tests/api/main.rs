@@ -16,6 +16,7 @@ mod listing;
 mod openapi;
 mod operator;
 mod orders;
+mod quotas;
 mod refunds;
 mod resume;
 mod routing;

@@ -39,6 +39,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/payments/{id}"),
     ("post", "/v1/payments/{id}/refunds"),
     ("get", "/v1/balance"),
+    ("get", "/admin/tenants/{id}/usage"),
+    ("post", "/admin/tenants/{id}/usage/{key}/adjustments"),
+    ("get", "/v1/usage"),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
