@@ -181,8 +181,21 @@ pub async fn record_in(
     actor: &Actor,
     action: &str,
     tenant: Option<&TenantId>,
-    mut details: serde_json::Value,
+    details: serde_json::Value,
 ) -> Result<AuditEvent, AuditError> {
+    let (event, insert) = event_insert(actor, action, tenant, details)?;
+    insert.query().execute(tx.conn()).await?;
+    Ok(event)
+}
+
+/// The event [`record_in`] would append, and the statement that appends it,
+/// for a transaction that is not a [`WriteTx`] (a job of SQLite's writer).
+pub(crate) fn event_insert(
+    actor: &Actor,
+    action: &str,
+    tenant: Option<&TenantId>,
+    mut details: serde_json::Value,
+) -> Result<(AuditEvent, SqlBuf), AuditError> {
     validate_action(action)?;
     redact(&mut details);
     let event = AuditEvent {
@@ -193,19 +206,20 @@ pub async fn record_in(
         details,
         created_at: UnixMillis::now(),
     };
-    sqlx::query(
+    let insert = SqlBuf::bound(
         "INSERT INTO audit_events (id, actor, action, tenant_id, details, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(event.id.as_str())
-    .bind(event.actor.as_str())
-    .bind(event.action.as_str())
-    .bind(event.tenant_id.as_ref().map(TenantId::as_str))
-    .bind(event.details.to_string())
-    .bind(event.created_at.as_i64())
-    .execute(tx.conn())
-    .await?;
-    Ok(event)
+         VALUES ($1, $2, $3, $4, $5, $6)"
+            .to_owned(),
+        vec![
+            Arg::Text(event.id.as_str().to_owned()),
+            Arg::Text(event.actor.as_str().to_owned()),
+            Arg::Text(event.action.clone()),
+            Arg::opt_text(event.tenant_id.as_ref().map(TenantId::as_str)),
+            Arg::Text(event.details.to_string()),
+            Arg::Int(event.created_at.as_i64()),
+        ],
+    );
+    Ok((event, insert))
 }
 
 fn decode(row: &AnyRow) -> Result<AuditEvent, StoreError> {

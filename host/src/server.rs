@@ -11,8 +11,10 @@ use crate::api::{self, AppState};
 use crate::checkout::{Checkouts, GatewayLessOrders, Refunds};
 use crate::config::{Config, Secret};
 use crate::emulators::StripeEmulator;
-use crate::features::{self, Features, SystemClock};
+use crate::clock::{Clock, SystemClock};
+use crate::features::Features;
 use crate::gateways::{Gateways, Vault};
+use crate::quota::Quotas;
 use crate::ratelimit::RateLimiter;
 use crate::runtime::{ProviderRegistry, Runtime};
 use crate::store::{Store, sqlite_file_url};
@@ -133,18 +135,21 @@ pub async fn app_state(
         store,
         providers,
         Arc::new(SystemClock),
+        true,
     )
     .await
 }
 
-/// [`app_state`] with the clock feature-override expiry is judged against
-/// (tests move it).
+/// [`app_state`] with the wall clock that feature-override expiry and quota
+/// periods are judged against (tests move it), and whether checkouts count
+/// against quotas at all (`false` only for the checkout benchmark's baseline).
 pub async fn app_state_with_clock(
     config: &Config,
     database_url: &str,
     store: Store,
     providers: Arc<ProviderRegistry>,
-    clock: Arc<dyn features::Clock>,
+    clock: Arc<dyn Clock>,
+    count_quotas: bool,
 ) -> anyhow::Result<AppState> {
     let resolver = TenantResolver::new(
         store.clone(),
@@ -166,13 +171,26 @@ pub async fn app_state_with_clock(
     let features = Features::start(
         store.clone(),
         providers.iter().map(|p| p.id()),
-        clock,
+        clock.clone(),
         resolver.broadcast().clone(),
     )
     .await
     .context("cannot load the features")?;
+    let quotas = Quotas::new(store.clone(), Arc::new(features.clone()), clock);
+    let quotas = if count_quotas {
+        quotas
+    } else {
+        quotas.uncounted()
+    };
+    let rate_limiter = RateLimiter::new(config.rate_limit_options())?;
+    rate_limiter.set_rate_for(api_rate(&features, config.rate_limit_options().requests_per_minute));
     Ok(AppState {
-        checkouts: Checkouts::new(store.clone(), gateways.clone(), features.clone()),
+        checkouts: Checkouts::new(
+            store.clone(),
+            gateways.clone(),
+            features.clone(),
+            quotas.clone(),
+        ),
         features,
         orders: GatewayLessOrders::new(store.clone()),
         refunds: Refunds::new(store.clone(), gateways.clone()),
@@ -184,7 +202,8 @@ pub async fn app_state_with_clock(
         max_body_bytes: config.max_body_kib * 1024,
         resolver,
         mutations: api::Mutations::new(config.max_mutations_in_progress),
-        rate_limiter: RateLimiter::new(config.rate_limit_options())?,
+        rate_limiter,
+        quotas,
     })
 }
 
@@ -310,4 +329,20 @@ mod tests {
             Some(emulators.stripe.base_url().as_str())
         );
     }
+}
+
+/// The request rate of a tenant's API keys: its `api.requests_per_minute`
+/// when a plan, an override or a kill switch sets it, else the configured
+/// `rate_limit.requests_per_minute` (the feature's own default is
+/// unlimited, so an unconfigured tenant keeps the platform's rate).
+pub fn api_rate(features: &Features, configured: u64) -> crate::ratelimit::RateFor {
+    let features = features.clone();
+    Arc::new(move |tenant| {
+        let e = features.evaluate(tenant, crate::features::keys::API_REQUESTS_PER_MINUTE);
+        match (e.source, e.value) {
+            (crate::features::Source::Default, _) => Some(configured),
+            (_, crate::features::FeatureValue::Limit(n)) => n,
+            (_, crate::features::FeatureValue::Flag(on)) => Some(u64::from(on)),
+        }
+    })
 }

@@ -3,6 +3,9 @@
 //!
 //! Run: `cargo bench -p payhost-tests --bench checkout`
 //! (set `PAYHOST_TEST_POSTGRES_URL` to include PostgreSQL).
+//! `PAYHOST_BENCH_QUOTAS`: `on` gives the tenant a finite
+//! `checkouts.monthly` limit it never reaches, `off` counts no quota at all;
+//! unset, checkouts are counted against an unlimited quota (the default).
 //!
 //! Host-added latency = end-to-end latency − the latency of the same
 //! PaymentIntent call made directly to the emulator (the "gateway time"),
@@ -62,8 +65,18 @@ async fn gateway_once(client: &reqwest::Client, base: &str, key: &str, n: usize)
     t.elapsed()
 }
 
-async fn bench(app: TestApp) {
-    let (_, key) = app.new_tenant("Bench shop").await;
+async fn bench(app: TestApp, quotas: &str) {
+    let (tenant, key) = app.new_tenant("Bench shop").await;
+    if quotas == "on" {
+        let (status, body) = app
+            .admin(
+                reqwest::Method::PUT,
+                &format!("/admin/tenants/{tenant}/overrides/checkouts.monthly"),
+                Some(serde_json::json!({"value": 1_000_000_000u64, "reason": "bench"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
     app.save_stripe(&key, 1, &["USD"]).await;
     for _ in 0..WARMUP {
         checkout_once(&app, &key).await;
@@ -101,7 +114,7 @@ async fn bench(app: TestApp) {
     let elapsed = started.elapsed();
     let done = (THROUGHPUT_TOTAL / CONCURRENCY) * CONCURRENCY;
     println!(
-        "{:<8} checkouts/s {:>7.0} ({done} checkouts, {CONCURRENCY} clients) | e2e p50 {:?} p99 {:?} | gateway p50 {:?} p99 {:?} | host-added p50 {:?} p99 {:?}",
+        "{:<8} quotas {quotas:<9} checkouts/s {:>7.0} ({done} checkouts, {CONCURRENCY} clients) | e2e p50 {:?} p99 {:?} | gateway p50 {:?} p99 {:?} | host-added p50 {:?} p99 {:?}",
         app.backend,
         done as f64 / elapsed.as_secs_f64(),
         pct(&e2e, 0.50),
@@ -121,9 +134,14 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio");
+    let quotas = std::env::var("PAYHOST_BENCH_QUOTAS").unwrap_or_else(|_| "unlimited".into());
     rt.block_on(async {
-        for app in TestApp::each_backend().await {
-            bench(app).await;
+        for db in payhost::store::testing::fresh_databases().await {
+            let app = match quotas.as_str() {
+                "off" => TestApp::spawn_uncounted(db).await,
+                _ => TestApp::spawn(db).await,
+            };
+            bench(app, &quotas).await;
         }
     });
 }

@@ -329,6 +329,8 @@ pub struct AppOptions {
     /// The rate limiter's options (default: the config's). Every instance's
     /// limiter runs on a [`payhost::ratelimit::ManualClock`] of its own.
     pub rate_limit: Option<payhost::ratelimit::RateLimitOptions>,
+    /// Checkouts count against no quota (the checkout benchmark's baseline).
+    pub uncounted: bool,
 }
 
 /// A real payhost HTTP service on a loopback port with a fresh database.
@@ -349,9 +351,10 @@ pub struct TestApp {
     /// The clock of the limiter's in-process budgets: it moves only when a
     /// test advances it.
     pub rate_clock: payhost::ratelimit::ManualClock,
-    /// The clock feature-override expiry is judged against; tests move it.
+    /// The wall clock feature-override expiry and quota periods are judged
+    /// against; tests move it.
     /// A sibling shares its first instance's clock.
-    pub clock: Arc<payhost::features::ManualClock>,
+    pub clock: Arc<payhost::clock::ManualClock>,
     db: Option<payhost::store::testing::TestDb>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -378,11 +381,21 @@ impl TestApp {
         .await
     }
 
+    /// [`TestApp::spawn`] whose checkouts count no quota at all (the
+    /// baseline of the checkout benchmark).
+    pub async fn spawn_uncounted(db: payhost::store::testing::TestDb) -> TestApp {
+        let opts = AppOptions {
+            uncounted: true,
+            ..AppOptions::default()
+        };
+        TestApp::spawn_opts(db, opts).await
+    }
+
     /// [`TestApp::spawn`] with [`AppOptions`].
     pub async fn spawn_opts(db: payhost::store::testing::TestDb, opts: AppOptions) -> TestApp {
         let store = db.store().clone();
         let url = db.url().to_string();
-        let clock = Arc::new(payhost::features::ManualClock::starting_now());
+        let clock = Arc::new(payhost::clock::ManualClock::starting_now());
         let mut app = TestApp::start(store, &url, opts, clock).await;
         app.db = Some(db);
         app
@@ -410,9 +423,13 @@ impl TestApp {
         store: payhost::store::Store,
         url: &str,
         opts: AppOptions,
-        clock: Arc<payhost::features::ManualClock>,
+        clock: Arc<payhost::clock::ManualClock>,
     ) -> TestApp {
-        let AppOptions { http, rate_limit } = opts;
+        let AppOptions {
+            http,
+            rate_limit,
+            uncounted,
+        } = opts;
         let backend = match store.backend() {
             payhost::store::Backend::Sqlite => "sqlite",
             payhost::store::Backend::Postgres => "postgres",
@@ -428,15 +445,16 @@ impl TestApp {
             store.clone(),
             registry().await,
             clock.clone(),
+            !uncounted,
         )
-            .await
-            .expect("app state");
+        .await
+        .expect("app state");
         let rate_clock = payhost::ratelimit::ManualClock::new();
         let rate_options = rate_limit.unwrap_or_else(|| config.rate_limit_options());
         let default_rate = rate_options.requests_per_minute;
         state.rate_limiter = payhost::ratelimit::RateLimiter::with(
             rate_options,
-            Arc::new(move |_| Some(default_rate)),
+            payhost::server::api_rate(&state.features, default_rate),
             Arc::new(rate_clock.clone()),
         )
         .expect("rate limiter");

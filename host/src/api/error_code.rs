@@ -169,17 +169,28 @@ error_codes! {
     FeatureNotEnabled = "feature_not_enabled",
     /// 403: the tenant has as many gateways as `gateways.max` allows.
     GatewayLimitReached = "gateway_limit_reached",
+    /// 429: the tenant's quota for this period is used up; nothing was
+    /// stored (`Retry-After`: seconds until the period ends). Not
+    /// replayable: a retry under the same key runs again, so it succeeds
+    /// once the limit is raised or the period rolls over.
+    QuotaExceeded = "quota_exceeded",
+    /// 404: not a metered quota key.
+    QuotaKeyNotFound = "quota_key_not_found",
 }
 
 impl ErrorCode {
     /// Whether the `Idempotency-Key` layer may keep an answer with this
     /// code. `false` for the codes that say the key already belongs to
-    /// another request: keeping them would bind the key to this one and
-    /// lock out a retry of the first.
+    /// another request (keeping them would bind the key to this one and
+    /// lock out a retry of the first), and for `quota_exceeded`, which
+    /// stored nothing and stops being true when the limit is raised or the
+    /// period ends.
     pub const fn is_replayable(self) -> bool {
         !matches!(
             self,
-            ErrorCode::IdempotencyKeyReused | ErrorCode::IdempotencyKeyInUse
+            ErrorCode::IdempotencyKeyReused
+                | ErrorCode::IdempotencyKeyInUse
+                | ErrorCode::QuotaExceeded
         )
     }
 
@@ -216,12 +227,19 @@ mod tests {
     }
 
     #[test]
-    fn only_key_ownership_codes_are_not_replayable() {
+    fn only_key_ownership_and_quota_codes_are_not_replayable() {
         let not: Vec<_> = ErrorCode::ALL
             .iter()
             .filter(|c| !c.is_replayable())
             .map(|c| c.as_str())
             .collect();
-        assert_eq!(not, ["idempotency_key_in_use", "idempotency_key_reused"]);
+        assert_eq!(
+            not,
+            [
+                "idempotency_key_in_use",
+                "idempotency_key_reused",
+                "quota_exceeded"
+            ]
+        );
     }
 }

@@ -259,6 +259,44 @@ impl From<CheckoutError> for ApiError {
             }
             CheckoutError::Ledger(e) => e.into(),
             CheckoutError::Settings(e) => e.into(),
+            CheckoutError::Quota(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::quota::QuotaError> for ApiError {
+    fn from(e: crate::quota::QuotaError) -> Self {
+        use crate::quota::QuotaError;
+        match e {
+            QuotaError::Exceeded {
+                key,
+                limit,
+                period,
+                retry_after_secs,
+            } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "the {key} quota of {limit} is used up for this period; nothing was stored"
+                ),
+            )
+            .with_retry_after(retry_after_secs)
+            .with_details(json!({
+                "key": key,
+                "limit": limit,
+                "period_start": period.start.as_i64(),
+                "period_end": period.end.as_i64(),
+            })),
+            QuotaError::UnknownKey(key) => ApiError::not_found(
+                ErrorCode::QuotaKeyNotFound,
+                format!("`{key}` is not a metered key"),
+            ),
+            QuotaError::TenantNotFound => {
+                ApiError::not_found(ErrorCode::TenantNotFound, "no such tenant")
+            }
+            QuotaError::Invalid(m) => ApiError::validation(m),
+            QuotaError::Audit(e) => e.into(),
+            QuotaError::Store(e) => e.into(),
         }
     }
 }

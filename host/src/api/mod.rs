@@ -46,6 +46,7 @@ mod rate_limit;
 mod strict_json;
 mod tenant;
 pub mod types;
+mod usage;
 
 pub use auth::TenantCtx;
 pub use detach::{DEFAULT_MAX_MUTATIONS, Mutations};
@@ -83,6 +84,8 @@ pub struct AppState {
     pub rate_limiter: crate::ratelimit::RateLimiter,
     /// Feature evaluation (in memory) and the operator's feature writes.
     pub features: Features,
+    /// Quota counters (usage, corrections).
+    pub quotas: crate::quota::Quotas,
 }
 
 impl AppState {
@@ -260,7 +263,9 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
             features::delete_kill_switch
         ))
         .routes(routes!(features::list_kill_switches))
-        .routes(routes!(features::get_tenant_features));
+        .routes(routes!(features::get_tenant_features))
+        .routes(routes!(usage::admin_usage))
+        .routes(routes!(usage::adjust_usage));
     let mut tenant = OpenApiRouter::new()
         .routes(routes!(tenant::list_gateways))
         .routes(routes!(tenant::save_gateway, tenant::delete_gateway))
@@ -274,7 +279,8 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(tenant::refund))
         .routes(routes!(tenant::balance))
         .routes(routes!(tenant::features))
-        .routes(routes!(tenant::feature));
+        .routes(routes!(tenant::feature))
+        .routes(routes!(usage::tenant_usage));
     if let Some(state) = state {
         operator = operator
             // Inside authentication: a mutation runs in its own task.

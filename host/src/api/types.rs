@@ -629,3 +629,43 @@ pub struct TenantFeatures {
     /// Every defined feature, by key.
     pub items: Vec<FeatureEvaluation>,
 }
+
+/// One metered key's use in the current period (`GET /v1/usage`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageEntry {
+    /// The feature key, e.g. `checkouts.monthly`.
+    pub key: String,
+    /// Uses counted in the period.
+    pub used: u64,
+    /// The limit now; `null`: unlimited.
+    pub limit: Option<u64>,
+    /// What is left before the limit; `null`: unlimited.
+    pub remaining: Option<u64>,
+    /// The period's first millisecond (the 1st of the month, 00:00 UTC).
+    pub period_start: i64,
+    /// The first millisecond of the next period.
+    pub period_end: i64,
+}
+
+impl UsageEntry {
+    /// The answer for `u`.
+    pub fn of(u: &crate::quota::Usage) -> UsageEntry {
+        UsageEntry {
+            key: u.key.to_owned(),
+            used: u.used,
+            limit: u.limit,
+            remaining: u.remaining(),
+            period_start: u.period.start.as_i64(),
+            period_end: u.period.end.as_i64(),
+        }
+    }
+}
+
+/// A tenant's usage of every metered key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageList {
+    /// The tenant.
+    pub tenant_id: String,
+    /// One entry per metered key.
+    pub usage: Vec<UsageEntry>,
+}

@@ -3,11 +3,15 @@
 
 use std::future::Future;
 
+use futures_util::TryFutureExt;
+use futures_util::future::Either;
+
 use super::outcome::{describe, outcome_unknown, provider_failure};
 use super::request::{checkout_metadata, gateway_key, lines_of, payment_request};
 use super::{CheckoutError, CheckoutOutcome, CheckoutRequest, Checkouts};
 use crate::gateways::{OpenGateway, Records};
 use crate::ledger::{self, LedgerError, NewOrder, Order, OrderKind, OrderLine, OrderStatus};
+use crate::quota::CHECKOUTS_MONTHLY;
 use crate::runtime::contract::{CallContext, Payment, PaymentRequest, ProviderError};
 use crate::runtime::{CallError, LoadedProvider, SendGate, send_gate};
 use crate::store::gateways::GatewaySettingsRecord;
@@ -87,7 +91,9 @@ impl Checkouts {
     /// while the first gateway call gets ready; that call's requests wait
     /// until the commit is durable. It records that first gateway, the
     /// account its credentials belong to (the fingerprint a resume checks),
-    /// and the client's key (see `resume`).
+    /// and the client's key (see `resume`). The tenant's monthly checkout
+    /// is counted in the same transaction: over the quota, nothing is
+    /// stored and nothing is sent.
     fn stage(
         &self,
         tenant: &TenantId,
@@ -98,7 +104,7 @@ impl Checkouts {
     ) -> Result<
         (
             Order,
-            impl Future<Output = Result<(), LedgerError>> + Send + use<>,
+            impl Future<Output = Result<(), CheckoutError>> + Send + use<>,
         ),
         CheckoutError,
     > {
@@ -107,20 +113,31 @@ impl Checkouts {
             .as_ref()
             .map(|c| serde_json::json!({"id": c.id, "email": c.email, "name": c.name}))
             .unwrap_or(serde_json::Value::Null);
-        Ok(ledger::stage_order(
-            &self.store,
-            tenant,
-            &NewOrder {
-                kind: OrderKind::Checkout,
-                currency: request.currency,
-                lines: lines.to_vec(),
-                metadata: checkout_metadata(request, &customer_json),
-                customer: customer_json,
-                provider: Some(first.settings.provider.clone()),
-                checkout_key: request.idempotency_key.clone(),
-                gateway_account: Some(first_open.credentials_fingerprint.clone()),
-            },
-        )?)
+        let order = NewOrder {
+            kind: OrderKind::Checkout,
+            currency: request.currency,
+            lines: lines.to_vec(),
+            metadata: checkout_metadata(request, &customer_json),
+            customer: customer_json,
+            provider: Some(first.settings.provider.clone()),
+            checkout_key: request.idempotency_key.clone(),
+            gateway_account: Some(first_open.credentials_fingerprint.clone()),
+        };
+        Ok(match self.quotas.admission(tenant, CHECKOUTS_MONTHLY) {
+            Some(admission) => {
+                let (order, stored) = ledger::stage_order_with::<_, CheckoutError>(
+                    &self.store,
+                    tenant,
+                    &order,
+                    admission,
+                )?;
+                (order, Either::Left(stored))
+            }
+            None => {
+                let (order, stored) = ledger::stage_order(&self.store, tenant, &order)?;
+                (order, Either::Right(stored.map_err(CheckoutError::from)))
+            }
+        })
     }
 
     /// One gateway's attempt at the checkout's order. `stored` is the
@@ -134,7 +151,7 @@ impl Checkouts {
         stored: Option<S>,
     ) -> Result<Attempt, CheckoutError>
     where
-        S: Future<Output = Result<(), LedgerError>> + Send,
+        S: Future<Output = Result<(), CheckoutError>> + Send,
     {
         let provider_id = record.settings.provider.clone();
         let mut ctx = open.ctx;
@@ -156,13 +173,13 @@ impl Checkouts {
                     Ok(()) => answer,
                     // A live order holds this key: this is a retry.
                     // This call's requests were denied before any I/O.
-                    Err(LedgerError::CheckoutKeyTaken) => {
+                    Err(CheckoutError::Ledger(LedgerError::CheckoutKeyTaken)) => {
                         let resumed = self.resume(c.tenant, c.request, c.order, c.records);
                         return resumed.await.map(Attempt::Done);
                     }
                     // Not stored: the call's requests were denied
                     // before any I/O, so nothing was charged.
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(e),
                 }
             }
             None => {
@@ -266,9 +283,9 @@ async fn call_beside_commit<S>(
     provider: &LoadedProvider,
     ctx: CallContext,
     wire: PaymentRequest,
-) -> (Result<(), LedgerError>, Answer, SendGate)
+) -> (Result<(), CheckoutError>, Answer, SendGate)
 where
-    S: Future<Output = Result<(), LedgerError>> + Send,
+    S: Future<Output = Result<(), CheckoutError>> + Send,
 {
     let (opener, gate) = send_gate();
     let held = gate.clone();

@@ -22,6 +22,7 @@ use serde::Serialize;
 use crate::features::Features;
 use crate::gateways::Gateways;
 use crate::ledger::{Entitlement, GatewayRef, LedgerError, LedgerRow, Order};
+use crate::quota::Quotas;
 use crate::runtime::contract::{CaptureMode, Customer};
 use crate::store::{Currency, Money, Store, TenantId};
 
@@ -164,6 +165,16 @@ pub enum CheckoutError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Settings(#[from] crate::gateways::GatewayError),
+    /// A quota refused the checkout (nothing was stored), or its counter
+    /// could not be written.
+    #[error(transparent)]
+    Quota(#[from] crate::quota::QuotaError),
+}
+
+impl From<crate::store::StoreError> for CheckoutError {
+    fn from(e: crate::store::StoreError) -> Self {
+        CheckoutError::Ledger(LedgerError::Store(e))
+    }
 }
 
 fn describe_disabled(disabled: &[(String, crate::features::Source)]) -> String {
@@ -181,15 +192,18 @@ pub struct Checkouts {
     gateways: Gateways,
     /// Whether a tenant may route to a provider (`provider.<id>`).
     features: Features,
+    quotas: Quotas,
 }
 
 impl Checkouts {
-    /// A checkout service.
-    pub fn new(store: Store, gateways: Gateways, features: Features) -> Checkouts {
+    /// A checkout service; every checkout that stores an order counts
+    /// against the tenant's `checkouts.monthly` quota.
+    pub fn new(store: Store, gateways: Gateways, features: Features, quotas: Quotas) -> Checkouts {
         Checkouts {
             store,
             gateways,
             features,
+            quotas,
         }
     }
 

@@ -21,7 +21,6 @@ mod service;
 mod snapshot;
 mod store;
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
@@ -94,45 +93,7 @@ pub enum FeaturesError {
     Store(#[from] StoreError),
 }
 
-/// The wall clock override expiry is judged against; injectable so tests
-/// move time without sleeping.
-pub trait Clock: Send + Sync + 'static {
-    /// The current time.
-    fn now(&self) -> UnixMillis;
-}
-
-/// The real wall clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> UnixMillis {
-        UnixMillis::now()
-    }
-}
-
-/// A clock that stands still until told to move (tests).
-#[derive(Debug)]
-pub struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    /// A clock at the current wall-clock time.
-    pub fn starting_now() -> ManualClock {
-        ManualClock(AtomicI64::new(UnixMillis::now().as_i64()))
-    }
-
-    /// Moves the clock forward by `by`.
-    pub fn advance(&self, by: Duration) {
-        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> UnixMillis {
-        UnixMillis(self.0.load(Ordering::SeqCst))
-    }
-}
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 
 struct Inner {
     /// `None` for a fixed snapshot ([`Features::fixed`]).
@@ -368,5 +329,12 @@ async fn refresh_periodically(weak: Weak<Inner>) {
         tokio::time::sleep(REFRESH_INTERVAL).await;
         let Some(inner) = weak.upgrade() else { return };
         Features { inner }.reload_logged().await;
+    }
+}
+
+/// Quotas read their limits (`checkouts.monthly`) from the evaluation.
+impl crate::quota::LimitSource for Features {
+    fn limit(&self, tenant: &TenantId, key: &str) -> Option<u64> {
+        Features::limit(self, tenant, key)
     }
 }

@@ -23,6 +23,7 @@ pub use crate::store::{Currency, Money, OrderId, PaymentId, ProviderId, RefundRe
 pub use book::{
     NewLedgerRow, book_order_rows, book_order_rows_in, book_paid_checkout, book_rows_of_in,
 };
+pub(crate) use orders::stage_order_with;
 pub use orders::{
     LineKind, NewOrder, Order, OrderFilter, OrderKind, OrderLine, OrderStatus, create_order,
     create_order_in, find_order_by_gateway_reference, get_order, list_orders,

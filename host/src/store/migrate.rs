@@ -46,6 +46,7 @@ const SQLITE: &[Migration] = &[
     migration!("sqlite", 4, "0004", "order_gateway_account"),
     migration!("sqlite", 5, "0005", "money_bounds"),
     migration!("sqlite", 6, "0006", "features"),
+    migration!("sqlite", 7, "0007", "quota_usage"),
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -55,6 +56,7 @@ const POSTGRES: &[Migration] = &[
     migration!("postgres", 4, "0004", "order_gateway_account"),
     migration!("postgres", 5, "0005", "money_bounds"),
     migration!("postgres", 6, "0006", "features"),
+    migration!("postgres", 7, "0007", "quota_usage"),
 ];
 
 /// Serialises migrators across PostgreSQL sessions ("payhost" in ASCII).

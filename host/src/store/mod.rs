@@ -55,6 +55,7 @@ pub(crate) use sql::{
     get_opt_parsed, get_opt_text, get_parsed, get_text, get_time, page_of, per_backend, run_script,
 };
 pub use sql::{MAX_PAGE_SIZE, Page};
+pub(crate) use tx::CoWrite;
 pub use tx::WriteTx;
 pub(crate) use writer::SqliteWriter;
 

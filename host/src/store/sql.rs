@@ -181,6 +181,27 @@ impl SqlBuf {
     /// prepared once per connection and cached); returns the rows changed.
     pub(crate) fn execute_sqlite(&self, conn: &rusqlite::Connection) -> rusqlite::Result<usize> {
         let mut statement = conn.prepare_cached(&self.sql)?;
+        self.bind_sqlite(&mut statement)?;
+        statement.raw_execute()
+    }
+
+    /// Runs the statement on SQLite's writer connection and decodes its
+    /// first row (a `RETURNING` clause), if it returned one.
+    pub(crate) fn query_row_sqlite<T>(
+        &self,
+        conn: &rusqlite::Connection,
+        decode: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<Option<T>> {
+        let mut statement = conn.prepare_cached(&self.sql)?;
+        self.bind_sqlite(&mut statement)?;
+        let mut rows = statement.raw_query();
+        match rows.next()? {
+            Some(row) => decode(row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn bind_sqlite(&self, statement: &mut rusqlite::CachedStatement<'_>) -> rusqlite::Result<()> {
         // SQLite numbers `$N` in order of first appearance, so look each up
         // by name rather than trusting the SQL text's order.
         for (i, arg) in self.args.iter().enumerate() {
@@ -190,7 +211,7 @@ impl SqlBuf {
                 .ok_or(rusqlite::Error::InvalidParameterName(name))?;
             statement.raw_bind_parameter(index, arg)?;
         }
-        statement.raw_execute()
+        Ok(())
     }
 }
 

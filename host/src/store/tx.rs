@@ -150,3 +150,19 @@ fn no_transaction(error: &sqlx::Error) -> bool {
         .as_database_error()
         .is_some_and(|e| e.message().contains("no transaction is active"))
 }
+
+/// Writes that must commit in the same transaction as another module's
+/// statement (e.g. a quota count beside the pending order it admits), on
+/// either path that statement takes: SQLite's writer job, or a [`WriteTx`].
+/// An `Err` from either method rolls back the whole transaction.
+pub(crate) trait CoWrite: Send + 'static {
+    /// Why the write refused or failed.
+    type Error: From<StoreError> + Send + 'static;
+    /// Inside a job of SQLite's writer thread.
+    fn run_sqlite(self, conn: &rusqlite::Connection) -> Result<(), Self::Error>;
+    /// Inside `tx`.
+    fn run(
+        self,
+        tx: &mut WriteTx,
+    ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send;
+}

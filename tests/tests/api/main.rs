@@ -18,6 +18,7 @@ mod openapi;
 mod operator;
 mod orders;
 mod rate_limits;
+mod quotas;
 mod refunds;
 mod resume;
 mod routing;

@@ -53,6 +53,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/tenants/{id}/features"),
     ("get", "/v1/features"),
     ("get", "/v1/features/{key}"),
+    ("get", "/admin/tenants/{id}/usage"),
+    ("post", "/admin/tenants/{id}/usage/{key}/adjustments"),
+    ("get", "/v1/usage"),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];

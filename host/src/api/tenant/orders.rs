@@ -177,6 +177,9 @@ fn descriptive_metadata(
     request_body = CheckoutBody, security(("api_key" = [])),
     responses((status = 201, description = "paid, or awaiting the customer's action", body = OrderBody),
         (status = 202, description = "the outcome is not known yet", body = OrderBody),
+        (status = 429, description = "`quota_exceeded`: the month's `checkouts.monthly` is used up, nothing was stored \
+            (`Retry-After`: seconds until the month ends); or `tenant_busy`",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "seconds to wait before retrying"))),
         (status = "default", description = "an error", body = ErrorBody)))]
 pub async fn create_checkout(
     State(state): State<AppState>,

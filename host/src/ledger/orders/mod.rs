@@ -11,9 +11,9 @@ use sqlx::any::AnyRow;
 
 use super::{Entitlement, GatewayRef, LedgerError, NewLedgerRow, Source, text_enum};
 use crate::store::{
-    Arg, Currency, MAX_LINE_MINOR, MAX_ORDER_MINOR, Money, OrderId, Page, ProviderId, SqlBuf,
-    Store, StoreError, TenantId, UnixMillis, Violation, WriteTx, get_i64, get_json, get_opt_parsed,
-    get_opt_text, get_parsed, get_time, page_of,
+    Arg, CoWrite, Currency, MAX_LINE_MINOR, MAX_ORDER_MINOR, Money, OrderId, Page, ProviderId,
+    SqlBuf, Store, StoreError, TenantId, UnixMillis, Violation, WriteTx, get_i64, get_json,
+    get_opt_parsed, get_opt_text, get_parsed, get_time, page_of,
 };
 
 mod read;
@@ -287,6 +287,59 @@ pub fn stage_order(
             }
         }
         Ok(())
+    };
+    Ok((created, stored))
+}
+
+/// [`stage_order`] with `also` committed in the same transaction as the
+/// order (a quota count): the order is stored only if `also` succeeds, and
+/// `also` stays only if the order is stored. The order's `INSERT` runs
+/// first, so a key that already holds a live order fails with
+/// [`LedgerError::CheckoutKeyTaken`] before `also` is asked. On an SQLite
+/// file both are one job of the writer (no extra commit); elsewhere one
+/// [`WriteTx`].
+pub(crate) fn stage_order_with<W, E>(
+    store: &Store,
+    tenant: &TenantId,
+    order: &NewOrder,
+    also: W,
+) -> Result<
+    (
+        Order,
+        impl Future<Output = Result<(), E>> + Send + use<W, E>,
+    ),
+    LedgerError,
+>
+where
+    W: CoWrite,
+    E: From<LedgerError> + From<W::Error> + From<StoreError> + Send + 'static,
+{
+    let (created, insert) = order_insert(tenant, order)?;
+    let (store, tenant) = (store.clone(), tenant.clone());
+    let stored = async move {
+        match store.sqlite_writer() {
+            Some(writer) => {
+                writer
+                    .run(move |conn| {
+                        insert
+                            .execute_sqlite(conn)
+                            .map_err(|e| E::from(order_insert_error(&tenant, e.into())))?;
+                        also.run_sqlite(conn).map_err(E::from)
+                    })
+                    .await
+            }
+            None => {
+                let mut tx = store.begin_write().await?;
+                insert
+                    .query()
+                    .execute(tx.conn())
+                    .await
+                    .map_err(|e| E::from(order_insert_error(&tenant, e.into())))?;
+                also.run(&mut tx).await.map_err(E::from)?;
+                tx.commit().await?;
+                Ok(())
+            }
+        }
     };
     Ok((created, stored))
 }
