@@ -237,40 +237,36 @@ impl Features {
     /// unknown key is off (`false`, source `default`, error code
     /// `FLAG_NOT_FOUND`).
     pub fn evaluate(&self, tenant: &TenantId, key: &str) -> Evaluation {
-        let now = self.inner.clock.now();
-        let snapshot = self
-            .inner
-            .snapshot
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        snapshot.evaluate(tenant, key, now)
+        self.read(|snapshot, now| snapshot.evaluate(tenant, key, now))
     }
 
     /// Whether `key` is on for `tenant`: a flag that is `true`, or a limit
     /// above zero. An unknown key is off.
     pub fn enabled(&self, tenant: &TenantId, key: &str) -> bool {
-        let now = self.inner.clock.now();
-        let snapshot = self
-            .inner
-            .snapshot
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        snapshot.resolve(tenant, key, now).value.is_on()
+        self.read(|snapshot, now| snapshot.resolve(tenant, key, now).value.is_on())
     }
 
     /// The limit `key` sets for `tenant`; `None` is unlimited. A flag (or an
     /// unknown key) reads as `Some(1)` when on and `Some(0)` when off.
     pub fn limit(&self, tenant: &TenantId, key: &str) -> Option<u64> {
+        self.read(
+            |snapshot, now| match snapshot.resolve(tenant, key, now).value {
+                FeatureValue::Limit(n) => n,
+                FeatureValue::Flag(on) => Some(u64::from(on)),
+            },
+        )
+    }
+
+    /// `f` on the current snapshot at the clock's now, under the read lock
+    /// (no `Arc` clone on the hot path).
+    fn read<T>(&self, f: impl FnOnce(&Snapshot, UnixMillis) -> T) -> T {
         let now = self.inner.clock.now();
         let snapshot = self
             .inner
             .snapshot
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        match snapshot.resolve(tenant, key, now).value {
-            FeatureValue::Limit(n) => n,
-            FeatureValue::Flag(on) => Some(u64::from(on)),
-        }
+        f(&snapshot, now)
     }
 
     /// Every feature for `tenant`, by key.

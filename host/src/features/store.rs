@@ -242,8 +242,13 @@ pub(super) async fn put_plan_in(
 
 /// Whether a plan is defined, in `tx`.
 pub(super) async fn plan_exists_in(tx: &mut WriteTx, plan: &str) -> Result<bool, FeaturesError> {
-    let row = sqlx::query("SELECT name FROM plans WHERE name = $1")
-        .bind(plan)
+    exists_in(tx, "SELECT name FROM plans WHERE name = $1", plan).await
+}
+
+/// Whether `sql` (one `$1` parameter) finds a row, in `tx`.
+async fn exists_in(tx: &mut WriteTx, sql: &str, arg: &str) -> Result<bool, FeaturesError> {
+    let row = sqlx::query(sql)
+        .bind(arg)
         .fetch_optional(tx.conn())
         .await
         .map_err(StoreError::from)?;
@@ -271,12 +276,7 @@ pub(super) async fn tenant_exists_in(
     tx: &mut WriteTx,
     tenant: &TenantId,
 ) -> Result<bool, FeaturesError> {
-    let row = sqlx::query("SELECT id FROM tenants WHERE id = $1")
-        .bind(tenant.as_str())
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(StoreError::from)?;
-    Ok(row.is_some())
+    exists_in(tx, "SELECT id FROM tenants WHERE id = $1", tenant.as_str()).await
 }
 
 /// Sets (or replaces) a tenant's override of `key`.
