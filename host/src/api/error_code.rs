@@ -146,6 +146,9 @@ error_codes! {
     TenantBusy = "tenant_busy",
     /// 504: the checkout took too long and was stopped.
     CheckoutTimedOut = "checkout_timed_out",
+    /// 400: a report's `from`/`to` is not a `YYYY-MM-DD` date, or the range
+    /// is reversed or longer than 366 days.
+    InvalidReportRange = "invalid_report_range",
 }
 
 impl ErrorCode {

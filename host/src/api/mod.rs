@@ -40,6 +40,7 @@ mod error_code;
 mod errors_from;
 mod idempotency;
 mod operator;
+mod reports;
 mod strict_json;
 mod tenant;
 pub mod types;
@@ -239,7 +240,8 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(operator::issue_key))
         .routes(routes!(operator::revoke_key))
         .routes(routes!(operator::audit_log))
-        .routes(routes!(operator::providers));
+        .routes(routes!(operator::providers))
+        .routes(routes!(reports::platform_daily_report));
     let mut tenant = OpenApiRouter::new()
         .routes(routes!(tenant::list_gateways))
         .routes(routes!(tenant::save_gateway, tenant::delete_gateway))
@@ -251,7 +253,8 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(tenant::list_payments))
         .routes(routes!(tenant::get_payment))
         .routes(routes!(tenant::refund))
-        .routes(routes!(tenant::balance));
+        .routes(routes!(tenant::balance))
+        .routes(routes!(reports::daily_report));
     if let Some(state) = state {
         operator = operator
             // Inside authentication: a mutation runs in its own task.

@@ -17,6 +17,7 @@ mod openapi;
 mod operator;
 mod orders;
 mod refunds;
+mod reports;
 mod resume;
 mod routing;
 mod secrets;

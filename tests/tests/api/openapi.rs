@@ -39,6 +39,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/payments/{id}"),
     ("post", "/v1/payments/{id}/refunds"),
     ("get", "/v1/balance"),
+    ("get", "/admin/reports/daily"),
+    ("get", "/v1/reports/daily"),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
