@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use payhost::ledger::{self, NewLedgerRow, NewOrder, OrderKind, OrderLine, Source};
+use payhost::ledger::{self, NewLedgerRow, NewOrder, OrderLine, Source};
 use payhost::store::{Currency, Money, Store, TenantId, UnixMillis, sqlite_file_url};
 
 /// Runs `payhost ledger verify <args>` on `url` with a clean environment
@@ -45,16 +45,7 @@ async fn verify_is_clean_and_then_reports_a_corrupted_projection() {
     let order = ledger::create_order(
         &store,
         &tenant,
-        &NewOrder {
-            kind: OrderKind::Manual,
-            currency: eur,
-            lines: vec![OrderLine::product(1500, None)],
-            customer: serde_json::json!({}),
-            metadata: serde_json::json!({}),
-            provider: None,
-            checkout_key: None,
-            gateway_account: None,
-        },
+        &NewOrder::manual(eur, vec![OrderLine::product(1500, None)]),
     )
     .await
     .expect("order");

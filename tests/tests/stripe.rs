@@ -629,21 +629,12 @@ async fn book_manual(
     tenant: &payhost::store::TenantId,
     amount: i64,
 ) {
-    use payhost::ledger::{self, NewLedgerRow, NewOrder, OrderKind, OrderLine, Source};
+    use payhost::ledger::{self, NewLedgerRow, NewOrder, OrderLine, Source};
     let usd = payhost::store::Currency::parse("USD").expect("USD");
     let order = ledger::create_order(
         store,
         tenant,
-        &NewOrder {
-            kind: OrderKind::Manual,
-            currency: usd,
-            lines: vec![OrderLine::product(amount, None)],
-            customer: serde_json::json!({}),
-            metadata: serde_json::json!({}),
-            provider: None,
-            checkout_key: None,
-            gateway_account: None,
-        },
+        &NewOrder::manual(usd, vec![OrderLine::product(amount, None)]),
     )
     .await
     .expect("order");

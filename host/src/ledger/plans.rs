@@ -96,16 +96,7 @@ async fn every_list_report_and_lookup_query_uses_an_index() {
         let o = create_order(
             &store,
             &t,
-            &NewOrder {
-                kind: OrderKind::Manual,
-                currency: eur,
-                lines: vec![OrderLine::product(300, None)],
-                customer: serde_json::json!({}),
-                metadata: serde_json::json!({}),
-                provider: None,
-                checkout_key: None,
-                gateway_account: None,
-            },
+            &NewOrder::manual(eur, vec![OrderLine::product(300, None)]),
         )
         .await
         .expect("order");
@@ -130,16 +121,7 @@ async fn every_list_report_and_lookup_query_uses_an_index() {
             let second = create_order(
                 &store,
                 &t,
-                &NewOrder {
-                    kind: OrderKind::Manual,
-                    currency: eur,
-                    lines: vec![OrderLine::product(1, None)],
-                    customer: serde_json::json!({}),
-                    metadata: serde_json::json!({}),
-                    provider: None,
-                    checkout_key: None,
-                    gateway_account: None,
-                },
+                &NewOrder::manual(eur, vec![OrderLine::product(1, None)]),
             )
             .await
             .expect("order");

@@ -18,16 +18,7 @@ async fn order(store: &Store, tenant: &TenantId, amount: i64) -> Order {
     create_order(
         store,
         tenant,
-        &NewOrder {
-            kind: OrderKind::Manual,
-            currency: eur(),
-            lines: vec![OrderLine::product(amount, None)],
-            customer: serde_json::json!({}),
-            metadata: serde_json::json!({}),
-            provider: None,
-            checkout_key: None,
-            gateway_account: None,
-        },
+        &NewOrder::manual(eur(), vec![OrderLine::product(amount, None)]),
     )
     .await
     .expect("order")
