@@ -1,4 +1,5 @@
-//! Command line: `payhost serve`, `payhost provider inspect`, `payhost emulators`.
+//! Command line: `payhost serve`, `payhost provider inspect`, `payhost emulators`,
+//! `payhost migrate`, `payhost ledger verify`.
 
 use std::path::PathBuf;
 
@@ -31,6 +32,21 @@ pub enum Command {
     Emulators,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Ledger tools.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+/// `payhost ledger …`
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Recompute the balance projection and the daily aggregates from the
+    /// ledger rows and print every difference; exits non-zero if there is one.
+    Verify {
+        /// Only this tenant (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 /// `payhost provider …`
@@ -53,6 +69,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Provider(ProviderCommand::Inspect { file }) => inspect(&config, &file).await,
         Command::Emulators => crate::server::emulators_only().await,
         Command::Migrate => crate::server::migrate(&config).await,
+        Command::Ledger(LedgerCommand::Verify { tenant }) => verify(&config, tenant).await,
+    }
+}
+
+/// `payhost ledger verify`: reads only; an error (exit status 1) when a
+/// projection differs from the rows.
+async fn verify(config: &Config, tenant: Option<String>) -> anyhow::Result<()> {
+    let tenant = tenant
+        .as_deref()
+        .map(crate::store::TenantId::parse)
+        .transpose()
+        .context("--tenant")?;
+    let store = crate::store::Store::connect(&crate::server::database_url(config)?).await?;
+    let report = crate::ledger::verify_projections(&store, tenant.as_ref()).await?;
+    println!(
+        "checked {} balance entries and {} daily entries",
+        report.balances_checked, report.daily_checked
+    );
+    for d in &report.differences {
+        println!(
+            "DIFFERENCE {} {} {}: rows give {}, stored {}",
+            d.table, d.key, d.field, d.expected, d.stored
+        );
+    }
+    if report.is_clean() {
+        println!("ledger projections match the rows");
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} projection value(s) differ from the ledger rows",
+            report.differences.len()
+        )
     }
 }
 

@@ -684,3 +684,26 @@ macro_rules! backend_test {
         }
     };
 }
+
+impl TestApp {
+    /// Waits for detached mutations to end, then asserts that the balance
+    /// projection and the daily aggregates equal the fold of the ledger rows
+    /// (`payhost ledger verify`'s check), naming every difference.
+    pub async fn assert_ledger_verified(&self) {
+        self.quiesce().await;
+        let report = payhost::ledger::verify_projections(&self.store, None)
+            .await
+            .expect("verify the ledger projections");
+        assert!(
+            report.is_clean(),
+            "[{}] projections differ from the rows: {:#?}",
+            self.backend,
+            report.differences
+        );
+        assert!(
+            report.balances_checked > 0,
+            "[{}] nothing was booked",
+            self.backend
+        );
+    }
+}

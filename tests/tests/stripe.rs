@@ -592,6 +592,7 @@ async fn credential_fingerprints_survive_a_master_key_rotation() {
     assert!(stored.starts_with("k1:"), "{stored}");
     assert!(!stored.contains(&secret));
 
+    book_manual(&store, &tenant, 500).await;
     // Rotated: the same key is sealed under k2 now.
     save(&after, secret.clone()).await;
     let resaved = after.open(&tenant, "stripe").await.expect("open");
@@ -609,5 +610,44 @@ async fn credential_fingerprints_survive_a_master_key_rotation() {
         &resaved,
         &resaved.credentials_fingerprint
     ));
+    // The rotation touches no money: rows booked before and after it fold
+    // into the projections exactly.
+    for amount in [700, 300] {
+        book_manual(&store, &tenant, amount).await;
+    }
+    let report = payhost::ledger::verify_projections(&store, None)
+        .await
+        .expect("verify");
+    assert!(report.is_clean(), "{:#?}", report.differences);
+    assert_eq!(report.balances_checked, 1);
     db.cleanup().await;
+}
+
+/// Books one approved manual USD row of `amount` for `tenant`.
+async fn book_manual(
+    store: &payhost::store::Store,
+    tenant: &payhost::store::TenantId,
+    amount: i64,
+) {
+    use payhost::ledger::{self, NewLedgerRow, NewOrder, OrderLine, Source};
+    let usd = payhost::store::Currency::parse("USD").expect("USD");
+    let order = ledger::create_order(
+        store,
+        tenant,
+        &NewOrder::manual(usd, vec![OrderLine::product(amount, None)]),
+    )
+    .await
+    .expect("order");
+    ledger::book_order_rows(
+        store,
+        tenant,
+        &order.id,
+        &[NewLedgerRow::product(
+            payhost::store::Money::new(amount, usd),
+            None,
+            Source::Manual,
+        )],
+    )
+    .await
+    .expect("book");
 }

@@ -176,6 +176,9 @@ error_codes! {
     QuotaExceeded = "quota_exceeded",
     /// 404: not a metered quota key.
     QuotaKeyNotFound = "quota_key_not_found",
+    /// 400: a report's `from`/`to` is not a `YYYY-MM-DD` date, or the range
+    /// is reversed or longer than 366 days.
+    InvalidReportRange = "invalid_report_range",
 }
 
 impl ErrorCode {

@@ -43,6 +43,7 @@ mod features;
 mod idempotency;
 mod operator;
 mod rate_limit;
+mod reports;
 mod strict_json;
 mod tenant;
 pub mod types;
@@ -265,7 +266,8 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(features::list_kill_switches))
         .routes(routes!(features::get_tenant_features))
         .routes(routes!(usage::admin_usage))
-        .routes(routes!(usage::adjust_usage));
+        .routes(routes!(usage::adjust_usage))
+        .routes(routes!(reports::platform_daily_report));
     let mut tenant = OpenApiRouter::new()
         .routes(routes!(tenant::list_gateways))
         .routes(routes!(tenant::save_gateway, tenant::delete_gateway))
@@ -280,7 +282,8 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(tenant::balance))
         .routes(routes!(tenant::features))
         .routes(routes!(tenant::feature))
-        .routes(routes!(usage::tenant_usage));
+        .routes(routes!(usage::tenant_usage))
+        .routes(routes!(reports::daily_report));
     if let Some(state) = state {
         operator = operator
             // Inside authentication: a mutation runs in its own task.

@@ -448,7 +448,8 @@ impl From<i128> for Sum {
     }
 }
 
-/// Money of one currency, computed from the ledger rows.
+/// Money of one currency, from the balance projection (kept with every
+/// booking, equal to the fold of the ledger rows).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BalanceItem {
     /// ISO-4217.
@@ -459,6 +460,9 @@ pub struct BalanceItem {
     pub refunded: Sum,
     /// `paid − refunded`.
     pub net: Sum,
+    /// Held by refunds still in flight (counted in neither `refunded` nor
+    /// `net` until booked).
+    pub held: Sum,
 }
 
 /// `GET /v1/balance`: per currency.
@@ -668,4 +672,37 @@ pub struct UsageList {
     pub tenant_id: String,
     /// One entry per metered key.
     pub usage: Vec<UsageEntry>,
+}
+
+/// One UTC day's money in one currency through one provider.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DailyReportItem {
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    /// ISO-4217.
+    pub currency: String,
+    /// The gateway; `null` for manual, bulk and external bookings.
+    pub provider: Option<String>,
+    /// Sum of approved payments.
+    pub paid: Sum,
+    /// Sum of refunds.
+    pub refunded: Sum,
+    /// Approved payment rows booked that day.
+    pub count: i64,
+    /// Refund rows booked that day.
+    pub refund_count: i64,
+    /// `paid − refunded`.
+    pub net: Sum,
+}
+
+/// `GET /v1/reports/daily`, `GET /admin/reports/daily`: by day, then currency
+/// and provider; days without bookings are left out.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DailyReport {
+    /// First day covered, `YYYY-MM-DD`.
+    pub from: String,
+    /// Last day covered (included), `YYYY-MM-DD`.
+    pub to: String,
+    /// One entry per (day, currency, provider) with bookings.
+    pub items: Vec<DailyReportItem>,
 }

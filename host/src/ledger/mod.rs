@@ -2,8 +2,10 @@
 //! they belong to.
 //!
 //! Owns the `payments` table (every financial event is a new row; balances are
-//! sums over rows), the refund guard (`refund_totals`, `refund_reservations`)
-//! and `orders` (mutable workflow state that rows point at).
+//! sums over rows), the refund guard (`refund_totals`, `refund_reservations`),
+//! `orders` (mutable workflow state that rows point at) and the projections
+//! derived from the rows (`balance_projection`, `ledger_daily`: kept by
+//! triggers in the booking's transaction, checked by [`verify_projections`]).
 //!
 //! Must never: update or delete a payment row (the database refuses it too),
 //! let refunds of a payment exceed what was paid (enforced by a database CHECK
@@ -13,8 +15,10 @@
 
 mod book;
 mod orders;
+mod projection;
 mod read;
 mod refunds;
+mod reports;
 
 use crate::store::domain::string_newtype;
 use crate::store::{ParseError, StoreError};
@@ -31,14 +35,16 @@ pub use orders::{
     set_order_status, set_order_status_in, stage_order, transition_order, transition_order_in,
     transition_routed_order_in,
 };
+pub use projection::{Balance, ProjectionDiff, VerifyReport, balances, verify_projections};
 pub use read::{
-    Balance, LedgerRow, PaymentFilter, RefundSummary, balances, find_by_external_ref,
-    list_payments, payment, refund_summary, rows_for_order,
+    LedgerRow, PaymentFilter, RefundSummary, find_by_external_ref, list_payments, payment,
+    refund_summary, rows_for_order,
 };
 pub use refunds::{
     RefundReservation, book_refund, complete_refund, mark_refund_pending, release_refund,
     reserve_refund, stale_reservations,
 };
+pub use reports::{DailyEntry, DailyFilter, Day, MAX_REPORT_DAYS, daily_report};
 
 /// Errors of the ledger and orders repositories. Each variant is a distinct
 /// client-facing outcome except [`LedgerError::Store`].
@@ -227,5 +233,9 @@ impl GatewayRef {
     }
 }
 
+#[cfg(test)]
+mod plans;
+#[cfg(test)]
+mod projection_tests;
 #[cfg(test)]
 mod tests;

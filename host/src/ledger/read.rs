@@ -1,5 +1,5 @@
 //! Reading the ledger: single rows, an order's rows, filtered listings with
-//! keyset pagination, balances and refund headroom. Every read is
+//! keyset pagination and refund headroom (balances: [`super::projection`]). Every read is
 //! tenant-scoped: another tenant's id simply is not found.
 
 use serde::Serialize;
@@ -66,14 +66,31 @@ pub(super) fn decode_row(row: &AnyRow) -> Result<LedgerRow, StoreError> {
     })
 }
 
+/// [`payment`]'s query: `$1` tenant, `$2` id.
+pub(crate) fn payment_sql() -> String {
+    format!("SELECT {ROW_COLUMNS} FROM payments WHERE tenant_id = $1 AND id = $2")
+}
+
+/// [`rows_for_order`]'s query: `$1` tenant, `$2` order.
+pub(crate) fn rows_for_order_sql() -> String {
+    format!(
+        "SELECT {ROW_COLUMNS} FROM payments WHERE tenant_id = $1 AND order_id = $2 \
+         ORDER BY created_at, id"
+    )
+}
+
+/// [`find_external_in`]'s query: `$1` tenant, `$2` provider or '', `$3`
+/// reference. The same expression as the unique index.
+pub(crate) const FIND_EXTERNAL_SQL: &str = "SELECT id FROM payments \
+      WHERE tenant_id = $1 AND COALESCE(provider, '') = $2 AND external_ref = $3";
+
 /// The row, if it exists and belongs to `tenant`.
 pub async fn payment(
     store: &Store,
     tenant: &TenantId,
     id: &PaymentId,
 ) -> Result<Option<LedgerRow>, LedgerError> {
-    let sql = format!("SELECT {ROW_COLUMNS} FROM payments WHERE tenant_id = $1 AND id = $2");
-    let row = sqlx::query(&sql)
+    let row = sqlx::query(&payment_sql())
         .bind(tenant.as_str())
         .bind(id.as_str())
         .fetch_optional(store.pool())
@@ -87,11 +104,7 @@ pub async fn rows_for_order(
     tenant: &TenantId,
     order: &OrderId,
 ) -> Result<Vec<LedgerRow>, LedgerError> {
-    let sql = format!(
-        "SELECT {ROW_COLUMNS} FROM payments WHERE tenant_id = $1 AND order_id = $2 \
-         ORDER BY created_at, id"
-    );
-    let rows = sqlx::query(&sql)
+    let rows = sqlx::query(&rows_for_order_sql())
         .bind(tenant.as_str())
         .bind(order.as_str())
         .fetch_all(store.pool())
@@ -127,15 +140,12 @@ pub(super) async fn find_external_in(
     provider: Option<&ProviderId>,
     external_ref: &GatewayRef,
 ) -> Result<Option<PaymentId>, LedgerError> {
-    let row = sqlx::query(
-        "SELECT id FROM payments \
-          WHERE tenant_id = $1 AND COALESCE(provider, '') = $2 AND external_ref = $3",
-    )
-    .bind(tenant.as_str())
-    .bind(provider.map(ProviderId::as_str).unwrap_or(""))
-    .bind(external_ref.as_str())
-    .fetch_optional(conn)
-    .await?;
+    let row = sqlx::query(FIND_EXTERNAL_SQL)
+        .bind(tenant.as_str())
+        .bind(provider.map(ProviderId::as_str).unwrap_or(""))
+        .bind(external_ref.as_str())
+        .fetch_optional(conn)
+        .await?;
     Ok(row
         .as_ref()
         .map(|r| get_parsed(r, "id", PaymentId::parse))
@@ -161,17 +171,14 @@ pub struct PaymentFilter {
     pub created_before: Option<UnixMillis>,
 }
 
-/// `tenant`'s rows matching `filter`, newest first, `limit` per page
-/// (clamped to 1..=[`MAX_PAGE_SIZE`]). Pass the previous page's
-/// `next_cursor` to continue; pages never skip or repeat a row, because the
-/// order is the total order (created_at, id) and the cursor is the last row's key.
-pub async fn list_payments(
-    store: &Store,
+/// The query behind [`list_payments`] and its clamped page size (for the
+/// query-plan tests too).
+pub(crate) fn list_payments_sql(
     tenant: &TenantId,
     filter: &PaymentFilter,
     cursor: Option<&str>,
     limit: u32,
-) -> Result<Page<LedgerRow>, LedgerError> {
+) -> Result<(SqlBuf, u32), LedgerError> {
     let mut q = SqlBuf::new(&format!(
         "SELECT {ROW_COLUMNS} FROM payments WHERE tenant_id = "
     ));
@@ -207,73 +214,26 @@ pub async fn list_payments(
     let limit = q
         .newest_first_page(cursor, limit)
         .map_err(|_| LedgerError::InvalidCursor)?;
+    Ok((q, limit))
+}
+
+/// `tenant`'s rows matching `filter`, newest first, `limit` per page
+/// (clamped to 1..=[`MAX_PAGE_SIZE`]). Pass the previous page's
+/// `next_cursor` to continue; pages never skip or repeat a row, because the
+/// order is the total order (created_at, id) and the cursor is the last row's key.
+pub async fn list_payments(
+    store: &Store,
+    tenant: &TenantId,
+    filter: &PaymentFilter,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<Page<LedgerRow>, LedgerError> {
+    let (q, limit) = list_payments_sql(tenant, filter, cursor, limit)?;
     let rows = q.query().fetch_all(store.pool()).await?;
     let items = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
     Ok(page_of(items, limit, |r| {
         (r.created_at.as_i64(), r.id.as_str().to_owned())
     }))
-}
-
-/// Money per currency, computed from the rows (never stored).
-///
-/// The sums are `i128`: a balance is a sum over any number of rows and must
-/// never overflow, whatever was booked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Balance {
-    /// The currency of the three amounts.
-    pub currency: Currency,
-    /// Sum of approved rows, minor units.
-    pub paid: i128,
-    /// Sum of refund rows, minor units.
-    pub refunded: i128,
-    /// `paid - refunded`, minor units.
-    pub net: i128,
-}
-
-/// Rows' amounts are summed in two parts, `amount / SPLIT` and
-/// `amount % SPLIT`, each of which stays far inside `i64` for any realistic
-/// row count (SQLite's `SUM` fails on overflow; PostgreSQL's would need a
-/// `NUMERIC` that the `Any` driver cannot decode), and recombined as `i128`.
-const SPLIT: i64 = 1_000_000;
-
-/// `tenant`'s balance in each currency it has approved or refunded rows in,
-/// sorted by currency. Pending rows count towards nothing.
-pub async fn balances(store: &Store, tenant: &TenantId) -> Result<Vec<Balance>, LedgerError> {
-    let part = |status: &str, op: &str| {
-        format!(
-            "CAST(COALESCE(SUM(CASE WHEN status = '{status}' THEN amount_minor {op} {SPLIT} ELSE 0 END), 0) AS BIGINT)"
-        )
-    };
-    let sql = format!(
-        "SELECT currency, {} AS paid_high, {} AS paid_low, {} AS refunded_high, {} AS refunded_low \
-           FROM payments \
-          WHERE tenant_id = $1 AND status IN ('approved', 'refunded') \
-          GROUP BY currency ORDER BY currency",
-        part("approved", "/"),
-        part("approved", "%"),
-        part("refunded", "/"),
-        part("refunded", "%"),
-    );
-    let rows = sqlx::query(&sql)
-        .bind(tenant.as_str())
-        .fetch_all(store.pool())
-        .await?;
-    let sum = |row: &AnyRow, high: &'static str, low: &'static str| -> Result<i128, StoreError> {
-        Ok(i128::from(get_i64(row, high)?) * i128::from(SPLIT) + i128::from(get_i64(row, low)?))
-    };
-    rows.iter()
-        .map(|row| {
-            let currency = get_parsed(row, "currency", Currency::parse)?;
-            let paid = sum(row, "paid_high", "paid_low")?;
-            let refunded = sum(row, "refunded_high", "refunded_low")?;
-            Ok(Balance {
-                currency,
-                paid,
-                refunded,
-                net: paid - refunded,
-            })
-        })
-        .collect()
 }
 
 /// How much of one approved payment is refunded, held for in-flight refunds,

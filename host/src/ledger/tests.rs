@@ -257,6 +257,8 @@ async fn fifty_concurrent_partial_refunds_never_exceed_the_payment() {
             .expect("exists");
         assert_eq!(summary.refunded.minor, 990);
         assert_eq!(summary.remaining.minor, 10);
+        let verified = verify_projections(&store, None).await.expect("verify");
+        assert!(verified.is_clean(), "{:?}", verified.differences);
     })
     .await;
 }
@@ -321,6 +323,10 @@ async fn fifty_concurrent_mixed_refunds_and_reservations_stay_within_the_payment
             .map(|r| r.amount.minor)
             .sum();
         assert_eq!(booked, succeeded, "ledger rows equal what succeeded");
+        let verified = verify_projections(&store, None).await.expect("verify");
+        assert!(verified.is_clean(), "{:?}", verified.differences);
+        let held: i128 = balances(&store, &t).await.expect("balance")[0].held;
+        assert_eq!(held, 0, "no hold left in the projection");
     })
     .await;
 }
@@ -763,12 +769,14 @@ async fn balances_are_sums_over_rows() {
                     currency: eur(),
                     paid: 1500,
                     refunded: 300,
+                    held: 0,
                     net: 1200,
                 },
                 Balance {
                     currency: usd(),
                     paid: 2000,
                     refunded: 0,
+                    held: 0,
                     net: 2000,
                 },
             ]

@@ -47,6 +47,7 @@ const SQLITE: &[Migration] = &[
     migration!("sqlite", 5, "0005", "money_bounds"),
     migration!("sqlite", 6, "0006", "features"),
     migration!("sqlite", 7, "0007", "quota_usage"),
+    migration!("sqlite", 8, "0008", "balance_projection"),
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -57,6 +58,7 @@ const POSTGRES: &[Migration] = &[
     migration!("postgres", 5, "0005", "money_bounds"),
     migration!("postgres", 6, "0006", "features"),
     migration!("postgres", 7, "0007", "quota_usage"),
+    migration!("postgres", 8, "0008", "balance_projection"),
 ];
 
 /// Serialises migrators across PostgreSQL sessions ("payhost" in ASCII).

@@ -165,6 +165,16 @@ impl SqlBuf {
         format!("${}", self.args.len())
     }
 
+    /// The same statement behind `prefix` (e.g. `EXPLAIN `), for the
+    /// query-plan tests.
+    #[cfg(test)]
+    pub(crate) fn prefixed(&self, prefix: &str) -> SqlBuf {
+        SqlBuf {
+            sql: format!("{prefix}{}", self.sql),
+            args: self.args.clone(),
+        }
+    }
+
     pub(crate) fn query(&self) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments<'_>> {
         let mut q = sqlx::query(self.sql.as_str());
         for arg in &self.args {

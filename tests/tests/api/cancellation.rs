@@ -381,6 +381,7 @@ backend_test! {
             answered > 0,
             "{b}: no request was answered before its hang-up; the sweep is too short"
         );
+        app.assert_ledger_verified().await;
         app.finish().await;
     }
 }

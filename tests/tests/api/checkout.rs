@@ -64,7 +64,7 @@ backend_test! {
         assert_eq!(status, 200);
         assert_eq!(
             balance["items"],
-            json!([{"currency": "USD", "paid": 1500, "refunded": 300, "net": 1200}])
+            json!([{"currency": "USD", "paid": 1500, "refunded": 300, "net": 1200, "held": 0}])
         );
         // The original row is untouched.
         let (_, original) = app

@@ -20,6 +20,7 @@ mod orders;
 mod rate_limits;
 mod quotas;
 mod refunds;
+mod reports;
 mod resume;
 mod routing;
 mod secrets;

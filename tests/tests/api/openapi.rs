@@ -56,6 +56,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/tenants/{id}/usage"),
     ("post", "/admin/tenants/{id}/usage/{key}/adjustments"),
     ("get", "/v1/usage"),
+    ("get", "/admin/reports/daily"),
+    ("get", "/v1/reports/daily"),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];

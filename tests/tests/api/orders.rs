@@ -76,8 +76,9 @@ backend_test! {
         let (_, balance) = app.tenant(&key, Method::GET, "/v1/balance", None).await;
         assert_eq!(
             balance["items"],
-            json!([{"currency": "EUR", "paid": 1550, "refunded": 900, "net": 650}])
+            json!([{"currency": "EUR", "paid": 1550, "refunded": 900, "net": 650, "held": 0}])
         );
+        app.assert_ledger_verified().await;
         app.finish().await;
     }
 }

@@ -40,7 +40,7 @@ backend_test! {
         let (_, balance) = app.tenant(&key, Method::GET, "/v1/balance", None).await;
         assert_eq!(
             balance["items"],
-            json!([{"currency": "USD", "paid": 1000, "refunded": 0, "net": 1000}])
+            json!([{"currency": "USD", "paid": 1000, "refunded": 0, "net": 1000, "held": 400}])
         );
         let order_id = order["id"].as_str().expect("order id");
         let (_, after) = app
@@ -99,6 +99,7 @@ backend_test! {
         );
         let (_, balance) = app.tenant(&key, Method::GET, "/v1/balance", None).await;
         assert_eq!(balance["items"][0]["refunded"], 990);
+        app.assert_ledger_verified().await;
         let app = Arc::try_unwrap(app).ok().expect("sole owner");
         app.finish().await;
     }

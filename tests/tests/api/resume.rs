@@ -142,7 +142,7 @@ async fn assert_paid_once(app: &TestApp, key: &str) {
     let (_, balance) = app.tenant(key, Method::GET, "/v1/balance", None).await;
     assert_eq!(
         balance["items"],
-        json!([{"currency": "USD", "paid": 1000, "refunded": 0, "net": 1000}]),
+        json!([{"currency": "USD", "paid": 1000, "refunded": 0, "net": 1000, "held": 0}]),
         "[{}]",
         app.backend
     );

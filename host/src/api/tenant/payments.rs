@@ -182,7 +182,8 @@ pub async fn list_payments(
     Ok(Json(Page::<Payment>::of(&page)))
 }
 
-/// `GET /v1/balance`: per currency, computed from the ledger rows.
+/// `GET /v1/balance`: per currency, read from the balance projection (a few
+/// rows, whatever the size of the ledger).
 #[utoipa::path(get, path = "/v1/balance", tag = "tenant", security(("api_key" = [])),
     responses((status = 200, description = "per currency", body = BalanceList),
         (status = "default", description = "an error", body = ErrorBody)))]
@@ -198,6 +199,7 @@ pub async fn balance(
             paid: Sum::from(b.paid),
             refunded: Sum::from(b.refunded),
             net: Sum::from(b.net),
+            held: Sum::from(b.held),
         })
         .collect();
     Ok(Json(BalanceList { items }))

@@ -175,6 +175,23 @@ pub struct NewOrder {
     pub gateway_account: Option<String>,
 }
 
+impl NewOrder {
+    /// A manual order of `lines` in `currency`: no customer, metadata or
+    /// gateway (for tools, seeding and tests).
+    pub fn manual(currency: Currency, lines: Vec<OrderLine>) -> Self {
+        Self {
+            kind: OrderKind::Manual,
+            currency,
+            lines,
+            customer: serde_json::json!({}),
+            metadata: serde_json::json!({}),
+            provider: None,
+            checkout_key: None,
+            gateway_account: None,
+        }
+    }
+}
+
 /// An order as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Order {

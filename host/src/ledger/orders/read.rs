@@ -3,14 +3,27 @@
 
 use super::*;
 
+/// [`get_order`]'s query: `$1` tenant, `$2` id.
+pub(crate) fn get_order_sql() -> String {
+    format!("SELECT {ORDER_COLUMNS} FROM orders WHERE tenant_id = $1 AND id = $2")
+}
+
+/// [`find_order_by_gateway_reference`]'s query: `$1` tenant, `$2` provider,
+/// `$3` reference.
+pub(crate) fn order_by_gateway_reference_sql() -> String {
+    format!(
+        "SELECT {ORDER_COLUMNS} FROM orders \
+          WHERE tenant_id = $1 AND provider = $2 AND gateway_reference = $3"
+    )
+}
+
 /// The order, if it exists and belongs to `tenant` (another tenant's id → `None`).
 pub async fn get_order(
     store: &Store,
     tenant: &TenantId,
     id: &OrderId,
 ) -> Result<Option<Order>, LedgerError> {
-    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE tenant_id = $1 AND id = $2");
-    let row = sqlx::query(&sql)
+    let row = sqlx::query(&get_order_sql())
         .bind(tenant.as_str())
         .bind(id.as_str())
         .fetch_optional(store.pool())
@@ -45,6 +58,25 @@ pub async fn list_orders(
     cursor: Option<&str>,
     limit: u32,
 ) -> Result<Page<Order>, LedgerError> {
+    let (q, limit) = list_orders_sql(tenant, filter, cursor, limit)?;
+    let rows = q.query().fetch_all(store.pool()).await?;
+    let items = rows
+        .iter()
+        .map(decode_order)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(page_of(items, limit, |o| {
+        (o.created_at.as_i64(), o.id.as_str().to_owned())
+    }))
+}
+
+/// The query behind [`list_orders`] and its clamped page size (for the
+/// query-plan tests too).
+pub(crate) fn list_orders_sql(
+    tenant: &TenantId,
+    filter: &OrderFilter,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<(SqlBuf, u32), LedgerError> {
     let mut q = SqlBuf::new(&format!(
         "SELECT {ORDER_COLUMNS} FROM orders WHERE tenant_id = "
     ));
@@ -70,14 +102,7 @@ pub async fn list_orders(
     let limit = q
         .newest_first_page(cursor, limit)
         .map_err(|_| LedgerError::InvalidCursor)?;
-    let rows = q.query().fetch_all(store.pool()).await?;
-    let items = rows
-        .iter()
-        .map(decode_order)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(page_of(items, limit, |o| {
-        (o.created_at.as_i64(), o.id.as_str().to_owned())
-    }))
+    Ok((q, limit))
 }
 
 /// The order a gateway payment reference belongs to (webhooks arrive with
@@ -88,11 +113,7 @@ pub async fn find_order_by_gateway_reference(
     provider: &ProviderId,
     reference: &GatewayRef,
 ) -> Result<Option<Order>, LedgerError> {
-    let sql = format!(
-        "SELECT {ORDER_COLUMNS} FROM orders \
-          WHERE tenant_id = $1 AND provider = $2 AND gateway_reference = $3"
-    );
-    let row = sqlx::query(&sql)
+    let row = sqlx::query(&order_by_gateway_reference_sql())
         .bind(tenant.as_str())
         .bind(provider.as_str())
         .bind(reference.as_str())
