@@ -142,7 +142,15 @@ pub async fn app_state(
     };
     let gateways = Gateways::new(store.clone(), Arc::new(vault(config)?), providers.clone())
         .follow(resolver.broadcast());
+    let webhooks = crate::webhooks::Webhooks::new(
+        store.clone(),
+        gateways.clone(),
+        &config.webhooks,
+        &config.jobs,
+        crate::webhooks::Clock::System,
+    );
     Ok(AppState {
+        webhooks,
         checkouts: Checkouts::new(store.clone(), gateways.clone()),
         orders: GatewayLessOrders::new(store.clone()),
         refunds: Refunds::new(store.clone(), gateways.clone()),
@@ -179,6 +187,8 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     }
     let state = app_state(&config, &url, store, providers).await?;
     let mutations = state.mutations.clone();
+    // Applies stored webhook events; stops when dropped at the end.
+    let workers = state.webhooks.start();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -198,6 +208,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
             "mutations still running at shutdown; their orders stay pending for a retry to resume"
         );
     }
+    drop(workers);
     drop(emulators);
     Ok(())
 }

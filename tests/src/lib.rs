@@ -333,6 +333,12 @@ pub struct TestApp {
     pub backend: &'static str,
     /// The instance's mutations in progress (each in its own task).
     pub mutations: payhost::api::Mutations,
+    /// The clock the webhook pipeline schedules retries and leases by;
+    /// it moves only when a test calls [`TestApp::advance_clock`].
+    pub clock: payhost::webhooks::ManualClock,
+    /// The instance's webhook pipeline (its workers run until `finish`).
+    pub webhooks: payhost::webhooks::Webhooks,
+    workers: Option<payhost::webhooks::WorkerHandle>,
     db: Option<payhost::store::testing::TestDb>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -349,9 +355,26 @@ impl TestApp {
         db: payhost::store::testing::TestDb,
         http: payhost::http_server::HttpOptions,
     ) -> TestApp {
+        TestApp::spawn_configured(db, http, |_| {}).await
+    }
+
+    /// [`TestApp::spawn_with`] with the configuration adjusted by the test
+    /// (webhook retry policy, alert URL, …).
+    pub async fn spawn_configured(
+        db: payhost::store::testing::TestDb,
+        http: payhost::http_server::HttpOptions,
+        configure: impl FnOnce(&mut payhost::config::Config),
+    ) -> TestApp {
         let store = db.store().clone();
         let url = db.url().to_string();
-        let mut app = TestApp::start(store, &url, http).await;
+        let mut app = TestApp::start(
+            store,
+            &url,
+            http,
+            payhost::webhooks::ManualClock::default(),
+            configure,
+        )
+        .await;
         app.db = Some(db);
         app
     }
@@ -364,8 +387,16 @@ impl TestApp {
             self.store.clone(),
             database_url,
             payhost::http_server::HttpOptions::default(),
+            self.clock.clone(),
+            |_| {},
         )
         .await
+    }
+
+    /// Moves the webhook pipeline's clock forward and wakes its workers.
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock.advance(by);
+        self.webhooks.wake();
     }
 
     /// The database URL this app uses (for [`TestApp::sibling`]).
@@ -377,19 +408,30 @@ impl TestApp {
         store: payhost::store::Store,
         url: &str,
         http: payhost::http_server::HttpOptions,
+        clock: payhost::webhooks::ManualClock,
+        configure: impl FnOnce(&mut payhost::config::Config),
     ) -> TestApp {
         let backend = match store.backend() {
             payhost::store::Backend::Sqlite => "sqlite",
             payhost::store::Backend::Postgres => "postgres",
         };
-        let config = payhost::config::Config {
+        let mut config = payhost::config::Config {
             admin_token: Some(payhost::config::Secret::new(ADMIN_TOKEN)),
             master_key: Some(payhost::config::Secret::new(shared_master_key())),
             ..payhost::config::Config::default()
         };
-        let state = payhost::server::app_state(&config, url, store.clone(), registry().await)
+        // Retries come due only when the test moves the clock; the timer
+        // only finds other instances' events sooner.
+        config.webhooks.poll_interval_ms = 100;
+        configure(&mut config);
+        let mut state = payhost::server::app_state(&config, url, store.clone(), registry().await)
             .await
             .expect("app state");
+        state.webhooks = state
+            .webhooks
+            .with_clock(payhost::webhooks::Clock::Manual(clock.clone()));
+        let webhooks = state.webhooks.clone();
+        let workers = Some(webhooks.start());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -409,6 +451,9 @@ impl TestApp {
             store,
             backend,
             mutations,
+            clock,
+            webhooks,
+            workers,
             db: None,
             server,
         }
@@ -463,6 +508,7 @@ impl TestApp {
         // their database is dropped.
         self.quiesce().await;
         self.server.abort();
+        drop(self.workers.take());
         if let Some(db) = self.db.take() {
             db.cleanup().await;
         }

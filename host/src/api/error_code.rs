@@ -146,6 +146,13 @@ error_codes! {
     TenantBusy = "tenant_busy",
     /// 504: the checkout took too long and was stopped.
     CheckoutTimedOut = "checkout_timed_out",
+    /// 400: a webhook whose signature did not verify (one code for every
+    /// reason, so a sender learns nothing about the tenant's secret).
+    WebhookSignatureInvalid = "webhook_signature_invalid",
+    /// 400: a verified webhook whose body is not a readable event.
+    WebhookPayloadInvalid = "webhook_payload_invalid",
+    /// 404: no such dead letter.
+    DeadLetterNotFound = "dead_letter_not_found",
 }
 
 impl ErrorCode {

@@ -43,6 +43,7 @@ mod operator;
 mod strict_json;
 mod tenant;
 pub mod types;
+mod webhooks;
 
 pub use auth::TenantCtx;
 pub use detach::{DEFAULT_MAX_MUTATIONS, Mutations};
@@ -75,6 +76,8 @@ pub struct AppState {
     /// The bound on mutations in progress; each runs in its own task
     /// (see [`detach`]).
     pub mutations: Mutations,
+    /// The webhook pipeline (ingestion, inbox, dead letters).
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 impl AppState {
@@ -239,7 +242,20 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(operator::issue_key))
         .routes(routes!(operator::revoke_key))
         .routes(routes!(operator::audit_log))
-        .routes(routes!(operator::providers));
+        .routes(routes!(operator::providers))
+        .routes(routes!(webhooks::list_webhooks))
+        .routes(routes!(webhooks::webhook_stats))
+        .routes(routes!(webhooks::list_dead_letters))
+        .routes(routes!(webhooks::get_dead_letter))
+        .routes(routes!(webhooks::replay_dead_letter))
+        .routes(routes!(webhooks::replay_dead_letters));
+    // Gateways' deliveries: no tenant credentials (the provider verifies
+    // the signature), no detach or Idempotency-Key layer (the inbox's
+    // unique key dedupes, and a delivery commits whole or not at all), and
+    // a body limit of their own.
+    let mut inbound = OpenApiRouter::new()
+        .routes(routes!(webhooks::ingest_for_tenant))
+        .routes(routes!(webhooks::ingest_by_host));
     let mut tenant = OpenApiRouter::new()
         .routes(routes!(tenant::list_gateways))
         .routes(routes!(tenant::save_gateway, tenant::delete_gateway))
@@ -278,6 +294,7 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
                 state.clone(),
                 auth::tenant_auth,
             ));
+        inbound = inbound.layer(DefaultBodyLimit::max(state.webhooks.max_body_bytes()));
     }
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
@@ -285,6 +302,7 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(openapi_json))
         .merge(operator)
         .merge(tenant)
+        .merge(inbound)
         .split_for_parts()
 }
 

@@ -21,7 +21,8 @@ use crate::store::{ParseError, StoreError};
 
 pub use crate::store::{Currency, Money, OrderId, PaymentId, ProviderId, RefundReservationId};
 pub use book::{
-    NewLedgerRow, book_order_rows, book_order_rows_in, book_paid_checkout, book_rows_of_in,
+    NewLedgerRow, book_order_rows, book_order_rows_in, book_paid_checkout, book_paid_checkout_from,
+    book_rows_of_in,
 };
 pub use orders::{
     LineKind, NewOrder, Order, OrderFilter, OrderKind, OrderLine, OrderStatus, create_order,
@@ -35,8 +36,8 @@ pub use read::{
     list_payments, payment, refund_summary, rows_for_order,
 };
 pub use refunds::{
-    RefundReservation, book_refund, complete_refund, mark_refund_pending, release_refund,
-    reserve_refund, stale_reservations,
+    RefundReservation, book_refund, complete_refund, find_reservation, mark_refund_pending,
+    release_refund, reserve_refund, stale_reservations,
 };
 
 /// Errors of the ledger and orders repositories. Each variant is a distinct

@@ -22,3 +22,4 @@ mod routing;
 mod secrets;
 mod tenancy;
 mod validation;
+mod webhooks;
