@@ -364,19 +364,28 @@ async fn public_tenant(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<types::PublicTenant>, ApiError> {
+    let tenant = host_tenant(&state, &headers).await?;
+    Ok(Json(types::PublicTenant {
+        tenant_id: tenant.as_str().to_owned(),
+    }))
+}
+
+/// The tenant whose custom domain or subdomain the `Host` header names
+/// (404 `tenant_not_found` if none).
+pub(crate) async fn host_tenant(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<crate::store::TenantId, ApiError> {
     let host = headers
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .ok_or_else(|| ApiError::bad_request("missing Host header"))?;
-    let tenant = state
+    state
         .resolver
         .resolve_host(host)
         .await
         .map_err(|e| ApiError::internal("resolve host", e))?
-        .ok_or_else(|| ApiError::not_found(ErrorCode::TenantNotFound, "no tenant for this host"))?;
-    Ok(Json(types::PublicTenant {
-        tenant_id: tenant.as_str().to_owned(),
-    }))
+        .ok_or_else(|| ApiError::not_found(ErrorCode::TenantNotFound, "no tenant for this host"))
 }
 
 /// `GET /health`: liveness and the loaded providers.

@@ -131,16 +131,7 @@ pub async fn ingest_by_host(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Json<WebhookReceipt>, ApiError> {
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .ok_or_else(|| ApiError::bad_request("missing Host header"))?;
-    let tenant = state
-        .resolver
-        .resolve_host(host)
-        .await
-        .map_err(|e| ApiError::internal("resolve host", e))?
-        .ok_or_else(|| ApiError::not_found(ErrorCode::TenantNotFound, "no tenant for this host"))?;
+    let tenant = super::host_tenant(&state, &headers).await?;
     ingest(&state, &tenant, &provider, &headers, body).await
 }
 

@@ -395,14 +395,5 @@ async fn refund_failed(
 }
 
 async fn audit_system(store: &Store, tenant: &TenantId, action: &str, details: serde_json::Value) {
-    let audited = match crate::audit::Actor::system("webhooks") {
-        Ok(actor) => crate::audit::record(store, &actor, action, Some(tenant), details)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = audited {
-        tracing::error!(%tenant, action, "not audited: {e}");
-    }
+    crate::audit::record_by_system(store, "webhooks", action, Some(tenant), details).await;
 }

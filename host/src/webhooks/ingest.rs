@@ -190,21 +190,13 @@ impl Webhooks {
         {
             tracing::error!(%tenant, "webhook rejection not recorded: {err}");
         }
-        let audited = match crate::audit::Actor::system("webhooks") {
-            Ok(actor) => crate::audit::record(
-                store,
-                &actor,
-                "webhook.rejected",
-                Some(tenant),
-                serde_json::json!({"provider": provider.as_str(), "reason": reason}),
-            )
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(err) = audited {
-            tracing::error!(%tenant, "webhook rejection not audited: {err}");
-        }
+        crate::audit::record_by_system(
+            store,
+            "webhooks",
+            "webhook.rejected",
+            Some(tenant),
+            serde_json::json!({"provider": provider.as_str(), "reason": reason}),
+        )
+        .await;
     }
 }
