@@ -39,6 +39,14 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/payments/{id}"),
     ("post", "/v1/payments/{id}/refunds"),
     ("get", "/v1/balance"),
+    ("get", "/admin/webhooks"),
+    ("get", "/admin/webhooks/stats"),
+    ("get", "/admin/dead-letters"),
+    ("get", "/admin/dead-letters/{id}"),
+    ("post", "/admin/dead-letters/{id}/replay"),
+    ("post", "/admin/dead-letters/replay"),
+    ("post", "/webhooks/{tenant}/{provider}"),
+    ("post", "/webhooks/{provider}"),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
