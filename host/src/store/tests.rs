@@ -40,7 +40,7 @@ async fn migrations_apply_once_and_rerun_as_a_no_op() {
             .expect("count")
             .try_get("n")
             .expect("n");
-        assert_eq!(count, 5);
+        assert_eq!(count, 6);
     })
     .await;
 }
