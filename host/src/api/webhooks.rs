@@ -442,15 +442,19 @@ pub async fn replay_dead_letter(
     PathParam(id): PathParam<String>,
 ) -> Result<Json<ReplayResult>, ApiError> {
     let id = dead_letter_id(&id)?;
+    Ok(Json(replay_one(&state, &id).await?))
+}
+
+async fn replay_one(state: &AppState, id: &DeadLetterId) -> Result<ReplayResult, ApiError> {
     let (letter, outcome) = state
         .webhooks
-        .replay(&operator(), &id)
+        .replay(&operator(), id)
         .await
         .map_err(list_error)?;
-    Ok(Json(ReplayResult {
+    Ok(ReplayResult {
         outcome: outcome_name(outcome),
         dead_letter: DeadLetterView::from(&letter),
-    }))
+    })
 }
 
 /// `POST /admin/dead-letters/replay`'s body: ids, or a filter.
@@ -509,15 +513,7 @@ pub async fn replay_dead_letters(
     };
     let mut items = Vec::with_capacity(ids.len());
     for id in &ids {
-        let (letter, outcome) = state
-            .webhooks
-            .replay(&operator(), id)
-            .await
-            .map_err(list_error)?;
-        items.push(ReplayResult {
-            outcome: outcome_name(outcome),
-            dead_letter: DeadLetterView::from(&letter),
-        });
+        items.push(replay_one(&state, id).await?);
     }
     Ok(Json(ReplayManyResult { items }))
 }
