@@ -160,6 +160,29 @@ fn redact(value: &mut serde_json::Value) {
     }
 }
 
+/// Records `action` by the host's own `component` (e.g. `webhooks`) for an
+/// operator to see, logging instead of returning a failure: for callers
+/// whose own record is already stored and must not fail because the audit
+/// write did.
+pub async fn record_by_system(
+    store: &Store,
+    component: &str,
+    action: &str,
+    tenant: Option<&TenantId>,
+    details: serde_json::Value,
+) {
+    let audited = match Actor::system(component) {
+        Ok(actor) => record(store, &actor, action, tenant, details)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = audited {
+        tracing::error!(tenant = ?tenant.map(TenantId::as_str), action, "not audited: {e}");
+    }
+}
+
 /// Appends an event. See the module docs on redaction.
 pub async fn record(
     store: &Store,

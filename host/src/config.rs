@@ -84,6 +84,10 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[rate_limit]`: request budgets per (tenant, API key) and per lane.
     pub rate_limit: RateLimitConfig,
+    /// `[webhooks]`: ingestion limits, the worker, dead-letter alerts.
+    pub webhooks: WebhooksConfig,
+    /// `[jobs.<type>]`: retry policy per background job type.
+    pub jobs: JobsConfig,
 }
 
 impl fmt::Debug for Config {
@@ -107,6 +111,8 @@ impl fmt::Debug for Config {
             .field("max_mutations_in_progress", &self.max_mutations_in_progress)
             .field("http", &self.http)
             .field("rate_limit", &self.rate_limit)
+            .field("webhooks", &self.webhooks)
+            .field("jobs", &self.jobs)
             .finish()
     }
 }
@@ -300,7 +306,192 @@ impl Default for Config {
             max_mutations_in_progress: DEFAULT_MAX_MUTATIONS,
             http: HttpConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            webhooks: WebhooksConfig::default(),
+            jobs: JobsConfig::default(),
         }
+    }
+}
+
+/// `[webhooks]`: the inbound webhook pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Largest accepted webhook body, KiB.
+    pub max_body_kib: usize,
+    /// Signature-mismatch diagnoses (a gateway call) a (tenant, provider)
+    /// may use in a burst.
+    pub diagnosis_burst: u32,
+    /// Diagnosis tokens regained per minute per (tenant, provider).
+    pub diagnosis_per_minute: u32,
+    /// Worker tasks per instance.
+    pub workers: usize,
+    /// Inbox events one worker claims at a time.
+    pub batch: usize,
+    /// How long a claimed event stays leased to its worker, seconds.
+    pub lease_secs: u64,
+    /// How often the worker looks for due events besides being woken, ms.
+    pub poll_interval_ms: u64,
+    /// Where a new dead letter is announced (JSON POST, Slack-compatible
+    /// `text`); none: no alerts.
+    pub alert_url: Option<String>,
+    /// Base URL of the operator API, for the link in an alert.
+    pub alert_link_base: String,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            max_body_kib: 256,
+            diagnosis_burst: 5,
+            diagnosis_per_minute: 5,
+            workers: 2,
+            batch: 32,
+            lease_secs: 60,
+            poll_interval_ms: 1000,
+            alert_url: None,
+            alert_link_base: "http://127.0.0.1:8080".into(),
+        }
+    }
+}
+
+/// `[jobs]`: one retry policy per job type.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Applying an inbox event (`webhook`).
+    pub webhook: RetryConfig,
+    /// Sending a dead-letter alert (`alert`).
+    pub alert: RetryConfig,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            webhook: RetryConfig::default(),
+            alert: RetryConfig {
+                max_attempts: 10,
+                backoff: Backoff::Exponential,
+                base_secs: 10,
+                factor: 2,
+            },
+        }
+    }
+}
+
+/// How a job type retries: attempt `n` (1-based) that fails waits
+/// `base × factor^(n-1)` (exponential) or `base` (fixed) before the next;
+/// after `max_attempts` failures the job is a dead letter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts before the job becomes a dead letter.
+    pub max_attempts: u32,
+    /// `exponential` or `fixed`.
+    pub backoff: Backoff,
+    /// First wait, seconds.
+    pub base_secs: u64,
+    /// Growth per attempt (exponential only).
+    pub factor: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 3,
+            backoff: Backoff::Exponential,
+            base_secs: 60,
+            factor: 5,
+        }
+    }
+}
+
+/// A retry policy's backoff strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backoff {
+    /// `base × factor^(attempt-1)`.
+    Exponential,
+    /// Always `base`.
+    Fixed,
+}
+
+impl Backoff {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backoff::Exponential => "exponential",
+            Backoff::Fixed => "fixed",
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The wait after failed attempt `attempt` (1-based), capped at a day.
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        let base = self.base_secs;
+        let secs = match self.backoff {
+            Backoff::Fixed => base,
+            Backoff::Exponential => {
+                let mut secs = base;
+                for _ in 1..attempt.max(1) {
+                    secs = secs.saturating_mul(u64::from(self.factor));
+                }
+                secs
+            }
+        };
+        Duration::from_secs(secs.min(86_400))
+    }
+
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err(ConfigError::Invalid {
+                key: format!("jobs.{key}.max_attempts"),
+                message: format!("must be 1 to 100, not {}", self.max_attempts),
+            });
+        }
+        if self.base_secs > 86_400 {
+            return Err(ConfigError::Invalid {
+                key: format!("jobs.{key}.base_secs"),
+                message: "must be at most 86400".into(),
+            });
+        }
+        if self.backoff == Backoff::Exponential && !(1..=100).contains(&self.factor) {
+            return Err(ConfigError::Invalid {
+                key: format!("jobs.{key}.factor"),
+                message: "must be 1 to 100".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl WebhooksConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            key: format!("webhooks.{key}"),
+            message: message.to_string(),
+        };
+        if !(1..=16 * 1024).contains(&self.max_body_kib) {
+            return Err(invalid("max_body_kib", "must be 1 to 16384"));
+        }
+        if !(1..=64).contains(&self.workers) {
+            return Err(invalid("workers", "must be 1 to 64"));
+        }
+        if !(1..=1000).contains(&self.batch) {
+            return Err(invalid("batch", "must be 1 to 1000"));
+        }
+        if !(1..=86_400).contains(&self.lease_secs) {
+            return Err(invalid("lease_secs", "must be 1 to 86400"));
+        }
+        if !(10..=3_600_000).contains(&self.poll_interval_ms) {
+            return Err(invalid("poll_interval_ms", "must be 10 to 3600000"));
+        }
+        if let Some(url) = &self.alert_url
+            && Origin::of_url(url).is_none()
+        {
+            return Err(invalid("alert_url", "must be an http(s) URL"));
+        }
+        Ok(())
     }
 }
 
@@ -403,6 +594,14 @@ impl Config {
                 self.rate_limit.max_tracked_keys = parse(value).map_err(bad)?;
             }
             "RATE_LIMIT_REDIS_KEY_PREFIX" => self.rate_limit.redis_key_prefix = value.to_string(),
+            "WEBHOOKS_MAX_BODY_KIB" => self.webhooks.max_body_kib = parse(value).map_err(bad)?,
+            "WEBHOOKS_WORKERS" => self.webhooks.workers = parse(value).map_err(bad)?,
+            "WEBHOOKS_ALERT_URL" => self.webhooks.alert_url = Some(value.to_string()),
+            "WEBHOOKS_ALERT_LINK_BASE" => self.webhooks.alert_link_base = value.to_string(),
+            "JOBS_WEBHOOK_MAX_ATTEMPTS" => {
+                self.jobs.webhook.max_attempts = parse(value).map_err(bad)?;
+            }
+            "JOBS_WEBHOOK_BASE_SECS" => self.jobs.webhook.base_secs = parse(value).map_err(bad)?,
             // Variables for other tools (tests, logging) share the prefix.
             _ if key.starts_with("TEST_") || matches!(key, "LOG" | "SKIP_COMPONENT_BUILD") => {}
             _ => return Err(bad("unknown setting".into())),
@@ -435,6 +634,9 @@ impl Config {
         }
         self.http.validate()?;
         self.rate_limit.validate()?;
+        self.webhooks.validate()?;
+        self.jobs.webhook.validate("webhook")?;
+        self.jobs.alert.validate("alert")?;
         if let Some(t) = &self.admin_token
             && t.expose().len() < 16
         {

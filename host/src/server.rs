@@ -176,12 +176,19 @@ pub async fn app_state_with_clock(
     )
     .await
     .context("cannot load the features")?;
-    let quotas = Quotas::new(store.clone(), Arc::new(features.clone()), clock);
+    let quotas = Quotas::new(store.clone(), Arc::new(features.clone()), clock.clone());
     let quotas = if count_quotas {
         quotas
     } else {
         quotas.uncounted()
     };
+    let webhooks = crate::webhooks::Webhooks::new(
+        store.clone(),
+        gateways.clone(),
+        &config.webhooks,
+        &config.jobs,
+        crate::webhooks::Clock::from(clock),
+    );
     let rate_limiter = RateLimiter::new(config.rate_limit_options())?;
     rate_limiter.set_rate_for(api_rate(&features, config.rate_limit_options().requests_per_minute));
     Ok(AppState {
@@ -192,6 +199,7 @@ pub async fn app_state_with_clock(
             quotas.clone(),
         ),
         features,
+        webhooks,
         orders: GatewayLessOrders::new(store.clone()),
         refunds: Refunds::new(store.clone(), gateways.clone()),
         tenancy: Tenancy::new(store.clone(), resolver.clone()),
@@ -229,6 +237,8 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     }
     let state = app_state(&config, &url, store, providers).await?;
     let mutations = state.mutations.clone();
+    // Applies stored webhook events; stops when dropped at the end.
+    let workers = state.webhooks.start();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -248,6 +258,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
             "mutations still running at shutdown; their orders stay pending for a retry to resume"
         );
     }
+    drop(workers);
     drop(emulators);
     Ok(())
 }

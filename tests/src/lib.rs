@@ -331,6 +331,9 @@ pub struct AppOptions {
     pub rate_limit: Option<payhost::ratelimit::RateLimitOptions>,
     /// Checkouts count against no quota (the checkout benchmark's baseline).
     pub uncounted: bool,
+    /// Adjusts the configuration before the app is built (webhook retry
+    /// policy, alert URL, …).
+    pub configure: Option<Box<dyn FnOnce(&mut payhost::config::Config)>>,
 }
 
 /// A real payhost HTTP service on a loopback port with a fresh database.
@@ -355,6 +358,9 @@ pub struct TestApp {
     /// against; tests move it.
     /// A sibling shares its first instance's clock.
     pub clock: Arc<payhost::clock::ManualClock>,
+    /// The instance's webhook pipeline (its workers run until `finish`).
+    pub webhooks: payhost::webhooks::Webhooks,
+    workers: Option<payhost::webhooks::WorkerHandle>,
     db: Option<payhost::store::testing::TestDb>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -391,6 +397,21 @@ impl TestApp {
         TestApp::spawn_opts(db, opts).await
     }
 
+    /// [`TestApp::spawn_with`] with the configuration adjusted by the test
+    /// (webhook retry policy, alert URL, …).
+    pub async fn spawn_configured(
+        db: payhost::store::testing::TestDb,
+        http: payhost::http_server::HttpOptions,
+        configure: impl FnOnce(&mut payhost::config::Config) + 'static,
+    ) -> TestApp {
+        let opts = AppOptions {
+            http,
+            configure: Some(Box::new(configure)),
+            ..AppOptions::default()
+        };
+        TestApp::spawn_opts(db, opts).await
+    }
+
     /// [`TestApp::spawn`] with [`AppOptions`].
     pub async fn spawn_opts(db: payhost::store::testing::TestDb, opts: AppOptions) -> TestApp {
         let store = db.store().clone();
@@ -414,6 +435,13 @@ impl TestApp {
         TestApp::start(self.store.clone(), database_url, opts, self.clock.clone()).await
     }
 
+    /// Moves the instance's wall clock (features, quotas, the webhook
+    /// pipeline) forward and wakes the webhook workers.
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock.advance(by);
+        self.webhooks.wake();
+    }
+
     /// The database URL this app uses (for [`TestApp::sibling`]).
     pub fn database_url(&self) -> Option<String> {
         self.db.as_ref().map(|d| d.url().to_string())
@@ -429,12 +457,13 @@ impl TestApp {
             http,
             rate_limit,
             uncounted,
+            configure,
         } = opts;
         let backend = match store.backend() {
             payhost::store::Backend::Sqlite => "sqlite",
             payhost::store::Backend::Postgres => "postgres",
         };
-        let config = payhost::config::Config {
+        let mut config = payhost::config::Config {
             admin_token: Some(payhost::config::Secret::new(ADMIN_TOKEN)),
             master_key: Some(payhost::config::Secret::new(shared_master_key())),
             ..payhost::config::Config::default()
@@ -459,6 +488,14 @@ impl TestApp {
         )
         .expect("rate limiter");
         let rate_limiter = state.rate_limiter.clone();
+        let webhooks = state.webhooks.clone();
+        let workers = Some(webhooks.start());
+        // Retries come due only when the test moves the clock; the timer
+        // only finds other instances' events sooner.
+        config.webhooks.poll_interval_ms = 100;
+        if let Some(configure) = configure {
+            configure(&mut config);
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -481,6 +518,8 @@ impl TestApp {
             rate_limiter,
             rate_clock,
             clock,
+            webhooks,
+            workers,
             db: None,
             server,
         }
@@ -535,6 +574,7 @@ impl TestApp {
         // their database is dropped.
         self.quiesce().await;
         self.server.abort();
+        drop(self.workers.take());
         if let Some(db) = self.db.take() {
             db.cleanup().await;
         }

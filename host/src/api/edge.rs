@@ -31,7 +31,13 @@ const SINGLE_HEADERS: [header::HeaderName; 2] = [header::HOST, header::AUTHORIZA
 /// Request checks (URI and header size, duplicate or contradictory `Host`,
 /// declared body size), then the JSON guarantee on the response.
 pub async fn edge(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Err(e) = check(&request, state.max_body_bytes) {
+    // Gateway deliveries have a limit of their own (`[webhooks] max_body_kib`).
+    let max_body_bytes = if request.uri().path().starts_with("/webhooks/") {
+        state.webhooks.max_body_bytes()
+    } else {
+        state.max_body_bytes
+    };
+    if let Err(e) = check(&request, max_body_bytes) {
         let mut response = e.into_response();
         if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
             // The body is not read; closing tells the client not to send it.

@@ -179,6 +179,13 @@ error_codes! {
     /// 400: a report's `from`/`to` is not a `YYYY-MM-DD` date, or the range
     /// is reversed or longer than 366 days.
     InvalidReportRange = "invalid_report_range",
+    /// 400: a webhook whose signature did not verify (one code for every
+    /// reason, so a sender learns nothing about the tenant's secret).
+    WebhookSignatureInvalid = "webhook_signature_invalid",
+    /// 400: a verified webhook whose body is not a readable event.
+    WebhookPayloadInvalid = "webhook_payload_invalid",
+    /// 404: no such dead letter.
+    DeadLetterNotFound = "dead_letter_not_found",
 }
 
 impl ErrorCode {

@@ -48,6 +48,7 @@ mod strict_json;
 mod tenant;
 pub mod types;
 mod usage;
+mod webhooks;
 
 pub use auth::TenantCtx;
 pub use detach::{DEFAULT_MAX_MUTATIONS, Mutations};
@@ -87,6 +88,8 @@ pub struct AppState {
     pub features: Features,
     /// Quota counters (usage, corrections).
     pub quotas: crate::quota::Quotas,
+    /// The webhook pipeline (ingestion, inbox, dead letters).
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 impl AppState {
@@ -267,7 +270,20 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(features::get_tenant_features))
         .routes(routes!(usage::admin_usage))
         .routes(routes!(usage::adjust_usage))
-        .routes(routes!(reports::platform_daily_report));
+        .routes(routes!(reports::platform_daily_report))
+        .routes(routes!(webhooks::list_webhooks))
+        .routes(routes!(webhooks::webhook_stats))
+        .routes(routes!(webhooks::list_dead_letters))
+        .routes(routes!(webhooks::get_dead_letter))
+        .routes(routes!(webhooks::replay_dead_letter))
+        .routes(routes!(webhooks::replay_dead_letters));
+    // Gateways' deliveries: no tenant credentials (the provider verifies
+    // the signature), no detach or Idempotency-Key layer (the inbox's
+    // unique key dedupes, and a delivery commits whole or not at all), and
+    // a body limit of their own.
+    let mut inbound = OpenApiRouter::new()
+        .routes(routes!(webhooks::ingest_for_tenant))
+        .routes(routes!(webhooks::ingest_by_host));
     let mut tenant = OpenApiRouter::new()
         .routes(routes!(tenant::list_gateways))
         .routes(routes!(tenant::save_gateway, tenant::delete_gateway))
@@ -316,6 +332,7 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
                 state.clone(),
                 auth::tenant_auth,
             ));
+        inbound = inbound.layer(DefaultBodyLimit::max(state.webhooks.max_body_bytes()));
     }
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
@@ -323,6 +340,7 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(openapi_json))
         .merge(operator)
         .merge(tenant)
+        .merge(inbound)
         .split_for_parts();
     rate_limit::document(&mut doc);
     (router, doc)
@@ -386,19 +404,28 @@ async fn public_tenant(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<types::PublicTenant>, ApiError> {
+    let tenant = host_tenant(&state, &headers).await?;
+    Ok(Json(types::PublicTenant {
+        tenant_id: tenant.as_str().to_owned(),
+    }))
+}
+
+/// The tenant whose custom domain or subdomain the `Host` header names
+/// (404 `tenant_not_found` if none).
+pub(crate) async fn host_tenant(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<crate::store::TenantId, ApiError> {
     let host = headers
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .ok_or_else(|| ApiError::bad_request("missing Host header"))?;
-    let tenant = state
+    state
         .resolver
         .resolve_host(host)
         .await
         .map_err(|e| ApiError::internal("resolve host", e))?
-        .ok_or_else(|| ApiError::not_found(ErrorCode::TenantNotFound, "no tenant for this host"))?;
-    Ok(Json(types::PublicTenant {
-        tenant_id: tenant.as_str().to_owned(),
-    }))
+        .ok_or_else(|| ApiError::not_found(ErrorCode::TenantNotFound, "no tenant for this host"))
 }
 
 /// `GET /health`: liveness and the loaded providers.

@@ -244,6 +244,14 @@ pub struct Gateway {
     pub webhook_secret: Option<String>,
     /// Last change.
     pub updated_at: i64,
+    /// The last webhook verdict: `ok`, `failing` (see
+    /// `last_webhook_error`), or `null` before any delivery.
+    pub webhook_status: Option<String>,
+    /// Why the last rejected delivery failed: `wrong_secret` (fix the
+    /// secret), `tampered_body`, `signature_mismatch`.
+    pub last_webhook_error: Option<String>,
+    /// When, unix ms.
+    pub last_webhook_error_at: Option<i64>,
 }
 
 impl From<GatewayView> for Gateway {
@@ -256,6 +264,9 @@ impl From<GatewayView> for Gateway {
             credentials: v.credentials,
             webhook_secret: v.webhook_secret,
             updated_at: v.updated_at,
+            webhook_status: None,
+            last_webhook_error: None,
+            last_webhook_error_at: None,
         }
     }
 }

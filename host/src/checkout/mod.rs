@@ -36,7 +36,7 @@ mod route;
 mod settle;
 
 pub use orders::{GatewayLessOrder, GatewayLessOrders};
-pub use refund::{RefundOutcome, Refunds};
+pub use refund::{RefundOutcome, Refunds, update_order_after_refund};
 pub use request::gateway_key;
 
 /// A line of a cart.

@@ -54,14 +54,5 @@ pub(super) async fn audit_mismatch(
     action: &str,
     details: serde_json::Value,
 ) {
-    let audited = match crate::audit::Actor::system("checkout") {
-        Ok(actor) => crate::audit::record(store, &actor, action, Some(tenant), details)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = audited {
-        tracing::error!(%tenant, action, "amount mismatch not audited: {e}");
-    }
+    crate::audit::record_by_system(store, "checkout", action, Some(tenant), details).await;
 }

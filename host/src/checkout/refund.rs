@@ -65,38 +65,9 @@ impl Refunds {
         Ok(outcome)
     }
 
-    /// Orders are workflow state: after a refund, mark the order
-    /// `partially_refunded` or `refunded` from the ledger's sums.
+    /// See [`update_order_after_refund`].
     async fn update_order_after_refund(&self, tenant: &TenantId, order: &OrderId) {
-        let rows = match ledger::rows_for_order(&self.store, tenant, order).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::error!(%order, "cannot read rows to update the order after a refund: {e}");
-                return;
-            }
-        };
-        let sum = |status| -> i64 {
-            rows.iter()
-                .filter(|r| r.status == status)
-                .map(|r| r.amount.minor)
-                .sum()
-        };
-        let status = if sum(ledger::EntryStatus::Refunded) >= sum(ledger::EntryStatus::Approved) {
-            OrderStatus::Refunded
-        } else {
-            OrderStatus::PartiallyRefunded
-        };
-        if let Err(e) = ledger::transition_order(
-            &self.store,
-            tenant,
-            order,
-            &[OrderStatus::Paid, OrderStatus::PartiallyRefunded],
-            status,
-        )
-        .await
-        {
-            tracing::warn!(%order, "order status not updated after refund: {e}");
-        }
+        update_order_after_refund(&self.store, tenant, order).await;
     }
 
     async fn refund_row(
@@ -349,6 +320,41 @@ impl Refunds {
             reported_minor: refund.amount.minor,
             reported_currency: refund.amount.currency,
         }
+    }
+}
+
+/// Orders are workflow state: after a refund (through the API or reported by
+/// a webhook), mark the order `partially_refunded` or `refunded` from the
+/// ledger's sums. A failure is logged: the ledger is the truth.
+pub async fn update_order_after_refund(store: &Store, tenant: &TenantId, order: &OrderId) {
+    let rows = match ledger::rows_for_order(store, tenant, order).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(%order, "cannot read rows to update the order after a refund: {e}");
+            return;
+        }
+    };
+    let sum = |status| -> i64 {
+        rows.iter()
+            .filter(|r| r.status == status)
+            .map(|r| r.amount.minor)
+            .sum()
+    };
+    let status = if sum(ledger::EntryStatus::Refunded) >= sum(ledger::EntryStatus::Approved) {
+        OrderStatus::Refunded
+    } else {
+        OrderStatus::PartiallyRefunded
+    };
+    if let Err(e) = ledger::transition_order(
+        store,
+        tenant,
+        order,
+        &[OrderStatus::Paid, OrderStatus::PartiallyRefunded],
+        status,
+    )
+    .await
+    {
+        tracing::warn!(%order, "order status not updated after refund: {e}");
     }
 }
 

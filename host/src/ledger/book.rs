@@ -189,6 +189,22 @@ pub async fn book_paid_checkout(
     rows: &[NewLedgerRow],
 ) -> Result<(Order, Vec<LedgerRow>), LedgerError> {
     const FROM: [OrderStatus; 2] = [OrderStatus::Pending, OrderStatus::RequiresAction];
+    book_paid_checkout_from(store, order, provider, gateway_reference, rows, &FROM).await
+}
+
+/// [`book_paid_checkout`] from any of the statuses in `from`: the webhook
+/// worker books a gateway's `payment succeeded` also on an order an earlier
+/// (out-of-order) event marked declined or canceled, because the money
+/// moved. The rows' unique references still book each line once.
+pub async fn book_paid_checkout_from(
+    store: &Store,
+    order: &Order,
+    provider: &ProviderId,
+    gateway_reference: &GatewayRef,
+    rows: &[NewLedgerRow],
+    from: &[OrderStatus],
+) -> Result<(Order, Vec<LedgerRow>), LedgerError> {
+    let from = from.to_vec();
     let tenant = &order.tenant_id;
     let booked = rows_to_book(tenant, &order.id, order.amount.currency, rows)?;
     let Some(writer) = store.sqlite_writer() else {
@@ -197,7 +213,7 @@ pub async fn book_paid_checkout(
             &mut tx,
             tenant,
             &order.id,
-            &FROM,
+            &from,
             OrderStatus::Paid,
             provider,
             gateway_reference,
@@ -213,7 +229,7 @@ pub async fn book_paid_checkout(
     let update = super::orders::transition_sql(
         tenant,
         &order.id,
-        &FROM,
+        &from,
         OrderStatus::Paid,
         Some((provider, gateway_reference)),
         now,

@@ -25,7 +25,8 @@ use crate::store::{ParseError, StoreError};
 
 pub use crate::store::{Currency, Money, OrderId, PaymentId, ProviderId, RefundReservationId};
 pub use book::{
-    NewLedgerRow, book_order_rows, book_order_rows_in, book_paid_checkout, book_rows_of_in,
+    NewLedgerRow, book_order_rows, book_order_rows_in, book_paid_checkout, book_paid_checkout_from,
+    book_rows_of_in,
 };
 pub(crate) use orders::stage_order_with;
 pub use orders::{
@@ -41,8 +42,8 @@ pub use read::{
     refund_summary, rows_for_order,
 };
 pub use refunds::{
-    RefundReservation, book_refund, complete_refund, mark_refund_pending, release_refund,
-    reserve_refund, stale_reservations,
+    RefundReservation, book_refund, complete_refund, find_reservation, mark_refund_pending,
+    release_refund, reserve_refund, stale_reservations,
 };
 pub use reports::{DailyEntry, DailyFilter, Day, MAX_REPORT_DAYS, daily_report};
 

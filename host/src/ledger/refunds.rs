@@ -392,39 +392,78 @@ pub async fn stale_reservations(
     store: &Store,
     cutoff: UnixMillis,
 ) -> Result<Vec<RefundReservation>, LedgerError> {
-    let rows = sqlx::query(
-        "SELECT r.id AS id, r.tenant_id AS tenant_id, r.payment_id AS payment_id, \
-                r.amount_minor AS amount_minor, r.created_at AS created_at, \
-                r.gateway_refund_reference AS gateway_refund_reference, \
-                p.order_id AS order_id, p.currency AS currency, p.provider AS provider, \
-                p.gateway_reference AS gateway_reference \
-           FROM refund_reservations r JOIN payments p ON p.id = r.payment_id \
-          WHERE r.created_at < $1 ORDER BY r.created_at, r.id",
-    )
+    let rows = sqlx::query(&format!(
+        "{RESERVATION_SELECT} WHERE r.created_at < $1 ORDER BY r.created_at, r.id"
+    ))
     .bind(cutoff.as_i64())
     .fetch_all(store.pool())
     .await?;
     rows.iter()
-        .map(|row| {
-            let currency = get_parsed(row, "currency", Currency::parse)?;
-            Ok(RefundReservation {
-                id: get_parsed(row, "id", RefundReservationId::parse)?,
-                tenant_id: get_parsed(row, "tenant_id", TenantId::parse)?,
-                payment_id: get_parsed(row, "payment_id", PaymentId::parse)?,
-                order_id: get_parsed(row, "order_id", OrderId::parse)?,
-                amount: Money::new(get_i64(row, "amount_minor")?, currency),
-                provider: get_opt_parsed(row, "provider", ProviderId::parse)?,
-                gateway_reference: get_opt_parsed(row, "gateway_reference", GatewayRef::parse)?,
-                gateway_refund_reference: get_opt_parsed(
-                    row,
-                    "gateway_refund_reference",
-                    GatewayRef::parse,
-                )?,
-                created_at: get_time(row, "created_at")?,
-            })
-        })
+        .map(decode_reservation)
         .collect::<Result<_, crate::store::StoreError>>()
         .map_err(LedgerError::from)
+}
+
+const RESERVATION_SELECT: &str = "SELECT r.id AS id, r.tenant_id AS tenant_id, \
+        r.payment_id AS payment_id, r.amount_minor AS amount_minor, r.created_at AS created_at, \
+        r.gateway_refund_reference AS gateway_refund_reference, \
+        p.order_id AS order_id, p.currency AS currency, p.provider AS provider, \
+        p.gateway_reference AS gateway_reference \
+   FROM refund_reservations r JOIN payments p ON p.id = r.payment_id";
+
+fn decode_reservation(
+    row: &sqlx::any::AnyRow,
+) -> Result<RefundReservation, crate::store::StoreError> {
+    let currency = get_parsed(row, "currency", Currency::parse)?;
+    Ok(RefundReservation {
+        id: get_parsed(row, "id", RefundReservationId::parse)?,
+        tenant_id: get_parsed(row, "tenant_id", TenantId::parse)?,
+        payment_id: get_parsed(row, "payment_id", PaymentId::parse)?,
+        order_id: get_parsed(row, "order_id", OrderId::parse)?,
+        amount: Money::new(get_i64(row, "amount_minor")?, currency),
+        provider: get_opt_parsed(row, "provider", ProviderId::parse)?,
+        gateway_reference: get_opt_parsed(row, "gateway_reference", GatewayRef::parse)?,
+        gateway_refund_reference: get_opt_parsed(
+            row,
+            "gateway_refund_reference",
+            GatewayRef::parse,
+        )?,
+        created_at: get_time(row, "created_at")?,
+    })
+}
+
+/// `tenant`'s live refund hold with id `id`, or else the one recording
+/// `gateway_refund` as its gateway refund reference (how a webhook about a
+/// refund finds the hold it completes or releases).
+pub async fn find_reservation(
+    store: &Store,
+    tenant: &TenantId,
+    id: Option<&RefundReservationId>,
+    gateway_refund: Option<&GatewayRef>,
+) -> Result<Option<RefundReservation>, LedgerError> {
+    if let Some(id) = id {
+        let row = sqlx::query(&format!(
+            "{RESERVATION_SELECT} WHERE r.id = $1 AND r.tenant_id = $2"
+        ))
+        .bind(id.as_str())
+        .bind(tenant.as_str())
+        .fetch_optional(store.pool())
+        .await?;
+        if let Some(row) = row {
+            return Ok(Some(decode_reservation(&row)?));
+        }
+    }
+    let Some(reference) = gateway_refund else {
+        return Ok(None);
+    };
+    let row = sqlx::query(&format!(
+        "{RESERVATION_SELECT} WHERE r.gateway_refund_reference = $1 AND r.tenant_id = $2"
+    ))
+    .bind(reference.as_str())
+    .bind(tenant.as_str())
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(row.as_ref().map(decode_reservation).transpose()?)
 }
 
 /// Drops a hold after the gateway refused the refund (or was never called).

@@ -207,6 +207,18 @@ prefixed_id!(
     "aud",
     "audit event id"
 );
+prefixed_id!(
+    /// One verified gateway event in the webhook inbox.
+    InboxEventId,
+    "whe",
+    "inbox event id"
+);
+prefixed_id!(
+    /// A dead letter: a job that exhausted its retries.
+    DeadLetterId,
+    "dlq",
+    "dead letter id"
+);
 
 string_newtype! {
     /// A gateway provider's id as loaded by the runtime (e.g. `stripe`).

@@ -48,6 +48,7 @@ const SQLITE: &[Migration] = &[
     migration!("sqlite", 6, "0006", "features"),
     migration!("sqlite", 7, "0007", "quota_usage"),
     migration!("sqlite", 8, "0008", "balance_projection"),
+    migration!("sqlite", 9, "0009", "webhooks"),
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -59,6 +60,7 @@ const POSTGRES: &[Migration] = &[
     migration!("postgres", 6, "0006", "features"),
     migration!("postgres", 7, "0007", "quota_usage"),
     migration!("postgres", 8, "0008", "balance_projection"),
+    migration!("postgres", 9, "0009", "webhooks"),
 ];
 
 /// Serialises migrators across PostgreSQL sessions ("payhost" in ASCII).

@@ -45,8 +45,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Connection};
 
 pub use domain::{
-    ApiKeyId, AuditEventId, Currency, MAX_LINE_MINOR, MAX_ORDER_MINOR, Money, OrderId, ParseError,
-    PaymentId, ProviderId, RefundReservationId, TenantId, UnixMillis,
+    ApiKeyId, AuditEventId, Currency, DeadLetterId, InboxEventId, MAX_LINE_MINOR, MAX_ORDER_MINOR,
+    Money, OrderId, ParseError, PaymentId, ProviderId, RefundReservationId, TenantId, UnixMillis,
 };
 pub use error::{StoreError, Violation, classify};
 pub use migrate::{MIGRATIONS_TABLE, MigrationReport};

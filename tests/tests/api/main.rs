@@ -26,3 +26,4 @@ mod routing;
 mod secrets;
 mod tenancy;
 mod validation;
+mod webhooks;

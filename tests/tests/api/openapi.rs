@@ -58,6 +58,14 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/usage"),
     ("get", "/admin/reports/daily"),
     ("get", "/v1/reports/daily"),
+    ("get", "/admin/webhooks"),
+    ("get", "/admin/webhooks/stats"),
+    ("get", "/admin/dead-letters"),
+    ("get", "/admin/dead-letters/{id}"),
+    ("post", "/admin/dead-letters/{id}/replay"),
+    ("post", "/admin/dead-letters/replay"),
+    ("post", "/webhooks/{tenant}/{provider}"),
+    ("post", "/webhooks/{provider}"),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];

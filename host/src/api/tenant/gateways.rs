@@ -108,9 +108,25 @@ pub async fn list_gateways(
     Extension(t): Extension<TenantCtx>,
 ) -> Result<Json<GatewayList>, ApiError> {
     let items = state.gateways.list(&t.tenant).await?;
-    Ok(Json(GatewayList {
-        items: items.into_iter().map(Gateway::from).collect(),
-    }))
+    let statuses = crate::webhooks::inbox::statuses(&state.store, &t.tenant).await?;
+    let items = items
+        .into_iter()
+        .map(|view| {
+            let mut gateway = Gateway::from(view);
+            if let Some(s) = statuses.iter().find(|s| s.provider == gateway.provider) {
+                let failing = match (s.last_error_at, s.last_ok_at) {
+                    (Some(err), Some(ok)) => err > ok,
+                    (Some(_), None) => true,
+                    _ => false,
+                };
+                gateway.webhook_status = Some(if failing { "failing" } else { "ok" }.into());
+                gateway.last_webhook_error = s.last_error.clone();
+                gateway.last_webhook_error_at = s.last_error_at;
+            }
+            gateway
+        })
+        .collect();
+    Ok(Json(GatewayList { items }))
 }
 
 /// `DELETE /v1/gateways/{provider}`
