@@ -1,6 +1,6 @@
 -- Webhooks: the inbox of verified gateway events, the worker's leases and
 -- retries, dead letters, their alert outbox, and each gateway's last
--- webhook verdict (see docs/decisions/0008-webhook-inbox.md).
+-- webhook verdict (see docs/decisions/0012-webhook-inbox.md).
 
 -- One row per (tenant, provider, gateway event id): the UNIQUE key is what
 -- makes a redelivered event a no-op. Rows are mutable job state (status,

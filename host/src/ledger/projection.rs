@@ -1,6 +1,6 @@
 //! The balance projection and the daily aggregates: derived state that
 //! database triggers keep in the transaction that inserts each ledger row or
-//! refund hold (migration 0008, decision record 0008), read here, and
+//! refund hold (migration 0008, decision record 0011), read here, and
 //! recomputed from the rows by [`verify_projections`].
 //!
 //! Amounts are stored split in two 64-bit parts (`amount / SPLIT` and
