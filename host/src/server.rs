@@ -9,9 +9,9 @@ use anyhow::Context;
 
 use crate::api::{self, AppState};
 use crate::checkout::{Checkouts, GatewayLessOrders, Refunds};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Secret};
 use crate::emulators::StripeEmulator;
-use crate::clock::{Clock, SystemClock};
 use crate::features::Features;
 use crate::gateways::{Gateways, Vault};
 use crate::quota::Quotas;
@@ -190,7 +190,10 @@ pub async fn app_state_with_clock(
         crate::webhooks::Clock::from(clock),
     );
     let rate_limiter = RateLimiter::new(config.rate_limit_options())?;
-    rate_limiter.set_rate_for(api_rate(&features, config.rate_limit_options().requests_per_minute));
+    rate_limiter.set_rate_for(api_rate(
+        &features,
+        config.rate_limit_options().requests_per_minute,
+    ));
     Ok(AppState {
         checkouts: Checkouts::new(
             store.clone(),

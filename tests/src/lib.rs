@@ -468,6 +468,12 @@ impl TestApp {
             master_key: Some(payhost::config::Secret::new(shared_master_key())),
             ..payhost::config::Config::default()
         };
+        // Retries come due only when the test moves the clock; the timer
+        // only finds other instances' events sooner.
+        config.webhooks.poll_interval_ms = 100;
+        if let Some(configure) = configure {
+            configure(&mut config);
+        }
         let mut state = payhost::server::app_state_with_clock(
             &config,
             url,
@@ -490,12 +496,6 @@ impl TestApp {
         let rate_limiter = state.rate_limiter.clone();
         let webhooks = state.webhooks.clone();
         let workers = Some(webhooks.start());
-        // Retries come due only when the test moves the clock; the timer
-        // only finds other instances' events sooner.
-        config.webhooks.poll_interval_ms = 100;
-        if let Some(configure) = configure {
-            configure(&mut config);
-        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -11,7 +11,6 @@ use super::testing::{TestDb, each_backend, each_backend_with_url, tenant};
 use super::*;
 use crate::idempotency::{self, Begin, IN_FLIGHT_LEASE, IdempotencyKey, RequestHash};
 
-
 /// Every migration in `host/migrations/` (one number per file pair): a new
 /// migration adds its number here.
 fn every_version() -> Vec<i64> {

@@ -28,9 +28,9 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+pub use crate::clock::ManualClock;
 pub use budget::DiagnosisBudget;
 pub use clock::Clock;
-pub use crate::clock::ManualClock;
 pub use dead_letters::{DeadLetter, DeadLetterFilter, Replay};
 pub use inbox::{InboxFilter, InboxRow, InboxStats, StoredEvent, WebhookStatus};
 pub use ingest::{IngestError, Received};

@@ -195,8 +195,9 @@ backend_test! {
         assert_eq!(refunds, 200);
         assert_eq!(
             balance(&app, &key).await,
-            json!([{"currency": "USD", "paid": 1000, "refunded": 600, "net": 400}])
+            json!([{"currency": "USD", "paid": 1000, "refunded": 600, "net": 400, "held": 0}])
         );
+        app.assert_ledger_verified().await;
         Arc::try_unwrap(app).ok().expect("sole owner").finish().await;
     }
 }
@@ -526,7 +527,7 @@ async fn dead_letter_flow(backend: &str) {
     assert_eq!(s, 200, "{replayed}");
     assert_eq!(replayed["outcome"], "requeued");
     drained(&app).await;
-    let net = json!([{"currency": "USD", "paid": 1000, "refunded": 250, "net": 750}]);
+    let net = json!([{"currency": "USD", "paid": 1000, "refunded": 250, "net": 750, "held": 0}]);
     assert_eq!(balance(&app, &key).await, net);
     let (s, again) = app
         .admin(
@@ -588,7 +589,7 @@ backend_test! {
         drained(&app).await;
         assert_eq!(
             balance(&app, &key).await,
-            json!([{"currency": "USD", "paid": 1000, "refunded": 300, "net": 700}]),
+            json!([{"currency": "USD", "paid": 1000, "refunded": 300, "net": 700, "held": 0}]),
             "the echo books nothing"
         );
 
@@ -608,7 +609,7 @@ backend_test! {
         assert_eq!(deliver(&app, &tenant, &done, WEBHOOK_SECRET).await.0, 200);
         eventually("the hold completes", || async {
             let b = balance(&app, &key).await;
-            if b == json!([{"currency": "USD", "paid": 2000, "refunded": 700, "net": 1300}]) { Ok(()) } else { Err(b) }
+            if b == json!([{"currency": "USD", "paid": 2000, "refunded": 700, "net": 1300, "held": 0}]) { Ok(()) } else { Err(b) }
         })
         .await;
         let holds: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM refund_reservations WHERE id = $1")
@@ -658,8 +659,9 @@ async fn two_instances_on_postgres_drain_one_inbox_without_double_effects() {
     assert_eq!(rows, 20);
     assert_eq!(
         balance(&app, &key).await,
-        json!([{"currency": "USD", "paid": 20000, "refunded": 0, "net": 20000}])
+        json!([{"currency": "USD", "paid": 20000, "refunded": 0, "net": 20000, "held": 0}])
     );
+    app.assert_ledger_verified().await;
     other.finish().await;
     app.finish().await;
 }
