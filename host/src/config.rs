@@ -318,11 +318,6 @@ impl Default for Config {
 pub struct WebhooksConfig {
     /// Largest accepted webhook body, KiB.
     pub max_body_kib: usize,
-    /// Signature-mismatch diagnoses (a gateway call) a (tenant, provider)
-    /// may use in a burst.
-    pub diagnosis_burst: u32,
-    /// Diagnosis tokens regained per minute per (tenant, provider).
-    pub diagnosis_per_minute: u32,
     /// Worker tasks per instance.
     pub workers: usize,
     /// Inbox events one worker claims at a time.
@@ -342,8 +337,6 @@ impl Default for WebhooksConfig {
     fn default() -> Self {
         WebhooksConfig {
             max_body_kib: 256,
-            diagnosis_burst: 5,
-            diagnosis_per_minute: 5,
             workers: 2,
             batch: 32,
             lease_secs: 60,

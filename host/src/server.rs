@@ -182,18 +182,19 @@ pub async fn app_state_with_clock(
     } else {
         quotas.uncounted()
     };
+    let rate_limiter = RateLimiter::new(config.rate_limit_options())?;
+    rate_limiter.set_rate_for(api_rate(
+        &features,
+        config.rate_limit_options().requests_per_minute,
+    ));
     let webhooks = crate::webhooks::Webhooks::new(
         store.clone(),
         gateways.clone(),
         &config.webhooks,
         &config.jobs,
         crate::webhooks::Clock::from(clock),
+        rate_limiter.clone(),
     );
-    let rate_limiter = RateLimiter::new(config.rate_limit_options())?;
-    rate_limiter.set_rate_for(api_rate(
-        &features,
-        config.rate_limit_options().requests_per_minute,
-    ));
     Ok(AppState {
         checkouts: Checkouts::new(
             store.clone(),

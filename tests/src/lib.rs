@@ -494,6 +494,7 @@ impl TestApp {
         )
         .expect("rate limiter");
         let rate_limiter = state.rate_limiter.clone();
+        state.webhooks = state.webhooks.with_limiter(rate_limiter.clone());
         let webhooks = state.webhooks.clone();
         let workers = Some(webhooks.start());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -136,7 +136,9 @@ impl Webhooks {
             Err(CallError::Gateway(WebhookError::SignatureMismatch))
         ) && !open.ctx.credentials.is_empty()
         {
-            if inner.budget.try_take(tenant, &provider_id) {
+            let budget = crate::ratelimit::LimitKey::provider(tenant, provider_id.as_str());
+            let lane = crate::ratelimit::Lane::WebhookDiagnosis;
+            if inner.limiter.check(lane, &budget).await.allowed {
                 diagnosed = true;
                 verdict = open.provider.parse_webhook(open.ctx, request).await;
             } else {

@@ -3,7 +3,8 @@
 //! dead letters with replay, and their alerts.
 //!
 //! Owns the `webhook_inbox`, `dead_letters`, `dead_letter_alerts` and
-//! `webhook_status` tables, the diagnosis budget, and the worker's clock.
+//! `webhook_status` tables, and the worker's clock; the diagnosis budget is a lane of the rate
+//! limiter.
 //!
 //! Must never: answer 2xx before a delivery's events are committed; make a
 //! gateway call or ledger write on the request path (other than the bounded
@@ -14,10 +15,9 @@
 //!
 //! Parts: [`ingest`] (the request path), [`inbox`] (the table), [`apply`]
 //! (one event → orders and ledger), `worker` (leases, retries, alerts),
-//! [`dead_letters`] (envelope, listing, replay), [`budget`], [`clock`].
+//! [`dead_letters`] (envelope, listing, replay), [`clock`].
 
 pub mod apply;
-pub mod budget;
 pub mod clock;
 pub mod dead_letters;
 pub mod inbox;
@@ -29,7 +29,6 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 pub use crate::clock::ManualClock;
-pub use budget::DiagnosisBudget;
 pub use clock::Clock;
 pub use dead_letters::{DeadLetter, DeadLetterFilter, Replay};
 pub use inbox::{InboxFilter, InboxRow, InboxStats, StoredEvent, WebhookStatus};
@@ -38,6 +37,7 @@ pub use worker::WorkerHandle;
 
 use crate::config::{JobsConfig, RetryConfig, WebhooksConfig};
 use crate::gateways::Gateways;
+use crate::ratelimit::RateLimiter;
 use crate::store::{Store, StoreError};
 
 /// Errors of the operator reads and replays.
@@ -67,7 +67,10 @@ struct Inner {
     store: Store,
     gateways: Gateways,
     clock: Clock,
-    budget: DiagnosisBudget,
+    /// Holds the diagnosis budget ([`Lane::WebhookDiagnosis`]).
+    ///
+    /// [`Lane::WebhookDiagnosis`]: crate::ratelimit::Lane::WebhookDiagnosis
+    limiter: RateLimiter,
     config: WebhooksConfig,
     policy: RetryConfig,
     alert_policy: RetryConfig,
@@ -87,14 +90,11 @@ impl Webhooks {
         config: &WebhooksConfig,
         jobs: &JobsConfig,
         clock: Clock,
+        limiter: RateLimiter,
     ) -> Webhooks {
         Webhooks {
             inner: Arc::new(Inner {
-                budget: DiagnosisBudget::new(
-                    config.diagnosis_burst,
-                    config.diagnosis_per_minute,
-                    clock.clone(),
-                ),
+                limiter,
                 store,
                 gateways,
                 clock,
@@ -108,9 +108,9 @@ impl Webhooks {
         }
     }
 
-    /// The same pipeline on another clock (tests drive a [`ManualClock`]).
-    /// Call before [`Webhooks::start`].
-    pub fn with_clock(&self, clock: Clock) -> Webhooks {
+    /// The same pipeline with another rate limiter (tests drive theirs on a
+    /// manual clock). Call before [`Webhooks::start`].
+    pub fn with_limiter(&self, limiter: RateLimiter) -> Webhooks {
         let i = &self.inner;
         Webhooks::new(
             i.store.clone(),
@@ -120,7 +120,8 @@ impl Webhooks {
                 webhook: i.policy.clone(),
                 alert: i.alert_policy.clone(),
             },
-            clock,
+            i.clock.clone(),
+            limiter,
         )
     }
 
