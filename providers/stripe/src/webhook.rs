@@ -34,7 +34,7 @@
 //! | `payment_intent.payment_failed` | `payment-failed` | `amount` |
 //! | `payment_intent.canceled` | `payment-canceled` | `amount` |
 //! | `payment_intent.requires_action` | `payment-requires-action` | `amount` |
-//! | `charge.refunded` | `refund-succeeded` | `amount_refunded` (cumulative for the charge) |
+//! | `charge.refunded` | `refund-succeeded` when it lists its refunds, else `other` | the newest refund's `amount` (never the cumulative `amount_refunded`) |
 //! | `refund.created`, `refund.updated` | by refund status: `succeeded` → `refund-succeeded`, `pending`/`requires_action` → `refund-pending`, `failed`/`canceled` → `refund-failed` | `amount` |
 //! | `refund.failed` | `refund-failed` | `amount` |
 //! | anything else | `other` | — |
@@ -325,19 +325,26 @@ pub fn parse_event(body: &[u8]) -> Result<WebhookEvent, WebhookError> {
 
     match gateway_type {
         "charge.refunded" => {
-            out.kind = EventKind::RefundSucceeded;
-            out.payment_reference = id_or_object(object.get("payment_intent"));
-            out.amount = money(object, "amount_refunded");
-            out.order_id = metadata(object, ORDER_ID_KEY);
+            // `amount_refunded` is cumulative for the charge: booking it as
+            // one refund would count earlier refunds again. The event names
+            // one refund only through the newest entry of `refunds.data`
+            // (absent from the charge object since API version 2022-11-15);
+            // without it the event is `other`, and the `refund.*` event of
+            // the same refund carries it.
             let newest = object
                 .get("refunds")
                 .and_then(|r| r.get("data"))
                 .and_then(Value::as_array)
                 .and_then(|list| list.first());
-            if let Some(refund) = newest {
-                out.refund_reference = str_field(refund, "id").map(str::to_owned);
-                out.refund_id = metadata(refund, REFUND_ID_KEY);
-            }
+            let Some(refund) = newest else {
+                return Ok(out);
+            };
+            out.kind = EventKind::RefundSucceeded;
+            out.payment_reference = id_or_object(object.get("payment_intent"));
+            out.order_id = metadata(object, ORDER_ID_KEY);
+            out.refund_reference = str_field(refund, "id").map(str::to_owned);
+            out.refund_id = metadata(refund, REFUND_ID_KEY);
+            out.amount = money(refund, "amount");
             Ok(out)
         }
         "refund.created" | "refund.updated" | "refund.failed" => {
@@ -681,8 +688,8 @@ mod tests {
                 "amount": 5000, "amount_refunded": 1500, "currency": "gbp",
                 "metadata": { "order_id": "ord_7" },
                 "refunds": { "object": "list", "data": [
-                    { "id": "re_2", "metadata": { "payhost_refund_id": "rf_2" } },
-                    { "id": "re_1", "metadata": { "payhost_refund_id": "rf_1" } }
+                    { "id": "re_2", "amount": 1000, "currency": "gbp", "metadata": { "payhost_refund_id": "rf_2" } },
+                    { "id": "re_1", "amount": 500, "currency": "gbp", "metadata": { "payhost_refund_id": "rf_1" } }
                 ]}
             }),
         );
@@ -694,7 +701,7 @@ mod tests {
                 gateway_type: "charge.refunded".into(),
                 payment_reference: Some("pi_1".into()),
                 refund_reference: Some("re_2".into()),
-                amount: Some(Money::new(1500, "GBP")),
+                amount: Some(Money::new(1000, "GBP")),
                 order_id: Some("ord_7".into()),
                 refund_id: Some("rf_2".into()),
             }
@@ -703,9 +710,13 @@ mod tests {
             "charge.refunded",
             json!({ "id": "ch_1", "payment_intent": "pi_1", "amount_refunded": 100, "currency": "usd" }),
         );
+        assert_eq!(
+            bare.kind,
+            EventKind::Other,
+            "no refund named: the refund.* event books it"
+        );
         assert_eq!(bare.refund_reference, None);
-        assert_eq!(bare.refund_id, None);
-        assert_eq!(bare.amount, Some(Money::new(100, "USD")));
+        assert_eq!(bare.amount, None);
     }
 
     #[test]
