@@ -82,6 +82,11 @@ pub struct Config {
     pub max_mutations_in_progress: usize,
     /// `[http]`: connection timeouts and cap.
     pub http: HttpConfig,
+    /// `[janitor]`: reconciliation of orders left pending.
+    pub janitor: JanitorConfig,
+    /// The URL clients and gateways reach this host at (webhook URLs
+    /// registered in offline mode); default `http://<listen>`.
+    pub public_base_url: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -104,6 +109,8 @@ impl fmt::Debug for Config {
             .field("max_body_kib", &self.max_body_kib)
             .field("max_mutations_in_progress", &self.max_mutations_in_progress)
             .field("http", &self.http)
+            .field("janitor", &self.janitor)
+            .field("public_base_url", &self.public_base_url)
             .finish()
     }
 }
@@ -183,6 +190,72 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[janitor]`: the reconciliation janitor (see [`crate::janitor`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JanitorConfig {
+    /// Run the janitor on this instance.
+    pub enabled: bool,
+    /// How often a pass runs, milliseconds.
+    pub interval_ms: u64,
+    /// Orders younger than this are left alone, seconds.
+    pub min_age_secs: u64,
+    /// Delay after the first check that finds an order still waiting,
+    /// seconds; doubled after each further one.
+    pub backoff_base_secs: u64,
+    /// Longest delay between two checks of one order, seconds.
+    pub backoff_max_secs: u64,
+    /// Orders checked per pass at most.
+    pub batch: u32,
+}
+
+impl Default for JanitorConfig {
+    fn default() -> Self {
+        let d = crate::janitor::JanitorOptions::default();
+        JanitorConfig {
+            enabled: true,
+            interval_ms: d.interval.as_millis() as u64,
+            min_age_secs: d.min_age.as_secs(),
+            backoff_base_secs: d.backoff_base.as_secs(),
+            backoff_max_secs: d.backoff_max.as_secs(),
+            batch: d.batch,
+        }
+    }
+}
+
+impl JanitorConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            key: format!("janitor.{key}"),
+            message: message.to_string(),
+        };
+        if self.interval_ms == 0 {
+            return Err(invalid("interval_ms", "must be > 0"));
+        }
+        if self.backoff_base_secs == 0 {
+            return Err(invalid("backoff_base_secs", "must be > 0"));
+        }
+        if self.backoff_max_secs < self.backoff_base_secs {
+            return Err(invalid("backoff_max_secs", "must be >= backoff_base_secs"));
+        }
+        if self.batch == 0 {
+            return Err(invalid("batch", "must be > 0"));
+        }
+        Ok(())
+    }
+
+    /// The janitor's options.
+    pub fn options(&self) -> crate::janitor::JanitorOptions {
+        crate::janitor::JanitorOptions {
+            interval: Duration::from_millis(self.interval_ms),
+            min_age: Duration::from_secs(self.min_age_secs),
+            backoff_base: Duration::from_secs(self.backoff_base_secs),
+            backoff_max: Duration::from_secs(self.backoff_max_secs),
+            batch: self.batch,
+        }
+    }
+}
+
 /// `[providers.<id>]`: operator settings for one provider.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -221,6 +294,8 @@ impl Default for Config {
             max_body_kib: 64,
             max_mutations_in_progress: DEFAULT_MAX_MUTATIONS,
             http: HttpConfig::default(),
+            janitor: JanitorConfig::default(),
+            public_base_url: None,
         }
     }
 }
@@ -310,6 +385,17 @@ impl Config {
             }
             "HTTP_IDLE_TIMEOUT_SECS" => self.http.idle_timeout_secs = parse(value).map_err(bad)?,
             "HTTP_MAX_CONNECTIONS" => self.http.max_connections = parse(value).map_err(bad)?,
+            "JANITOR_ENABLED" => self.janitor.enabled = parse(value).map_err(bad)?,
+            "JANITOR_INTERVAL_MS" => self.janitor.interval_ms = parse(value).map_err(bad)?,
+            "JANITOR_MIN_AGE_SECS" => self.janitor.min_age_secs = parse(value).map_err(bad)?,
+            "JANITOR_BACKOFF_BASE_SECS" => {
+                self.janitor.backoff_base_secs = parse(value).map_err(bad)?
+            }
+            "JANITOR_BACKOFF_MAX_SECS" => {
+                self.janitor.backoff_max_secs = parse(value).map_err(bad)?
+            }
+            "JANITOR_BATCH" => self.janitor.batch = parse(value).map_err(bad)?,
+            "PUBLIC_BASE_URL" => self.public_base_url = Some(value.to_string()),
             // Variables for other tools (tests, logging) share the prefix.
             _ if key.starts_with("TEST_") || matches!(key, "LOG" | "SKIP_COMPONENT_BUILD") => {}
             _ => return Err(bad("unknown setting".into())),
@@ -341,6 +427,12 @@ impl Config {
             return Err(invalid("max_mutations_in_progress", "must be > 0"));
         }
         self.http.validate()?;
+        self.janitor.validate()?;
+        if let Some(url) = &self.public_base_url
+            && Origin::of_url(url).is_none()
+        {
+            return Err(invalid("public_base_url", "must be an http(s) URL"));
+        }
         if let Some(t) = &self.admin_token
             && t.expose().len() < 16
         {
@@ -374,6 +466,14 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `public_base_url`, or `http://<listen>` (no trailing slash).
+    pub fn public_base(&self) -> String {
+        match &self.public_base_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
     }
 
     /// The server loop's limits described by `[http]`.

@@ -16,6 +16,7 @@ pub mod emulators;
 pub mod gateways;
 pub mod http_server;
 pub mod idempotency;
+pub mod janitor;
 pub mod ledger;
 pub mod runtime;
 pub mod server;

@@ -12,6 +12,7 @@ use crate::checkout::{Checkouts, GatewayLessOrders, Refunds};
 use crate::config::{Config, Secret};
 use crate::emulators::StripeEmulator;
 use crate::gateways::{Gateways, Vault};
+use crate::janitor::{Janitor, JanitorClock};
 use crate::runtime::{ProviderRegistry, Runtime};
 use crate::store::{Store, sqlite_file_url};
 use crate::tenancy::{ResolverOptions, Tenancy, TenantResolver};
@@ -125,6 +126,24 @@ pub async fn app_state(
     store: Store,
     providers: Arc<ProviderRegistry>,
 ) -> anyhow::Result<AppState> {
+    app_state_with_clock(
+        config,
+        database_url,
+        store,
+        providers,
+        JanitorClock::system(),
+    )
+    .await
+}
+
+/// [`app_state`] whose janitor runs on `clock` (tests advance it).
+pub async fn app_state_with_clock(
+    config: &Config,
+    database_url: &str,
+    store: Store,
+    providers: Arc<ProviderRegistry>,
+    clock: JanitorClock,
+) -> anyhow::Result<AppState> {
     let resolver = TenantResolver::new(
         store.clone(),
         ResolverOptions {
@@ -142,8 +161,15 @@ pub async fn app_state(
     };
     let gateways = Gateways::new(store.clone(), Arc::new(vault(config)?), providers.clone())
         .follow(resolver.broadcast());
+    let checkouts = Checkouts::new(store.clone(), gateways.clone());
     Ok(AppState {
-        checkouts: Checkouts::new(store.clone(), gateways.clone()),
+        janitor: Janitor::new(
+            store.clone(),
+            checkouts.clone(),
+            config.janitor.options(),
+            clock,
+        ),
+        checkouts,
         orders: GatewayLessOrders::new(store.clone()),
         refunds: Refunds::new(store.clone(), gateways.clone()),
         tenancy: Tenancy::new(store.clone(), resolver.clone()),
@@ -154,7 +180,17 @@ pub async fn app_state(
         max_body_bytes: config.max_body_kib * 1024,
         resolver,
         mutations: api::Mutations::new(config.max_mutations_in_progress),
+        webhook_registrar: None,
     })
+}
+
+/// Starts the janitor's passes when `[janitor] enabled`; aborting the
+/// handle stops them (a pass stopped midway leaves its claim to lapse).
+pub fn start_janitor(config: &Config, state: &AppState) -> Option<tokio::task::JoinHandle<()>> {
+    config
+        .janitor
+        .enabled
+        .then(|| state.janitor.clone().spawn())
 }
 
 /// How long `serve` waits, after the listener closed, for mutations still in
@@ -177,8 +213,17 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     for p in providers.iter() {
         tracing::info!(provider = p.id(), source = p.source(), version = %p.manifest().version, "provider loaded");
     }
-    let state = app_state(&config, &url, store, providers).await?;
+    let mut state = app_state(&config, &url, store, providers).await?;
+    if let Some(emulators) = &emulators {
+        let public = config.public_base();
+        state.webhook_registrar = Some(crate::emulators::WebhookRegistrar::new(
+            &emulators.stripe.base_url(),
+            &public,
+        )?);
+        tracing::info!(%public, "Stripe webhooks of tenants without a secret go to {public}/webhooks/<tenant>/stripe");
+    }
     let mutations = state.mutations.clone();
+    let janitor = start_janitor(&config, &state);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -190,6 +235,9 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await?;
+    if let Some(janitor) = janitor {
+        janitor.abort();
+    }
     // Mutations whose clients hung up still run in their own tasks: let them
     // finish (book, store their idempotent response) before the process ends.
     if !mutations.idle(SHUTDOWN_DRAIN).await {

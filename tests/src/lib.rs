@@ -333,8 +333,13 @@ pub struct TestApp {
     pub backend: &'static str,
     /// The instance's mutations in progress (each in its own task).
     pub mutations: payhost::api::Mutations,
+    /// The janitor's clock: tests advance it (shared with siblings).
+    pub clock: payhost::janitor::JanitorClock,
+    /// The instance's janitor (its passes also run every 50 ms on their own).
+    pub janitor_handle: payhost::janitor::Janitor,
     db: Option<payhost::store::testing::TestDb>,
     server: tokio::task::JoinHandle<()>,
+    janitor: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestApp {
@@ -351,7 +356,8 @@ impl TestApp {
     ) -> TestApp {
         let store = db.store().clone();
         let url = db.url().to_string();
-        let mut app = TestApp::start(store, &url, http).await;
+        let clock = payhost::janitor::JanitorClock::system();
+        let mut app = TestApp::start(store, &url, http, clock).await;
         app.db = Some(db);
         app
     }
@@ -364,6 +370,7 @@ impl TestApp {
             self.store.clone(),
             database_url,
             payhost::http_server::HttpOptions::default(),
+            self.clock.clone(),
         )
         .await
     }
@@ -377,6 +384,7 @@ impl TestApp {
         store: payhost::store::Store,
         url: &str,
         http: payhost::http_server::HttpOptions,
+        clock: payhost::janitor::JanitorClock,
     ) -> TestApp {
         let backend = match store.backend() {
             payhost::store::Backend::Sqlite => "sqlite",
@@ -385,15 +393,30 @@ impl TestApp {
         let config = payhost::config::Config {
             admin_token: Some(payhost::config::Secret::new(ADMIN_TOKEN)),
             master_key: Some(payhost::config::Secret::new(shared_master_key())),
+            janitor: janitor_config(),
             ..payhost::config::Config::default()
         };
-        let state = payhost::server::app_state(&config, url, store.clone(), registry().await)
-            .await
-            .expect("app state");
+        let state = payhost::server::app_state_with_clock(
+            &config,
+            url,
+            store.clone(),
+            registry().await,
+            clock.clone(),
+        )
+        .await
+        .expect("app state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
+        // Offline mode's webhook wiring, as `serve` sets it up.
+        let mut state = state;
+        state.webhook_registrar = Some(
+            payhost::emulators::WebhookRegistrar::new(&stripe_emulator().base_url(), &base)
+                .expect("registrar"),
+        );
+        let janitor = payhost::server::start_janitor(&config, &state);
+        let janitor_handle = state.janitor.clone();
         let mutations = state.mutations.clone();
         let server = tokio::spawn(async move {
             let router = payhost::api::router(state);
@@ -409,8 +432,11 @@ impl TestApp {
             store,
             backend,
             mutations,
+            clock,
+            janitor_handle,
             db: None,
             server,
+            janitor,
         }
     }
 
@@ -423,6 +449,12 @@ impl TestApp {
             self.backend,
             self.mutations.in_progress()
         );
+    }
+
+    /// Runs one janitor pass now (beside the ones that run on their own),
+    /// so a test knows a pass saw the clock as it is.
+    pub async fn janitor_pass(&self) -> payhost::janitor::Pass {
+        self.janitor_handle.pass().await.expect("janitor pass")
     }
 
     /// An app on a fresh SQLite database.
@@ -463,6 +495,9 @@ impl TestApp {
         // their database is dropped.
         self.quiesce().await;
         self.server.abort();
+        if let Some(janitor) = self.janitor.take() {
+            janitor.abort();
+        }
         if let Some(db) = self.db.take() {
             db.cleanup().await;
         }
@@ -569,6 +604,24 @@ impl TestApp {
         stripe_key
     }
 }
+
+/// The janitor every test app runs: a pass every 50 ms (real time), acting
+/// only on orders older than [`JANITOR_MIN_AGE`] on the app's clock, which
+/// no test advances unless it tests the janitor.
+fn janitor_config() -> payhost::config::JanitorConfig {
+    payhost::config::JanitorConfig {
+        interval_ms: 50,
+        min_age_secs: JANITOR_MIN_AGE.as_secs(),
+        backoff_base_secs: JANITOR_BACKOFF_BASE.as_secs(),
+        backoff_max_secs: 3600,
+        ..payhost::config::JanitorConfig::default()
+    }
+}
+
+/// The test apps' `janitor.min_age_secs`.
+pub const JANITOR_MIN_AGE: Duration = Duration::from_secs(15 * 60);
+/// The test apps' `janitor.backoff_base_secs`.
+pub const JANITOR_BACKOFF_BASE: Duration = Duration::from_secs(60);
 
 /// One master key per test process, so sibling instances can open each
 /// other's ciphertexts.

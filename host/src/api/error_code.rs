@@ -146,6 +146,11 @@ error_codes! {
     TenantBusy = "tenant_busy",
     /// 504: the checkout took too long and was stopped.
     CheckoutTimedOut = "checkout_timed_out",
+    /// 409: the order cannot be canceled (paid, refunded, declined, not a
+    /// checkout, or its gateway has not answered yet).
+    OrderNotCancelable = "order_not_cancelable",
+    /// 409: another instance is reconciling this order right now.
+    ReconcileInProgress = "reconcile_in_progress",
 }
 
 impl ErrorCode {

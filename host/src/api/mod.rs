@@ -40,6 +40,7 @@ mod error_code;
 mod errors_from;
 mod idempotency;
 mod operator;
+mod reconcile;
 mod strict_json;
 mod tenant;
 pub mod types;
@@ -75,6 +76,12 @@ pub struct AppState {
     /// The bound on mutations in progress; each runs in its own task
     /// (see [`detach`]).
     pub mutations: Mutations,
+    /// The reconciliation janitor (its passes run in their own task; the
+    /// operator's reconcile endpoint uses it for one order).
+    pub janitor: crate::janitor::Janitor,
+    /// Offline mode (emulators on): registers a tenant's webhook URL with
+    /// the Stripe emulator when it saves Stripe without a webhook secret.
+    pub webhook_registrar: Option<crate::emulators::WebhookRegistrar>,
 }
 
 impl AppState {
@@ -239,7 +246,8 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(operator::issue_key))
         .routes(routes!(operator::revoke_key))
         .routes(routes!(operator::audit_log))
-        .routes(routes!(operator::providers));
+        .routes(routes!(operator::providers))
+        .routes(routes!(reconcile::reconcile_order));
     let mut tenant = OpenApiRouter::new()
         .routes(routes!(tenant::list_gateways))
         .routes(routes!(tenant::save_gateway, tenant::delete_gateway))
@@ -251,7 +259,8 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(tenant::list_payments))
         .routes(routes!(tenant::get_payment))
         .routes(routes!(tenant::refund))
-        .routes(routes!(tenant::balance));
+        .routes(routes!(tenant::balance))
+        .routes(routes!(tenant::cancel_checkout));
     if let Some(state) = state {
         operator = operator
             // Inside authentication: a mutation runs in its own task.

@@ -4,7 +4,9 @@
 use std::future::Future;
 
 use super::outcome::{describe, outcome_unknown, provider_failure};
-use super::request::{checkout_metadata, gateway_key, lines_of, payment_request};
+use super::request::{
+    checkout_metadata, checkout_scope, gateway_key, key_generation, lines_of, payment_request,
+};
 use super::{CheckoutError, CheckoutOutcome, CheckoutRequest, Checkouts};
 use crate::gateways::{OpenGateway, Records};
 use crate::ledger::{self, LedgerError, NewOrder, Order, OrderKind, OrderLine, OrderStatus};
@@ -33,6 +35,8 @@ impl Checkouts {
         request: CheckoutRequest,
     ) -> Result<CheckoutOutcome, CheckoutError> {
         let lines = lines_of(&request.items, request.shipping)?;
+        let generation =
+            key_generation(&self.store, tenant, request.idempotency_key.as_deref()).await?;
         let records = self.gateways.records(tenant).await?;
         let route = self.route(&records, request.currency, request.capture)?;
         // The first gateway is opened before the order is staged: the
@@ -68,6 +72,7 @@ impl Checkouts {
                 order: &order,
                 lines: &lines,
                 records: &records,
+                generation,
             };
             match self.attempt(&c, record, open, stored.take()).await? {
                 Attempt::Done(outcome) => return Ok(outcome),
@@ -142,7 +147,7 @@ impl Checkouts {
             c.tenant,
             c.request.idempotency_key.as_deref(),
             c.order.id.as_str(),
-            &format!("checkout:{provider_id}"),
+            &checkout_scope(provider_id.as_str(), c.generation),
         ));
         let wire = payment_request(c.tenant, c.request, c.order);
         // Set when this attempt's requests waited for the order's commit.
@@ -255,6 +260,8 @@ struct Checkout<'a> {
     order: &'a Order,
     lines: &'a [OrderLine],
     records: &'a Records,
+    /// Orders under the client's key canceled before this one.
+    generation: i64,
 }
 
 /// The first gateway call, run beside the order's commit: its requests wait

@@ -2,7 +2,7 @@
 //! its first attempt left, at the one gateway and account that order records.
 
 use super::outcome::outcome_unknown;
-use super::request::{gateway_key, payment_request};
+use super::request::{checkout_scope, gateway_key, key_generation, payment_request};
 use super::{CheckoutError, CheckoutOutcome, CheckoutRequest, Checkouts};
 use crate::gateways::{OpenGateway, Records};
 use crate::ledger::{self, LedgerError, Order, OrderKind, OrderStatus};
@@ -47,12 +47,16 @@ impl Checkouts {
             Found::Paid(outcome) => return Ok(outcome),
         };
         let (provider_id, open) = self.reopen(tenant, &order, account, records)?;
+        // Stable while this order is live: no other order under the key can
+        // be canceled meanwhile (at most one is live, and every order starts
+        // live), so this is the generation the first attempt used.
+        let generation = key_generation(&self.store, tenant, Some(key)).await?;
         let mut ctx = open.ctx;
         ctx.idempotency_key = Some(gateway_key(
             tenant,
             Some(key),
             order.id.as_str(),
-            &format!("checkout:{provider_id}"),
+            &checkout_scope(provider_id.as_str(), generation),
         ));
         let wire = payment_request(tenant, request, &order);
         tracing::info!(order = %order.id, provider = %provider_id, "resuming the order of an earlier attempt under the same Idempotency-Key");

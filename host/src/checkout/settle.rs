@@ -57,6 +57,24 @@ impl Checkouts {
         provider: ProviderId,
         payment: Payment,
     ) -> Result<CheckoutOutcome, CheckoutError> {
+        self.settle_as(tenant, order, lines, provider, payment, Source::Api)
+            .await
+    }
+
+    /// [`Checkouts::settle`] with the rows' `source`: the one booking path
+    /// for a checkout's payment, whoever learned the answer (the checkout
+    /// itself, or the janitor's `get-payment`). Booking is idempotent: the
+    /// order moves to `paid` only from `pending` / `requires_action`, and the
+    /// rows' external references (`{payment reference}#{line}`) are unique.
+    pub(super) async fn settle_as(
+        &self,
+        tenant: &TenantId,
+        order: Order,
+        lines: &[OrderLine],
+        provider: ProviderId,
+        payment: Payment,
+        source: Source,
+    ) -> Result<CheckoutOutcome, CheckoutError> {
         let gateway_ref = self
             .check_reported(tenant, &order, &provider, &payment)
             .await?;
@@ -75,7 +93,7 @@ impl Checkouts {
                                 }
                             })?;
                         Ok(line
-                            .ledger_row(order.amount.currency, Source::Api)
+                            .ledger_row(order.amount.currency, source)
                             .via_gateway(provider.clone(), Some(gateway_ref.clone()))
                             .with_external_ref(external))
                     })

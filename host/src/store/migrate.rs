@@ -45,6 +45,7 @@ const SQLITE: &[Migration] = &[
     migration!("sqlite", 3, "0003", "checkout_key"),
     migration!("sqlite", 4, "0004", "order_gateway_account"),
     migration!("sqlite", 5, "0005", "money_bounds"),
+    migration!("sqlite", 10, "0010", "reconcile_checks"),
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -53,6 +54,7 @@ const POSTGRES: &[Migration] = &[
     migration!("postgres", 3, "0003", "checkout_key"),
     migration!("postgres", 4, "0004", "order_gateway_account"),
     migration!("postgres", 5, "0005", "money_bounds"),
+    migration!("postgres", 10, "0010", "reconcile_checks"),
 ];
 
 /// Serialises migrators across PostgreSQL sessions ("payhost" in ASCII).

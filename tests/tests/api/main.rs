@@ -11,6 +11,7 @@ mod component_outputs;
 mod gateways;
 mod http_hardening;
 mod idempotency;
+mod janitor;
 mod ledger;
 mod listing;
 mod openapi;

@@ -1,12 +1,15 @@
 //! Tenant endpoints (`/v1/…`, tenant API key), one file per resource:
 //! [`gateways`], [`orders`] (checkouts and orders without a gateway),
-//! [`payments`] (ledger reads, refunds, the balance). Every lookup is scoped
+//! [`payments`] (ledger reads, refunds, the balance), [`cancel`] (a pending
+//! checkout canceled). Every lookup is scoped
 //! to the calling tenant, so another tenant's id answers 404.
 
+mod cancel;
 mod gateways;
 mod orders;
 mod payments;
 
+pub use cancel::*;
 pub use gateways::*;
 pub use orders::*;
 pub use payments::*;

@@ -100,3 +100,54 @@ pub async fn find_order_by_gateway_reference(
         .await?;
     Ok(row.as_ref().map(decode_order).transpose()?)
 }
+
+/// The order with this id, whichever tenant owns it (order ids are unique
+/// across tenants): for the operator API, which is not tenant-scoped.
+pub async fn find_order_any_tenant(
+    store: &Store,
+    id: &OrderId,
+) -> Result<Option<Order>, LedgerError> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
+    let row = sqlx::query(&sql)
+        .bind(id.as_str())
+        .fetch_optional(store.pool())
+        .await?;
+    Ok(row.as_ref().map(decode_order).transpose()?)
+}
+
+/// The client's `Idempotency-Key` a checkout order was stored under, if any.
+pub async fn checkout_key_of(
+    store: &Store,
+    tenant: &TenantId,
+    id: &OrderId,
+) -> Result<Option<String>, LedgerError> {
+    let row = sqlx::query("SELECT checkout_key FROM orders WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(store.pool())
+        .await?;
+    match row {
+        Some(row) => Ok(get_opt_text(&row, "checkout_key")?),
+        None => Err(LedgerError::OrderNotFound),
+    }
+}
+
+/// How many of `tenant`'s orders under the checkout key `key` are canceled.
+/// A canceled order charged nothing, so a new checkout under the same key
+/// starts afresh; this count makes its gateway idempotency key differ from
+/// the canceled attempts' (the gateway would replay their answer otherwise).
+pub async fn canceled_orders_for_checkout_key(
+    store: &Store,
+    tenant: &TenantId,
+    key: &str,
+) -> Result<i64, LedgerError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n FROM orders \
+          WHERE tenant_id = $1 AND checkout_key = $2 AND status = 'canceled'",
+    )
+    .bind(tenant.as_str())
+    .bind(key)
+    .fetch_one(store.pool())
+    .await?;
+    Ok(get_i64(&row, "n")?)
+}
