@@ -39,6 +39,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/payments/{id}"),
     ("post", "/v1/payments/{id}/refunds"),
     ("get", "/v1/balance"),
+    ("post", "/admin/orders/{id}/reconcile"),
+    ("post", "/v1/checkouts/{id}/cancel"),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
