@@ -19,3 +19,8 @@ CREATE INDEX reconcile_checks_due ON reconcile_checks (next_check_at);
 -- The janitor's scan: unsettled checkout orders by age.
 CREATE INDEX orders_unsettled ON orders (created_at)
     WHERE status IN ('pending', 'requires_action');
+-- The generation of a checkout's gateway idempotency key (how many orders
+-- under its client key were canceled before it), stored with the order when
+-- it is staged so that every resume derives the key its first call used.
+-- NULL: an order stored by an earlier build, whose key is generation 0.
+ALTER TABLE orders ADD COLUMN key_generation BIGINT CHECK (key_generation >= 0);

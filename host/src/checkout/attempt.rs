@@ -51,7 +51,14 @@ impl Checkouts {
         // The order is committed while the first gateway call gets ready;
         // that call's requests wait until the commit is durable. It records
         // that first gateway, and the client's key (see `resume`).
-        let (order, stored) = self.stage(tenant, &request, &lines, first_record, &first_open)?;
+        let (order, stored) = self.stage(
+            tenant,
+            &request,
+            &lines,
+            first_record,
+            &first_open,
+            generation,
+        )?;
         let mut stored = Some(stored);
 
         let mut last_retriable = None;
@@ -100,6 +107,7 @@ impl Checkouts {
         lines: &[OrderLine],
         first: &GatewaySettingsRecord,
         first_open: &OpenGateway,
+        generation: i64,
     ) -> Result<
         (
             Order,
@@ -124,6 +132,7 @@ impl Checkouts {
                 provider: Some(first.settings.provider.clone()),
                 checkout_key: request.idempotency_key.clone(),
                 gateway_account: Some(first_open.credentials_fingerprint.clone()),
+                key_generation: Some(generation),
             },
         )?)
     }

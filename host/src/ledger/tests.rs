@@ -43,6 +43,7 @@ async fn order(
             provider: None,
             checkout_key: None,
             gateway_account: None,
+            key_generation: None,
         },
     )
     .await
@@ -1019,6 +1020,7 @@ async fn orders_are_mutable_workflow_state() {
                 provider: None,
                 checkout_key: None,
                 gateway_account: None,
+                key_generation: None,
             },
         )
         .await
@@ -1060,6 +1062,7 @@ async fn orders_are_mutable_workflow_state() {
                 provider: None,
                 checkout_key: None,
                 gateway_account: None,
+                key_generation: None,
             },
         )
         .await

@@ -173,6 +173,10 @@ pub struct NewOrder {
     /// credentials (`OpenGateway::credentials_fingerprint`). A resumed order
     /// goes only to the same account.
     pub gateway_account: Option<String>,
+    /// The generation of the checkout's gateway idempotency key (see
+    /// `checkout::request::checkout_scope`), stored so a resume derives the
+    /// key the first call used instead of recounting it.
+    pub key_generation: Option<i64>,
 }
 
 /// An order as stored.
@@ -353,8 +357,8 @@ fn order_insert(tenant: &TenantId, order: &NewOrder) -> Result<(Order, SqlBuf), 
     };
     let insert = SqlBuf::bound(
         format!(
-            "INSERT INTO orders ({ORDER_COLUMNS}, checkout_key, gateway_account) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $11, $12, $13)"
+            "INSERT INTO orders ({ORDER_COLUMNS}, checkout_key, gateway_account, key_generation) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $11, $12, $13, CAST($14 AS BIGINT))"
         ),
         vec![
             Arg::Text(created.id.to_string()),
@@ -370,6 +374,7 @@ fn order_insert(tenant: &TenantId, order: &NewOrder) -> Result<(Order, SqlBuf), 
             Arg::Int(now.as_i64()),
             Arg::opt_text(order.checkout_key.as_deref()),
             Arg::opt_text(order.gateway_account.as_deref()),
+            order.key_generation.map_or(Arg::Null, Arg::Int),
         ],
     );
     Ok((created, insert))

@@ -5,14 +5,15 @@
 use super::*;
 
 /// The tenant's live (neither canceled nor declined) order stored under a
-/// checkout's `Idempotency-Key`, if any, with the gateway account it went to.
+/// checkout's `Idempotency-Key`, if any, with the gateway account it went to
+/// and the generation of its gateway key (`None`: stored before it was kept).
 pub async fn live_order_for_checkout_key(
     store: &Store,
     tenant: &TenantId,
     key: &str,
-) -> Result<Option<(Order, Option<String>)>, LedgerError> {
+) -> Result<Option<(Order, Option<String>, Option<i64>)>, LedgerError> {
     let sql = format!(
-        "SELECT {ORDER_COLUMNS}, gateway_account FROM orders \
+        "SELECT {ORDER_COLUMNS}, gateway_account, key_generation FROM orders \
           WHERE tenant_id = $1 AND checkout_key = $2 AND status NOT IN ('canceled', 'declined')"
     );
     let row = sqlx::query(&sql)
@@ -24,7 +25,8 @@ pub async fn live_order_for_checkout_key(
         return Ok(None);
     };
     let account = get_opt_text(&row, "gateway_account")?;
-    Ok(Some((decode_order(&row)?, account)))
+    let generation = crate::store::get_opt_i64(&row, "key_generation")?;
+    Ok(Some((decode_order(&row)?, account, generation)))
 }
 
 /// Records the gateway (and its account) a pending order goes to next,
