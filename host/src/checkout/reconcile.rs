@@ -6,6 +6,7 @@
 use super::outcome::outcome_unknown;
 use super::request::gateway_key;
 use super::{CheckoutError, CheckoutOutcome, Checkouts};
+use crate::gateways::OpenGateway;
 use crate::ledger::{self, GatewayRef, LedgerError, Order, OrderKind, OrderStatus, Source};
 use crate::runtime::CallError;
 use crate::runtime::contract::{Capabilities, Payment, PaymentState, ProviderError};
@@ -70,17 +71,49 @@ impl Checkouts {
                 asked_gateway: false,
             });
         }
-        let open = self.gateways.open(tenant, provider.as_str()).await?;
+        let open = self.open_recorded(tenant, &order, &provider).await?;
         let payment = open
             .provider
             .get_payment(open.ctx, reference.as_str().to_owned())
             .await
             .map_err(|e| outcome_unknown(provider.as_str(), e))?;
+        // Untrusted: book nothing the gateway says about another payment.
+        if payment.reference != reference.as_str() {
+            return Err(CheckoutError::Provider {
+                code: "provider_bad_reference",
+                message: format!("{provider} answered the read of {reference} for another payment"),
+            });
+        }
         let order = self.apply(tenant, order, provider, payment, source).await?;
         Ok(Reconciled {
             order,
             asked_gateway: true,
         })
+    }
+
+    /// `order`'s gateway, opened with the credentials saved now only if they
+    /// are the ones its first call used (see `resume`): another account
+    /// never saw that payment, and a call there could act on another one.
+    async fn open_recorded(
+        &self,
+        tenant: &TenantId,
+        order: &Order,
+        provider: &ProviderId,
+    ) -> Result<OpenGateway, CheckoutError> {
+        let open = self.gateways.open(tenant, provider.as_str()).await?;
+        let account = ledger::gateway_account_of(&self.store, tenant, &order.id).await?;
+        let same = account.as_deref().is_some_and(|account| {
+            self.gateways
+                .same_credentials(tenant, provider.as_str(), &open, account)
+        });
+        if !same {
+            return Err(CheckoutError::Unavailable(format!(
+                "order {} went to `{provider}` under the credentials saved at the time, and \
+                 other credentials are saved now; it is reconciled only with those",
+                order.id
+            )));
+        }
+        Ok(open)
     }
 
     /// Books `payment` for `order` and answers the order as it is after.
@@ -158,7 +191,7 @@ impl Checkouts {
                  Idempotency-Key to resume it",
             ));
         };
-        let open = self.gateways.open(tenant, provider.as_str()).await?;
+        let open = self.open_recorded(tenant, &order, &provider).await?;
         if !open
             .provider
             .manifest()
@@ -182,6 +215,10 @@ impl Checkouts {
             // read what it holds and book that.
             Err(CallError::Gateway(ProviderError::InvalidRequest(_))) => {
                 let now = self.reconcile(tenant, id, Source::Api).await?;
+                if now.order.status == OrderStatus::Canceled {
+                    self.free_key(tenant, id).await?;
+                    return Ok(now.order);
+                }
                 return Err(not_cancelable(
                     &now.order,
                     &format!(

@@ -152,12 +152,25 @@ impl Checkouts {
             })?;
         // Book only what the gateway says moved: a component reporting
         // another amount or currency leaves the order pending.
-        let mismatch = payment.amount.minor != order.amount.minor.max(0) as u64
-            || payment.amount.currency != order.amount.currency.as_str();
+        // An approved payment books the order's amount: one captured only
+        // in part (e.g. at the gateway's dashboard) takes the same path.
+        let wanted = order.amount.minor.max(0) as u64;
+        let captured_short = matches!(payment.state, PaymentState::Approved)
+            && payment.captured.unwrap_or(payment.amount.minor) != wanted;
+        let mismatch = payment.amount.minor != wanted
+            || payment.amount.currency != order.amount.currency.as_str()
+            || captured_short;
         // The approved path records the reference in its booking commit.
         if mismatch || !matches!(payment.state, PaymentState::Approved) {
             ledger::set_order_gateway(&self.store, tenant, &order.id, provider, Some(&gateway_ref))
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    LedgerError::Invalid(message) => CheckoutError::Provider {
+                        code: "provider_bad_reference",
+                        message,
+                    },
+                    e => CheckoutError::from(e),
+                })?;
         }
         if mismatch {
             audit_mismatch(
@@ -169,7 +182,7 @@ impl Checkouts {
                     "provider": provider.as_str(),
                     "gateway_reference": gateway_ref.as_str(),
                     "requested": {"amount": order.amount.minor, "currency": order.amount.currency.as_str()},
-                    "reported": {"amount": payment.amount.minor, "currency": payment.amount.currency},
+                    "reported": {"amount": payment.amount.minor, "currency": payment.amount.currency, "captured": payment.captured},
                 }),
             )
             .await;

@@ -30,7 +30,9 @@ pub use orders::{
     set_order_status, set_order_status_in, stage_order, transition_order, transition_order_in,
     transition_routed_order_in,
 };
-pub use orders::{canceled_orders_for_checkout_key, checkout_key_of, find_order_any_tenant};
+pub use orders::{
+    canceled_orders_for_checkout_key, checkout_key_of, find_order_any_tenant, gateway_account_of,
+};
 pub use read::{
     Balance, LedgerRow, PaymentFilter, RefundSummary, balances, find_by_external_ref,
     list_payments, payment, refund_summary, rows_for_order,

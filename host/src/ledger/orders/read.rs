@@ -132,6 +132,24 @@ pub async fn checkout_key_of(
     }
 }
 
+/// The gateway account (credentials fingerprint) a checkout order's first
+/// call went to, if recorded.
+pub async fn gateway_account_of(
+    store: &Store,
+    tenant: &TenantId,
+    id: &OrderId,
+) -> Result<Option<String>, LedgerError> {
+    let row = sqlx::query("SELECT gateway_account FROM orders WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(store.pool())
+        .await?;
+    match row {
+        Some(row) => Ok(get_opt_text(&row, "gateway_account")?),
+        None => Err(LedgerError::OrderNotFound),
+    }
+}
+
 /// How many of `tenant`'s orders under the checkout key `key` are canceled.
 /// A canceled order charged nothing, so a new checkout under the same key
 /// starts afresh; this count makes its gateway idempotency key differ from

@@ -292,7 +292,10 @@ pub async fn set_order_gateway_in(
 ) -> Result<Order, LedgerError> {
     let sql = format!(
         "UPDATE orders SET provider = $3, gateway_reference = $4, updated_at = $5 \
-          WHERE tenant_id = $1 AND id = $2 RETURNING {ORDER_COLUMNS}"
+          WHERE tenant_id = $1 AND id = $2 \
+            AND (gateway_reference IS NULL OR gateway_reference = $4 \
+                 OR provider IS NULL OR provider <> $3) \
+          RETURNING {ORDER_COLUMNS}"
     );
     let row = sqlx::query(&sql)
         .bind(tenant.as_str())
@@ -305,6 +308,25 @@ pub async fn set_order_gateway_in(
         .map_err(|e| routing_error(e.into()))?;
     match row {
         Some(row) => Ok(decode_order(&row)?),
+        // The order records another payment at this gateway: a component
+        // must not swap it for the one it reports now.
+        None if order_exists(tx, tenant, id).await? => Err(LedgerError::Invalid(format!(
+            "order {id} already records another payment at {provider}"
+        ))),
         None => Err(LedgerError::OrderNotFound),
     }
+}
+
+async fn order_exists(
+    tx: &mut WriteTx,
+    tenant: &TenantId,
+    id: &OrderId,
+) -> Result<bool, LedgerError> {
+    let row = sqlx::query("SELECT 1 FROM orders WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(StoreError::from)?;
+    Ok(row.is_some())
 }
