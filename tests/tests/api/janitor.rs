@@ -357,3 +357,105 @@ backend_test! {
         app.finish().await;
     }
 }
+
+/// `POST {path}` at the Stripe emulator as the account `stripe_key` (what
+/// its dashboard, or the customer, does behind payhost's back).
+async fn at_gateway(stripe_key: &str, path: &str, form: &[(&str, &str)]) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", stripe_emulator().base_url()))
+        .bearer_auth(stripe_key)
+        .form(form)
+        .send()
+        .await
+        .expect("emulator call");
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    response.json().await.expect("emulator json")
+}
+
+backend_test! {
+    async fn a_partial_capture_at_the_gateway_is_not_booked_in_full(app) {
+        let (_, key) = app.new_tenant("Partial capture shop").await;
+        let stripe_key = app.save_stripe(&key, 1, &["USD"]).await;
+        let mut body = cart("USD", "pm_card_visa");
+        body["capture"] = json!("manual");
+        let (status, authorized) = checkout(&app, &key, body).await;
+        assert_eq!(status, 202, "{authorized}");
+        assert_ne!(authorized["status"], "paid", "{authorized}");
+        let id = authorized["id"].as_str().expect("order id");
+        let pi = authorized["gateway_reference"].as_str().expect("pi");
+        let captured = at_gateway(
+            &stripe_key,
+            &format!("/v1/payment_intents/{pi}/capture"),
+            &[("amount_to_capture", "400")],
+        )
+        .await;
+        assert_eq!(captured["status"], "succeeded", "{captured}");
+
+        let (status, body) = app
+            .admin(Method::POST, &format!("/admin/orders/{id}/reconcile"), None)
+            .await;
+        assert_ne!(status, 200, "{body}");
+        assert_eq!(body["error"]["code"], "provider_amount_mismatch", "{body}");
+        let now = order(&app, &key, id).await;
+        assert_ne!(now["status"], "paid", "booked 1000 for a capture of 400: {now}");
+        app.finish().await;
+    }
+}
+
+backend_test! {
+    async fn reconcile_and_cancel_use_only_the_orders_account(app) {
+        let (_, key) = app.new_tenant("Rotated shop").await;
+        app.save_stripe(&key, 1, &["USD"]).await;
+        let (id, pi, _) = awaiting_3ds(&app, &key).await;
+        // Other credentials (another account) saved since.
+        app.save_stripe(&key, 1, &["USD"]).await;
+        let asked = || {
+            stripe_emulator()
+                .calls()
+                .iter()
+                .filter(|c| c.path.starts_with(&format!("/v1/payment_intents/{pi}")))
+                .count()
+        };
+        let before = asked();
+        let (status, body) = app
+            .admin(Method::POST, &format!("/admin/orders/{id}/reconcile"), None)
+            .await;
+        assert_eq!(status, 503, "{body}");
+        let (status, body) = app
+            .tenant(&key, Method::POST, &format!("/v1/checkouts/{id}/cancel"), None)
+            .await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(asked(), before, "the other account was asked about {pi}");
+        assert_eq!(order(&app, &key, &id).await["status"], "requires_action");
+        app.finish().await;
+    }
+}
+
+backend_test! {
+    async fn cancelling_an_order_canceled_at_the_gateway_answers_it_canceled(app) {
+        let (_, key) = app.new_tenant("Gateway-canceled shop").await;
+        let stripe_key = app.save_stripe(&key, 1, &["USD"]).await;
+        let (status, first) =
+            keyed_checkout(&app, &key, "cart-7", "pm_card_threeDSecure2Required").await;
+        assert_eq!(status, 201, "{first}");
+        let id = first["id"].as_str().expect("order id");
+        let pi = first["gateway_reference"].as_str().expect("pi");
+        at_gateway(&stripe_key, &format!("/v1/payment_intents/{pi}/cancel"), &[]).await;
+
+        let (status, body) = app
+            .tenant(&key, Method::POST, &format!("/v1/checkouts/{id}/cancel"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "canceled", "{body}");
+        // The key is free: the same key and body make a new order.
+        let (status, second) =
+            keyed_checkout(&app, &key, "cart-7", "pm_card_threeDSecure2Required").await;
+        assert_eq!(status, 201, "{second}");
+        assert_ne!(second["id"], first["id"]);
+        app.finish().await;
+    }
+}
