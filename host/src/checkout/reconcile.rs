@@ -238,11 +238,16 @@ impl Checkouts {
 
     /// Forgets the stored answer of the checkout request made under the
     /// canceled order's `Idempotency-Key`, so the same key runs a new
-    /// checkout instead of replaying the canceled one.
+    /// checkout instead of replaying the canceled one. Left alone once a
+    /// newer order was made under the key: the stored answer is then that
+    /// order's (a repeated cancel of the old one must not forget it).
     async fn free_key(&self, tenant: &TenantId, id: &OrderId) -> Result<(), CheckoutError> {
         let Some(raw) = ledger::checkout_key_of(&self.store, tenant, id).await? else {
             return Ok(());
         };
+        if ledger::newer_order_under_checkout_key(&self.store, tenant, id).await? {
+            return Ok(());
+        }
         if let Ok(key) = crate::idempotency::IdempotencyKey::parse(&raw) {
             crate::idempotency::release(&self.store, tenant, &key)
                 .await

@@ -32,6 +32,7 @@ pub use orders::{
 };
 pub use orders::{
     canceled_orders_for_checkout_key, checkout_key_of, find_order_any_tenant, gateway_account_of,
+    newer_order_under_checkout_key,
 };
 pub use read::{
     Balance, LedgerRow, PaymentFilter, RefundSummary, balances, find_by_external_ref,

@@ -459,3 +459,34 @@ backend_test! {
         app.finish().await;
     }
 }
+
+backend_test! {
+    async fn repeating_a_cancel_keeps_a_newer_orders_answer(app) {
+        let (tenant, key) = app.new_tenant("Repeat cancel shop").await;
+        app.save_stripe(&key, 1, &["USD"]).await;
+        let (status, first) =
+            keyed_checkout(&app, &key, "cart-6", "pm_card_threeDSecure2Required").await;
+        assert_eq!(status, 201, "{first}");
+        let path = format!("/v1/checkouts/{}/cancel", first["id"].as_str().expect("id"));
+        let (status, body) = app.tenant(&key, Method::POST, &path, None).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, second) =
+            keyed_checkout(&app, &key, "cart-6", "pm_card_threeDSecure2Required").await;
+        assert_eq!(status, 201, "{second}");
+        assert_ne!(second["id"], first["id"]);
+
+        let (status, body) = app.tenant(&key, Method::POST, &path, None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "canceled");
+        let kept: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM idempotency_keys \
+              WHERE tenant_id = $1 AND idempotency_key = 'cart-6' AND state = 'done'",
+        )
+        .bind(&tenant)
+        .fetch_one(app.store.pool())
+        .await
+        .expect("count stored answers");
+        assert_eq!(kept, 1, "the newer order's stored answer was forgotten");
+        app.finish().await;
+    }
+}

@@ -150,6 +150,27 @@ pub async fn gateway_account_of(
     }
 }
 
+/// Whether another of the tenant's orders under the same checkout key as
+/// `id` was created since it (its stored answer is then that order's).
+pub async fn newer_order_under_checkout_key(
+    store: &Store,
+    tenant: &TenantId,
+    id: &OrderId,
+) -> Result<bool, LedgerError> {
+    let newer: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM orders o, orders this \
+          WHERE this.tenant_id = $1 AND this.id = $2 \
+            AND o.tenant_id = $1 AND o.checkout_key = this.checkout_key \
+            AND (o.created_at > this.created_at \
+                 OR (o.created_at = this.created_at AND o.id > this.id))",
+    )
+    .bind(tenant.as_str())
+    .bind(id.as_str())
+    .fetch_one(store.pool())
+    .await?;
+    Ok(newer > 0)
+}
+
 /// How many of `tenant`'s orders under the checkout key `key` are canceled.
 /// A canceled order charged nothing, so a new checkout under the same key
 /// starts afresh; this count makes its gateway idempotency key differ from
