@@ -72,9 +72,9 @@ impl Checkouts {
             });
         }
         let open = self.open_recorded(tenant, &order, &provider).await?;
-        let payment = open
+        let mut payment = open
             .provider
-            .get_payment(open.ctx, reference.as_str().to_owned())
+            .get_payment(open.ctx.clone(), reference.as_str().to_owned())
             .await
             .map_err(|e| outcome_unknown(provider.as_str(), e))?;
         // Untrusted: book nothing the gateway says about another payment.
@@ -83,6 +83,38 @@ impl Checkouts {
                 code: "provider_bad_reference",
                 message: format!("{provider} answered the read of {reference} for another payment"),
             });
+        }
+        // A decline read later may leave the payment open at the gateway
+        // (Stripe: `requires_payment_method`, which the customer can still
+        // confirm): it is canceled there before the order ends, so no charge
+        // can follow an order payhost considers over.
+        if matches!(payment.state, PaymentState::Declined(_))
+            && open
+                .provider
+                .manifest()
+                .capabilities
+                .contains(Capabilities::CANCEL)
+        {
+            let mut ctx = open.ctx;
+            ctx.idempotency_key = Some(gateway_key(tenant, None, id.as_str(), "cancel"));
+            payment = match open
+                .provider
+                .cancel(ctx, reference.as_str().to_owned())
+                .await
+            {
+                Ok(canceled) if canceled.reference == reference.as_str() => canceled,
+                Ok(_) => {
+                    return Err(CheckoutError::Provider {
+                        code: "provider_bad_reference",
+                        message: format!(
+                            "{provider} answered the cancel of {reference} for another payment"
+                        ),
+                    });
+                }
+                // Not canceled (e.g. it went on meanwhile): left as it is,
+                // for the next check.
+                Err(e) => return Err(outcome_unknown(provider.as_str(), e)),
+            };
         }
         let order = self.apply(tenant, order, provider, payment, source).await?;
         Ok(Reconciled {

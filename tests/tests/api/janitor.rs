@@ -490,3 +490,27 @@ backend_test! {
         app.finish().await;
     }
 }
+
+backend_test! {
+    async fn a_late_decline_is_canceled_at_the_gateway_before_the_order_ends(app) {
+        let (_, key) = app.new_tenant("Late decline shop").await;
+        app.save_stripe(&key, 1, &["USD"]).await;
+        let (id, pi, url) = awaiting_3ds(&app, &key).await;
+        // The customer fails 3-D Secure: the PaymentIntent is open again
+        // (`requires_payment_method`), and could still be confirmed.
+        let sep = if url.contains('?') { '&' } else { '?' };
+        pass_3ds(&format!("{url}{sep}action=fail")).await;
+        let (status, body) = app
+            .admin(Method::POST, &format!("/admin/orders/{id}/reconcile"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let cancels = stripe_emulator()
+            .calls()
+            .iter()
+            .filter(|c| c.path == format!("/v1/payment_intents/{pi}/cancel"))
+            .count();
+        assert_eq!(cancels, 1, "closed at the gateway: {body}");
+        assert_eq!(body["status"], "canceled", "{body}");
+        app.finish().await;
+    }
+}
