@@ -358,7 +358,7 @@ fn order_insert(tenant: &TenantId, order: &NewOrder) -> Result<(Order, SqlBuf), 
     let insert = SqlBuf::bound(
         format!(
             "INSERT INTO orders ({ORDER_COLUMNS}, checkout_key, gateway_account, key_generation) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $11, $12, $13, CAST($14 AS BIGINT))"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $11, $12, $13, $14)"
         ),
         vec![
             Arg::Text(created.id.to_string()),
@@ -374,7 +374,9 @@ fn order_insert(tenant: &TenantId, order: &NewOrder) -> Result<(Order, SqlBuf), 
             Arg::Int(now.as_i64()),
             Arg::opt_text(order.checkout_key.as_deref()),
             Arg::opt_text(order.gateway_account.as_deref()),
-            order.key_generation.map_or(Arg::Null, Arg::Int),
+            // Orders without a checkout key store 0: they have no gateway key
+            // to derive (and a text-typed NULL would not bind to BIGINT).
+            Arg::Int(order.key_generation.unwrap_or(0)),
         ],
     );
     Ok((created, insert))
