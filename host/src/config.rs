@@ -88,6 +88,11 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// `[jobs.<type>]`: retry policy per background job type.
     pub jobs: JobsConfig,
+    /// `[janitor]`: reconciliation of orders left pending.
+    pub janitor: JanitorConfig,
+    /// The URL clients and gateways reach this host at (webhook URLs
+    /// registered in offline mode); default `http://<listen>`.
+    pub public_base_url: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -113,6 +118,8 @@ impl fmt::Debug for Config {
             .field("rate_limit", &self.rate_limit)
             .field("webhooks", &self.webhooks)
             .field("jobs", &self.jobs)
+            .field("janitor", &self.janitor)
+            .field("public_base_url", &self.public_base_url)
             .finish()
     }
 }
@@ -227,6 +234,39 @@ impl Default for RateLimitConfig {
     }
 }
 
+/// `[janitor]`: the reconciliation janitor (see [`crate::janitor`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JanitorConfig {
+    /// Run the janitor on this instance.
+    pub enabled: bool,
+    /// How often a pass runs, milliseconds.
+    pub interval_ms: u64,
+    /// Orders younger than this are left alone, seconds.
+    pub min_age_secs: u64,
+    /// Delay after the first check that finds an order still waiting,
+    /// seconds; doubled after each further one.
+    pub backoff_base_secs: u64,
+    /// Longest delay between two checks of one order, seconds.
+    pub backoff_max_secs: u64,
+    /// Orders checked per pass at most.
+    pub batch: u32,
+}
+
+impl Default for JanitorConfig {
+    fn default() -> Self {
+        let d = crate::janitor::JanitorOptions::default();
+        JanitorConfig {
+            enabled: true,
+            interval_ms: d.interval.as_millis() as u64,
+            min_age_secs: d.min_age.as_secs(),
+            backoff_base_secs: d.backoff_base.as_secs(),
+            backoff_max_secs: d.backoff_max.as_secs(),
+            batch: d.batch,
+        }
+    }
+}
+
 impl RateLimitConfig {
     /// Rates and the burst 1 to 1,000,000 per minute, `max_tracked_keys`
     /// 16 to 100,000,000, the prefix 1 to 128 bytes without whitespace.
@@ -264,6 +304,39 @@ impl RateLimitConfig {
             ));
         }
         Ok(())
+    }
+}
+
+impl JanitorConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            key: format!("janitor.{key}"),
+            message: message.to_string(),
+        };
+        if self.interval_ms == 0 {
+            return Err(invalid("interval_ms", "must be > 0"));
+        }
+        if self.backoff_base_secs == 0 {
+            return Err(invalid("backoff_base_secs", "must be > 0"));
+        }
+        if self.backoff_max_secs < self.backoff_base_secs {
+            return Err(invalid("backoff_max_secs", "must be >= backoff_base_secs"));
+        }
+        if self.batch == 0 {
+            return Err(invalid("batch", "must be > 0"));
+        }
+        Ok(())
+    }
+
+    /// The janitor's options.
+    pub fn options(&self) -> crate::janitor::JanitorOptions {
+        crate::janitor::JanitorOptions {
+            interval: Duration::from_millis(self.interval_ms),
+            min_age: Duration::from_secs(self.min_age_secs),
+            backoff_base: Duration::from_secs(self.backoff_base_secs),
+            backoff_max: Duration::from_secs(self.backoff_max_secs),
+            batch: self.batch,
+        }
     }
 }
 
@@ -308,6 +381,8 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             webhooks: WebhooksConfig::default(),
             jobs: JobsConfig::default(),
+            janitor: JanitorConfig::default(),
+            public_base_url: None,
         }
     }
 }
@@ -595,6 +670,17 @@ impl Config {
                 self.jobs.webhook.max_attempts = parse(value).map_err(bad)?;
             }
             "JOBS_WEBHOOK_BASE_SECS" => self.jobs.webhook.base_secs = parse(value).map_err(bad)?,
+            "JANITOR_ENABLED" => self.janitor.enabled = parse(value).map_err(bad)?,
+            "JANITOR_INTERVAL_MS" => self.janitor.interval_ms = parse(value).map_err(bad)?,
+            "JANITOR_MIN_AGE_SECS" => self.janitor.min_age_secs = parse(value).map_err(bad)?,
+            "JANITOR_BACKOFF_BASE_SECS" => {
+                self.janitor.backoff_base_secs = parse(value).map_err(bad)?
+            }
+            "JANITOR_BACKOFF_MAX_SECS" => {
+                self.janitor.backoff_max_secs = parse(value).map_err(bad)?
+            }
+            "JANITOR_BATCH" => self.janitor.batch = parse(value).map_err(bad)?,
+            "PUBLIC_BASE_URL" => self.public_base_url = Some(value.to_string()),
             // Variables for other tools (tests, logging) share the prefix.
             _ if key.starts_with("TEST_") || matches!(key, "LOG" | "SKIP_COMPONENT_BUILD") => {}
             _ => return Err(bad("unknown setting".into())),
@@ -630,6 +716,12 @@ impl Config {
         self.webhooks.validate()?;
         self.jobs.webhook.validate("webhook")?;
         self.jobs.alert.validate("alert")?;
+        self.janitor.validate()?;
+        if let Some(url) = &self.public_base_url
+            && Origin::of_url(url).is_none()
+        {
+            return Err(invalid("public_base_url", "must be an http(s) URL"));
+        }
         if let Some(t) = &self.admin_token
             && t.expose().len() < 16
         {
@@ -663,6 +755,14 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `public_base_url`, or `http://<listen>` (no trailing slash).
+    pub fn public_base(&self) -> String {
+        match &self.public_base_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
     }
 
     /// The server loop's limits described by `[http]`.

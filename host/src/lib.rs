@@ -18,6 +18,7 @@ pub mod features;
 pub mod gateways;
 pub mod http_server;
 pub mod idempotency;
+pub mod janitor;
 pub mod ledger;
 pub mod quota;
 pub mod ratelimit;

@@ -14,6 +14,7 @@ use crate::config::{Config, Secret};
 use crate::emulators::StripeEmulator;
 use crate::features::Features;
 use crate::gateways::{Gateways, Vault};
+use crate::janitor::{Janitor, JanitorClock};
 use crate::quota::Quotas;
 use crate::ratelimit::RateLimiter;
 use crate::runtime::{ProviderRegistry, Runtime};
@@ -136,13 +137,15 @@ pub async fn app_state(
         providers,
         Arc::new(SystemClock),
         true,
+        JanitorClock::system(),
     )
     .await
 }
 
-/// [`app_state`] with the wall clock that feature-override expiry and quota
-/// periods are judged against (tests move it), and whether checkouts count
-/// against quotas at all (`false` only for the checkout benchmark's baseline).
+/// [`app_state`] with the wall clock that feature-override expiry, quota
+/// periods and the webhook pipeline are judged against, the janitor's clock
+/// (tests move both), and whether checkouts count against quotas at all
+/// (`false` only for the checkout benchmark's baseline).
 pub async fn app_state_with_clock(
     config: &Config,
     database_url: &str,
@@ -150,6 +153,7 @@ pub async fn app_state_with_clock(
     providers: Arc<ProviderRegistry>,
     clock: Arc<dyn Clock>,
     count_quotas: bool,
+    janitor_clock: JanitorClock,
 ) -> anyhow::Result<AppState> {
     let resolver = TenantResolver::new(
         store.clone(),
@@ -195,13 +199,20 @@ pub async fn app_state_with_clock(
         crate::webhooks::Clock::from(clock),
         rate_limiter.clone(),
     );
+    let checkouts = Checkouts::new(
+        store.clone(),
+        gateways.clone(),
+        features.clone(),
+        quotas.clone(),
+    );
     Ok(AppState {
-        checkouts: Checkouts::new(
+        janitor: Janitor::new(
             store.clone(),
-            gateways.clone(),
-            features.clone(),
-            quotas.clone(),
+            checkouts.clone(),
+            config.janitor.options(),
+            janitor_clock,
         ),
+        checkouts,
         features,
         webhooks,
         orders: GatewayLessOrders::new(store.clone()),
@@ -216,7 +227,17 @@ pub async fn app_state_with_clock(
         mutations: api::Mutations::new(config.max_mutations_in_progress),
         rate_limiter,
         quotas,
+        webhook_registrar: None,
     })
+}
+
+/// Starts the janitor's passes when `[janitor] enabled`; aborting the
+/// handle stops them (a pass stopped midway leaves its claim to lapse).
+pub fn start_janitor(config: &Config, state: &AppState) -> Option<tokio::task::JoinHandle<()>> {
+    config
+        .janitor
+        .enabled
+        .then(|| state.janitor.clone().spawn())
 }
 
 /// How long `serve` waits, after the listener closed, for mutations still in
@@ -239,10 +260,19 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     for p in providers.iter() {
         tracing::info!(provider = p.id(), source = p.source(), version = %p.manifest().version, "provider loaded");
     }
-    let state = app_state(&config, &url, store, providers).await?;
+    let mut state = app_state(&config, &url, store, providers).await?;
+    if let Some(emulators) = &emulators {
+        let public = config.public_base();
+        state.webhook_registrar = Some(crate::emulators::WebhookRegistrar::new(
+            &emulators.stripe.base_url(),
+            &public,
+        )?);
+        tracing::info!(%public, "Stripe webhooks of tenants without a secret go to {public}/webhooks/<tenant>/stripe");
+    }
     let mutations = state.mutations.clone();
     // Applies stored webhook events; stops when dropped at the end.
     let workers = state.webhooks.start();
+    let janitor = start_janitor(&config, &state);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -254,6 +284,9 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await?;
+    if let Some(janitor) = janitor {
+        janitor.abort();
+    }
     // Mutations whose clients hung up still run in their own tasks: let them
     // finish (book, store their idempotent response) before the process ends.
     if !mutations.idle(SHUTDOWN_DRAIN).await {

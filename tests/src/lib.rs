@@ -361,8 +361,14 @@ pub struct TestApp {
     /// The instance's webhook pipeline (its workers run until `finish`).
     pub webhooks: payhost::webhooks::Webhooks,
     workers: Option<payhost::webhooks::WorkerHandle>,
+    /// The janitor's clock (the wall clock plus an offset tests advance;
+    /// shared with siblings).
+    pub janitor_clock: payhost::janitor::JanitorClock,
+    /// The instance's janitor (its passes also run every 50 ms on their own).
+    pub janitor_handle: payhost::janitor::Janitor,
     db: Option<payhost::store::testing::TestDb>,
     server: tokio::task::JoinHandle<()>,
+    janitor: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestApp {
@@ -417,7 +423,8 @@ impl TestApp {
         let store = db.store().clone();
         let url = db.url().to_string();
         let clock = Arc::new(payhost::clock::ManualClock::starting_now());
-        let mut app = TestApp::start(store, &url, opts, clock).await;
+        let janitor_clock = payhost::janitor::JanitorClock::system();
+        let mut app = TestApp::start(store, &url, opts, clock, janitor_clock).await;
         app.db = Some(db);
         app
     }
@@ -432,7 +439,14 @@ impl TestApp {
     /// [`TestApp::sibling`] with [`AppOptions`] (e.g. a rate limiter
     /// sharing its budgets through Redis).
     pub async fn sibling_opts(&self, database_url: &str, opts: AppOptions) -> TestApp {
-        TestApp::start(self.store.clone(), database_url, opts, self.clock.clone()).await
+        TestApp::start(
+            self.store.clone(),
+            database_url,
+            opts,
+            self.clock.clone(),
+            self.janitor_clock.clone(),
+        )
+        .await
     }
 
     /// Moves the instance's wall clock (features, quotas, the webhook
@@ -452,6 +466,7 @@ impl TestApp {
         url: &str,
         opts: AppOptions,
         clock: Arc<payhost::clock::ManualClock>,
+        janitor_clock: payhost::janitor::JanitorClock,
     ) -> TestApp {
         let AppOptions {
             http,
@@ -466,6 +481,7 @@ impl TestApp {
         let mut config = payhost::config::Config {
             admin_token: Some(payhost::config::Secret::new(ADMIN_TOKEN)),
             master_key: Some(payhost::config::Secret::new(shared_master_key())),
+            janitor: janitor_config(),
             ..payhost::config::Config::default()
         };
         // Retries come due only when the test moves the clock; the timer
@@ -481,6 +497,7 @@ impl TestApp {
             registry().await,
             clock.clone(),
             !uncounted,
+            janitor_clock.clone(),
         )
         .await
         .expect("app state");
@@ -501,6 +518,14 @@ impl TestApp {
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
+        // Offline mode's webhook wiring, as `serve` sets it up.
+        let mut state = state;
+        state.webhook_registrar = Some(
+            payhost::emulators::WebhookRegistrar::new(&stripe_emulator().base_url(), &base)
+                .expect("registrar"),
+        );
+        let janitor = payhost::server::start_janitor(&config, &state);
+        let janitor_handle = state.janitor.clone();
         let mutations = state.mutations.clone();
         let server = tokio::spawn(async move {
             let router = payhost::api::router(state);
@@ -521,8 +546,11 @@ impl TestApp {
             clock,
             webhooks,
             workers,
+            janitor_clock,
+            janitor_handle,
             db: None,
             server,
+            janitor,
         }
     }
 
@@ -535,6 +563,12 @@ impl TestApp {
             self.backend,
             self.mutations.in_progress()
         );
+    }
+
+    /// Runs one janitor pass now (beside the ones that run on their own),
+    /// so a test knows a pass saw the clock as it is.
+    pub async fn janitor_pass(&self) -> payhost::janitor::Pass {
+        self.janitor_handle.pass().await.expect("janitor pass")
     }
 
     /// An app on a fresh SQLite database.
@@ -576,6 +610,9 @@ impl TestApp {
         self.quiesce().await;
         self.server.abort();
         drop(self.workers.take());
+        if let Some(janitor) = self.janitor.take() {
+            janitor.abort();
+        }
         if let Some(db) = self.db.take() {
             db.cleanup().await;
         }
@@ -682,6 +719,24 @@ impl TestApp {
         stripe_key
     }
 }
+
+/// The janitor every test app runs: a pass every 50 ms (real time), acting
+/// only on orders older than [`JANITOR_MIN_AGE`] on the app's clock, which
+/// no test advances unless it tests the janitor.
+fn janitor_config() -> payhost::config::JanitorConfig {
+    payhost::config::JanitorConfig {
+        interval_ms: 50,
+        min_age_secs: JANITOR_MIN_AGE.as_secs(),
+        backoff_base_secs: JANITOR_BACKOFF_BASE.as_secs(),
+        backoff_max_secs: 3600,
+        ..payhost::config::JanitorConfig::default()
+    }
+}
+
+/// The test apps' `janitor.min_age_secs`.
+pub const JANITOR_MIN_AGE: Duration = Duration::from_secs(15 * 60);
+/// The test apps' `janitor.backoff_base_secs`.
+pub const JANITOR_BACKOFF_BASE: Duration = Duration::from_secs(60);
 
 /// One master key per test process, so sibling instances can open each
 /// other's ciphertexts.

@@ -651,3 +651,449 @@ async fn book_manual(
     .await
     .expect("book");
 }
+
+/// A loopback webhook receiver: records each delivery (its
+/// `Stripe-Signature` and body) and answers 500 to the first `fail_first`.
+struct Receiver {
+    url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+async fn receiver(fail_first: usize) -> Receiver {
+    use axum::http::{HeaderMap, StatusCode};
+    let got: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+    let seen = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let seen = seen.clone();
+            async move {
+                let signature = headers
+                    .get("stripe-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut seen = seen.lock().expect("lock");
+                seen.push((signature, body));
+                if seen.len() <= fail_first {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Receiver { url, got }
+}
+
+/// A form-encoded call to the emulator's Stripe API with `key`.
+async fn emulator_call(
+    method: reqwest::Method,
+    path: &str,
+    key: &str,
+    form: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", stripe_emulator().base_url()))
+        .bearer_auth(key);
+    if !form.is_empty() {
+        let body: String = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        request = request
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+    }
+    let response = request.send().await.expect("emulator answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn webhook_endpoints_are_registered_like_stripes() {
+    use reqwest::Method;
+    let key = stripe_test_key();
+    let url = "https://shop.example/hooks";
+    let (status, created) = emulator_call(
+        Method::POST,
+        "/v1/webhook_endpoints",
+        &key,
+        &[
+            ("url", url),
+            ("enabled_events[]", "payment_intent.succeeded"),
+            ("enabled_events[]", "charge.refunded"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["object"], "webhook_endpoint");
+    assert_eq!(created["url"], url);
+    assert_eq!(
+        created["enabled_events"],
+        serde_json::json!(["payment_intent.succeeded", "charge.refunded"])
+    );
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert!(id.starts_with("we_"), "{id}");
+    assert!(
+        created["secret"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("whsec_")),
+        "{created}"
+    );
+
+    // The secret is shown once: never in a list or a read.
+    let (status, list) = emulator_call(Method::GET, "/v1/webhook_endpoints", &key, &[]).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["object"], "list");
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list["data"][0]["id"], id.as_str());
+    assert!(list["data"][0].get("secret").is_none(), "{list}");
+    let path = format!("/v1/webhook_endpoints/{id}");
+    let (status, read) = emulator_call(Method::GET, &path, &key, &[]).await;
+    assert_eq!(status, 200, "{read}");
+    assert!(read.get("secret").is_none(), "{read}");
+    // Another account does not see it.
+    let (_, other) = emulator_call(
+        Method::GET,
+        "/v1/webhook_endpoints",
+        &stripe_test_key(),
+        &[],
+    )
+    .await;
+    assert_eq!(other["data"], serde_json::json!([]));
+
+    let (status, deleted) = emulator_call(Method::DELETE, &path, &key, &[]).await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["deleted"], true);
+    let (_, list) = emulator_call(Method::GET, "/v1/webhook_endpoints", &key, &[]).await;
+    assert_eq!(list["data"], serde_json::json!([]));
+    let (status, gone) = emulator_call(Method::DELETE, &path, &key, &[]).await;
+    assert_eq!(status, 404, "{gone}");
+    assert_eq!(gone["error"]["code"], "resource_missing");
+
+    let (status, missing) =
+        emulator_call(Method::POST, "/v1/webhook_endpoints", &key, &[("url", url)]).await;
+    assert_eq!(status, 400, "{missing}");
+    assert_eq!(missing["error"]["code"], "parameter_missing");
+    assert_eq!(missing["error"]["param"], "enabled_events");
+}
+
+#[tokio::test]
+async fn deliveries_are_signed_and_retried_until_accepted() {
+    use reqwest::Method;
+    let key = stripe_test_key();
+    let receiver = receiver(2).await;
+    let (status, created) = emulator_call(
+        Method::POST,
+        "/v1/webhook_endpoints",
+        &key,
+        &[
+            ("url", &receiver.url),
+            ("enabled_events[]", "payment_intent.succeeded"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let secret = created["secret"].as_str().expect("secret").to_owned();
+    let paid = stripe()
+        .await
+        .create_payment(
+            ctx(&key, None),
+            payment(1000, "pm_card_visa", CaptureMode::Automatic),
+        )
+        .await
+        .expect("approved");
+
+    let got = payhost_tests::eventually("three attempts, the last accepted", || async {
+        let got = receiver.got.lock().expect("lock").clone();
+        if got.len() >= 3 {
+            Ok(got)
+        } else {
+            Err(serde_json::json!(got.len()))
+        }
+    })
+    .await;
+    let first: serde_json::Value = serde_json::from_str(&got[0].1).expect("event JSON");
+    assert_eq!(first["type"], "payment_intent.succeeded");
+    assert_eq!(first["data"]["object"]["id"], paid.reference.as_str());
+    for (signature, body) in &got {
+        let event: serde_json::Value = serde_json::from_str(body).expect("event JSON");
+        // Only the enabled type, and the same event on every attempt.
+        assert_eq!(event["id"], first["id"], "{body}");
+        let t: i64 = signature
+            .split(',')
+            .find_map(|p| p.strip_prefix("t="))
+            .and_then(|t| t.parse().ok())
+            .expect("t=");
+        assert_eq!(signature, &sign_payload(&secret, t, body.as_bytes()));
+    }
+    // Accepted on the third attempt: no fourth.
+    let settled = receiver.got.lock().expect("lock").len();
+    assert_eq!(settled, 3);
+}
+
+/// A receiver subscribed (for `events`) to the account of a fresh key; the
+/// key, the endpoint's secret and the receiver.
+async fn subscribed(events: &[&str], fail_first: usize) -> (String, String, Receiver) {
+    let key = stripe_test_key();
+    let receiver = receiver(fail_first).await;
+    let mut form = vec![("url", receiver.url.as_str())];
+    form.extend(events.iter().map(|e| ("enabled_events[]", *e)));
+    let (status, created) =
+        emulator_call(reqwest::Method::POST, "/v1/webhook_endpoints", &key, &form).await;
+    assert_eq!(status, 200, "{created}");
+    let secret = created["secret"].as_str().expect("secret").to_owned();
+    (key, secret, receiver)
+}
+
+/// The deliveries `receiver` got of event type `kind`, each checked against
+/// `secret`.
+fn delivered(receiver: &Receiver, secret: &str, kind: &str) -> Vec<serde_json::Value> {
+    receiver
+        .got
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|(signature, body)| {
+            let event: serde_json::Value = serde_json::from_str(body).ok()?;
+            let t: i64 = signature
+                .split(',')
+                .find_map(|p| p.strip_prefix("t="))?
+                .parse()
+                .ok()?;
+            assert_eq!(signature, &sign_payload(secret, t, body.as_bytes()));
+            (event["type"] == kind).then_some(event)
+        })
+        .collect()
+}
+
+async fn control(path: &str, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    emulator_call(reqwest::Method::POST, path, "", form).await
+}
+
+#[tokio::test]
+async fn chaos_duplicates_every_delivery() {
+    let (key, secret, receiver) = subscribed(&["*"], 0).await;
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/_emulator/webhooks/chaos",
+            stripe_emulator().base_url()
+        ))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"duplicate": 2, "shuffle": true}))
+        .send()
+        .await
+        .expect("emulator answers");
+    assert_eq!(response.status(), 200);
+    let paid = stripe()
+        .await
+        .create_payment(
+            ctx(&key, None),
+            payment(700, "pm_card_visa", CaptureMode::Automatic),
+        )
+        .await
+        .expect("approved");
+    let emitted: Vec<String> = stripe_emulator()
+        .events()
+        .iter()
+        .filter(|e| {
+            let o = &e["data"]["object"];
+            o["id"] == paid.reference.as_str() || o["payment_intent"] == paid.reference.as_str()
+        })
+        .filter_map(|e| e["id"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!emitted.is_empty());
+    payhost_tests::eventually("each event three times", || async {
+        let got = receiver.got.lock().expect("lock").clone();
+        let counts: Vec<usize> = emitted
+            .iter()
+            .map(|id| got.iter().filter(|(_, b)| b.contains(id.as_str())).count())
+            .collect();
+        if counts.iter().all(|&n| n == 3) && got.len() == 3 * emitted.len() {
+            Ok(())
+        } else {
+            Err(serde_json::json!(counts))
+        }
+    })
+    .await;
+    assert!(
+        delivered(&receiver, &secret, "payment_intent.succeeded").len() == 3,
+        "signed with the endpoint's secret"
+    );
+}
+
+#[tokio::test]
+async fn a_dashboard_refund_emits_a_signed_charge_refunded() {
+    let (key, secret, receiver) = subscribed(&["charge.refunded"], 0).await;
+    let paid = stripe()
+        .await
+        .create_payment(
+            ctx(&key, None),
+            payment(1000, "pm_card_visa", CaptureMode::Automatic),
+        )
+        .await
+        .expect("approved");
+    let (status, refund) = control(
+        &format!("/_emulator/payment_intents/{}/refund", paid.reference),
+        &[("amount", "300")],
+    )
+    .await;
+    assert_eq!(status, 200, "{refund}");
+    assert_eq!(refund["status"], "succeeded");
+    assert_eq!(refund["amount"], 300);
+    let event = payhost_tests::eventually("charge.refunded delivered", || async {
+        delivered(&receiver, &secret, "charge.refunded")
+            .pop()
+            .ok_or(serde_json::Value::Null)
+    })
+    .await;
+    assert_eq!(event["data"]["object"]["amount_refunded"], 300);
+    assert_eq!(
+        event["data"]["object"]["payment_intent"],
+        paid.reference.as_str()
+    );
+    assert!(
+        event["request"]["id"].is_null(),
+        "a dashboard action: {event}"
+    );
+    assert_eq!(
+        stripe_emulator().money_moved(&key).refunds.len(),
+        1,
+        "the refund is the account's"
+    );
+    let (status, _) = control("/_emulator/payment_intents/pi_nope/refund", &[]).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn pending_refunds_succeed_or_fail_with_their_events() {
+    let (key, secret, receiver) = subscribed(
+        &["refund.updated", "charge.refund.updated", "refund.failed"],
+        0,
+    )
+    .await;
+    let paid = stripe()
+        .await
+        .create_payment(
+            ctx(&key, None),
+            payment(1000, "pm_card_pendingRefund", CaptureMode::Automatic),
+        )
+        .await
+        .expect("approved");
+    let refund_path = format!("/_emulator/payment_intents/{}/refund", paid.reference);
+    let (_, first) = control(&refund_path, &[("amount", "400")]).await;
+    assert_eq!(first["status"], "pending", "{first}");
+    let (_, second) = control(&refund_path, &[("amount", "600")]).await;
+    assert_eq!(second["status"], "pending", "{second}");
+    let id = |r: &serde_json::Value| r["id"].as_str().expect("id").to_owned();
+
+    let (status, done) = control(&format!("/_emulator/refunds/{}/succeed", id(&first)), &[]).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["status"], "succeeded");
+    let (status, failed) = control(&format!("/_emulator/refunds/{}/fail", id(&second)), &[]).await;
+    assert_eq!(status, 200, "{failed}");
+    assert_eq!(failed["status"], "failed");
+    // Only a pending refund moves.
+    let (status, again) = control(&format!("/_emulator/refunds/{}/fail", id(&first)), &[]).await;
+    assert_eq!(status, 400, "{again}");
+
+    payhost_tests::eventually("the refunds' events", || async {
+        let updated = delivered(&receiver, &secret, "refund.updated");
+        let charge_updated = delivered(&receiver, &secret, "charge.refund.updated");
+        let failed = delivered(&receiver, &secret, "refund.failed");
+        if updated.len() == 2 && charge_updated.len() == 2 && failed.len() == 1 {
+            Ok(())
+        } else {
+            Err(serde_json::json!([
+                updated.len(),
+                charge_updated.len(),
+                failed.len()
+            ]))
+        }
+    })
+    .await;
+    let failed = delivered(&receiver, &secret, "refund.failed");
+    assert_eq!(failed[0]["data"]["object"]["id"], id(&second).as_str());
+    assert_eq!(failed[0]["data"]["object"]["status"], "failed");
+}
+
+#[tokio::test]
+async fn a_refund_fail_card_refund_succeeds_then_fails() {
+    let (key, secret, receiver) = subscribed(&["refund.failed"], 0).await;
+    let paid = stripe()
+        .await
+        .create_payment(
+            ctx(&key, None),
+            payment(1000, "pm_card_refundFail", CaptureMode::Automatic),
+        )
+        .await
+        .expect("approved");
+    assert_eq!(paid.state, PaymentState::Approved);
+    let refunded = stripe()
+        .await
+        .refund(
+            ctx(&key, None),
+            RefundRequest {
+                payment_reference: paid.reference.clone(),
+                amount: None,
+                reason: None,
+                refund_id: unique("rsv"),
+            },
+        )
+        .await
+        .expect("refund accepted");
+    assert_eq!(
+        refunded.status,
+        RefundStatus::Succeeded,
+        "it starts succeeded"
+    );
+    let (status, failed) = control(
+        &format!("/_emulator/refunds/{}/fail", refunded.reference),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{failed}");
+    assert_eq!(failed["status"], "failed");
+    let event = payhost_tests::eventually("refund.failed delivered", || async {
+        delivered(&receiver, &secret, "refund.failed")
+            .pop()
+            .ok_or(serde_json::Value::Null)
+    })
+    .await;
+    assert_eq!(event["data"]["object"]["id"], refunded.reference.as_str());
+    // The money is back on the charge: it can be refunded again.
+    let again = stripe()
+        .await
+        .refund(
+            ctx(&key, None),
+            RefundRequest {
+                payment_reference: paid.reference.clone(),
+                amount: None,
+                reason: None,
+                refund_id: unique("rsv"),
+            },
+        )
+        .await
+        .expect("refundable again");
+    assert_eq!(again.amount.minor, 1000);
+}

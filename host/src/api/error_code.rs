@@ -186,6 +186,11 @@ error_codes! {
     WebhookPayloadInvalid = "webhook_payload_invalid",
     /// 404: no such dead letter.
     DeadLetterNotFound = "dead_letter_not_found",
+    /// 409: the order cannot be canceled (paid, refunded, declined, not a
+    /// checkout, or its gateway has not answered yet).
+    OrderNotCancelable = "order_not_cancelable",
+    /// 409: another instance is reconciling this order right now.
+    ReconcileInProgress = "reconcile_in_progress",
 }
 
 impl ErrorCode {

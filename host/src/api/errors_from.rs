@@ -257,6 +257,10 @@ impl From<CheckoutError> for ApiError {
                     "the payment provider failed; see the server log",
                 )
             }
+            CheckoutError::NotCancelable { order, reason } => {
+                ApiError::conflict(ErrorCode::OrderNotCancelable, reason)
+                    .with_details(json!({"order_id": order.id, "status": order.status}))
+            }
             CheckoutError::Ledger(e) => e.into(),
             CheckoutError::Settings(e) => e.into(),
             CheckoutError::Quota(e) => e.into(),

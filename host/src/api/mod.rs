@@ -43,6 +43,7 @@ mod features;
 mod idempotency;
 mod operator;
 mod rate_limit;
+mod reconcile;
 mod reports;
 mod strict_json;
 mod tenant;
@@ -90,6 +91,12 @@ pub struct AppState {
     pub quotas: crate::quota::Quotas,
     /// The webhook pipeline (ingestion, inbox, dead letters).
     pub webhooks: crate::webhooks::Webhooks,
+    /// The reconciliation janitor (its passes run in their own task; the
+    /// operator's reconcile endpoint uses it for one order).
+    pub janitor: crate::janitor::Janitor,
+    /// Offline mode (emulators on): registers a tenant's webhook URL with
+    /// the Stripe emulator when it saves Stripe without a webhook secret.
+    pub webhook_registrar: Option<crate::emulators::WebhookRegistrar>,
 }
 
 impl AppState {
@@ -276,7 +283,8 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(webhooks::list_dead_letters))
         .routes(routes!(webhooks::get_dead_letter))
         .routes(routes!(webhooks::replay_dead_letter))
-        .routes(routes!(webhooks::replay_dead_letters));
+        .routes(routes!(webhooks::replay_dead_letters))
+        .routes(routes!(reconcile::reconcile_order));
     // Gateways' deliveries: no tenant credentials (the provider verifies
     // the signature), no detach or Idempotency-Key layer (the inbox's
     // unique key dedupes, and a delivery commits whole or not at all), and
@@ -299,7 +307,8 @@ fn routes(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(tenant::features))
         .routes(routes!(tenant::feature))
         .routes(routes!(usage::tenant_usage))
-        .routes(routes!(reports::daily_report));
+        .routes(routes!(reports::daily_report))
+        .routes(routes!(tenant::cancel_checkout));
     if let Some(state) = state {
         operator = operator
             // Inside authentication: a mutation runs in its own task.

@@ -7,7 +7,9 @@ use futures_util::TryFutureExt;
 use futures_util::future::Either;
 
 use super::outcome::{describe, outcome_unknown, provider_failure};
-use super::request::{checkout_metadata, gateway_key, lines_of, payment_request};
+use super::request::{
+    checkout_metadata, checkout_scope, gateway_key, key_generation, lines_of, payment_request,
+};
 use super::{CheckoutError, CheckoutOutcome, CheckoutRequest, Checkouts};
 use crate::gateways::{OpenGateway, Records};
 use crate::ledger::{self, LedgerError, NewOrder, Order, OrderKind, OrderLine, OrderStatus};
@@ -37,6 +39,8 @@ impl Checkouts {
         request: CheckoutRequest,
     ) -> Result<CheckoutOutcome, CheckoutError> {
         let lines = lines_of(&request.items, request.shipping)?;
+        let generation =
+            key_generation(&self.store, tenant, request.idempotency_key.as_deref()).await?;
         let records = self.gateways.records(tenant).await?;
         let route = self.route(tenant, &records, request.currency, request.capture)?;
         // The first gateway is opened before the order is staged: the
@@ -51,7 +55,14 @@ impl Checkouts {
         // The order is committed while the first gateway call gets ready;
         // that call's requests wait until the commit is durable. It records
         // that first gateway, and the client's key (see `resume`).
-        let (order, stored) = self.stage(tenant, &request, &lines, first_record, &first_open)?;
+        let (order, stored) = self.stage(
+            tenant,
+            &request,
+            &lines,
+            first_record,
+            &first_open,
+            generation,
+        )?;
         let mut stored = Some(stored);
 
         let mut last_retriable = None;
@@ -72,6 +83,7 @@ impl Checkouts {
                 order: &order,
                 lines: &lines,
                 records: &records,
+                generation,
             };
             match self.attempt(&c, record, open, stored.take()).await? {
                 Attempt::Done(outcome) => return Ok(outcome),
@@ -101,6 +113,7 @@ impl Checkouts {
         lines: &[OrderLine],
         first: &GatewaySettingsRecord,
         first_open: &OpenGateway,
+        generation: i64,
     ) -> Result<
         (
             Order,
@@ -122,6 +135,7 @@ impl Checkouts {
             provider: Some(first.settings.provider.clone()),
             checkout_key: request.idempotency_key.clone(),
             gateway_account: Some(first_open.credentials_fingerprint.clone()),
+            key_generation: Some(generation),
         };
         Ok(match self.quotas.admission(tenant, CHECKOUTS_MONTHLY) {
             Some(admission) => {
@@ -159,7 +173,7 @@ impl Checkouts {
             c.tenant,
             c.request.idempotency_key.as_deref(),
             c.order.id.as_str(),
-            &format!("checkout:{provider_id}"),
+            &checkout_scope(provider_id.as_str(), c.generation),
         ));
         let wire = payment_request(c.tenant, c.request, c.order);
         // Set when this attempt's requests waited for the order's commit.
@@ -272,6 +286,8 @@ struct Checkout<'a> {
     order: &'a Order,
     lines: &'a [OrderLine],
     records: &'a Records,
+    /// Orders under the client's key canceled before this one.
+    generation: i64,
 }
 
 /// The first gateway call, run beside the order's commit: its requests wait

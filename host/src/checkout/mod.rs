@@ -8,6 +8,8 @@
 //! - `attempt.rs`: the attempt loop (send gate, fallback, unknown outcomes);
 //! - `resume.rs`: a retry under the same `Idempotency-Key` resumes its order;
 //! - `settle.rs`: a gateway's answer booked (or left pending);
+//! - `reconcile.rs`: a waiting order re-read at its gateway and settled
+//!   (the janitor, the operator), or canceled by the tenant;
 //! - `orders.rs`: orders without a gateway ([`GatewayLessOrders`]);
 //! - `refund.rs`: refunds ([`Refunds`]).
 //!
@@ -29,6 +31,7 @@ use crate::store::{Currency, Money, Store, TenantId};
 mod attempt;
 mod orders;
 mod outcome;
+mod reconcile;
 mod refund;
 mod request;
 mod resume;
@@ -36,6 +39,7 @@ mod route;
 mod settle;
 
 pub use orders::{GatewayLessOrder, GatewayLessOrders};
+pub use reconcile::Reconciled;
 pub use refund::{RefundOutcome, Refunds, update_order_after_refund};
 pub use request::gateway_key;
 
@@ -161,6 +165,10 @@ pub enum CheckoutError {
     /// payment details.
     #[error("the Idempotency-Key was used for another checkout")]
     KeyReused,
+    /// The order cannot be canceled (paid, refunded, declined, not a
+    /// checkout, or its gateway has not answered yet).
+    #[error("order {} cannot be canceled: {reason}", order.id)]
+    NotCancelable { order: Box<Order>, reason: String },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error(transparent)]

@@ -104,6 +104,7 @@ impl GatewayLessOrders {
                     provider: None,
                     checkout_key: None,
                     gateway_account: None,
+                    key_generation: None,
                 },
             )
             .await?;

@@ -25,6 +25,32 @@ pub fn gateway_key(
     format!("payhost-{}", &hex::encode(digest)[..48])
 }
 
+/// The scope of a checkout's gateway idempotency key at `provider`. The
+/// `generation` is how many orders under the client's key were canceled
+/// before this one ([`crate::ledger::canceled_orders_for_checkout_key`]):
+/// zero keeps the key every earlier build derived; after a cancel, the new
+/// order's key differs, so the gateway does not replay the canceled
+/// attempt's payment.
+pub(super) fn checkout_scope(provider: &str, generation: i64) -> String {
+    if generation == 0 {
+        format!("checkout:{provider}")
+    } else {
+        format!("checkout:{provider}:after-cancel:{generation}")
+    }
+}
+
+/// The generation of a checkout under `key` (see [`checkout_scope`]).
+pub(super) async fn key_generation(
+    store: &crate::store::Store,
+    tenant: &TenantId,
+    key: Option<&str>,
+) -> Result<i64, CheckoutError> {
+    match key {
+        Some(key) => Ok(crate::ledger::canceled_orders_for_checkout_key(store, tenant, key).await?),
+        None => Ok(0),
+    }
+}
+
 pub(super) fn lines_of(
     items: &[CartItem],
     shipping: Option<i64>,

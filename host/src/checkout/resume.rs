@@ -2,7 +2,7 @@
 //! its first attempt left, at the one gateway and account that order records.
 
 use super::outcome::outcome_unknown;
-use super::request::{gateway_key, payment_request};
+use super::request::{checkout_scope, gateway_key, payment_request};
 use super::{CheckoutError, CheckoutOutcome, CheckoutRequest, Checkouts};
 use crate::gateways::{OpenGateway, Records};
 use crate::ledger::{self, LedgerError, Order, OrderKind, OrderStatus};
@@ -14,7 +14,8 @@ use crate::store::{ProviderId, TenantId};
 enum Found {
     /// Still pending or awaiting the customer: resumed at its gateway, under
     /// the credentials fingerprint it recorded (if any).
-    Live(Order, Option<String>),
+    /// The generation of its gateway key is the one stored with it.
+    Live(Order, Option<String>, i64),
     /// Already paid: answered from the ledger, with no gateway call.
     Paid(CheckoutOutcome),
 }
@@ -42,17 +43,20 @@ impl Checkouts {
             .idempotency_key
             .as_deref()
             .ok_or(LedgerError::CheckoutKeyTaken)?;
-        let (order, account) = match self.find_resumable(tenant, key, staged).await? {
-            Found::Live(order, account) => (order, account),
+        let (order, account, generation) = match self.find_resumable(tenant, key, staged).await? {
+            Found::Live(order, account, generation) => (order, account, generation),
             Found::Paid(outcome) => return Ok(outcome),
         };
         let (provider_id, open) = self.reopen(tenant, &order, account, records)?;
+        // The generation its first attempt used, as stored with the order
+        // (never recounted: an order canceled under the key after that
+        // count, or before an upgrade, would change it and so the key).
         let mut ctx = open.ctx;
         ctx.idempotency_key = Some(gateway_key(
             tenant,
             Some(key),
             order.id.as_str(),
-            &format!("checkout:{provider_id}"),
+            &checkout_scope(provider_id.as_str(), generation),
         ));
         let wire = payment_request(tenant, request, &order);
         tracing::info!(order = %order.id, provider = %provider_id, "resuming the order of an earlier attempt under the same Idempotency-Key");
@@ -79,9 +83,10 @@ impl Checkouts {
         key: &str,
         staged: &Order,
     ) -> Result<Found, CheckoutError> {
-        let (order, account) = ledger::live_order_for_checkout_key(&self.store, tenant, key)
-            .await?
-            .ok_or(LedgerError::CheckoutKeyTaken)?;
+        let (order, account, generation) =
+            ledger::live_order_for_checkout_key(&self.store, tenant, key)
+                .await?
+                .ok_or(LedgerError::CheckoutKeyTaken)?;
         if order.kind != OrderKind::Checkout
             || order.amount != staged.amount
             || order.lines != staged.lines
@@ -91,7 +96,10 @@ impl Checkouts {
             return Err(CheckoutError::KeyReused);
         }
         match order.status {
-            OrderStatus::Pending | OrderStatus::RequiresAction => Ok(Found::Live(order, account)),
+            OrderStatus::Pending | OrderStatus::RequiresAction => {
+                // NULL: stored by a build that always derived generation 0.
+                Ok(Found::Live(order, account, generation.unwrap_or(0)))
+            }
             OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded => {
                 let rows = ledger::rows_for_order(&self.store, tenant, &order.id).await?;
                 Ok(Found::Paid(CheckoutOutcome::Paid { order, rows }))

@@ -57,6 +57,24 @@ impl Checkouts {
         provider: ProviderId,
         payment: Payment,
     ) -> Result<CheckoutOutcome, CheckoutError> {
+        self.settle_as(tenant, order, lines, provider, payment, Source::Api)
+            .await
+    }
+
+    /// [`Checkouts::settle`] with the rows' `source`: the one booking path
+    /// for a checkout's payment, whoever learned the answer (the checkout
+    /// itself, or the janitor's `get-payment`). Booking is idempotent: the
+    /// order moves to `paid` only from `pending` / `requires_action`, and the
+    /// rows' external references (`{payment reference}#{line}`) are unique.
+    pub(super) async fn settle_as(
+        &self,
+        tenant: &TenantId,
+        order: Order,
+        lines: &[OrderLine],
+        provider: ProviderId,
+        payment: Payment,
+        source: Source,
+    ) -> Result<CheckoutOutcome, CheckoutError> {
         let gateway_ref = self
             .check_reported(tenant, &order, &provider, &payment)
             .await?;
@@ -75,7 +93,7 @@ impl Checkouts {
                                 }
                             })?;
                         Ok(line
-                            .ledger_row(order.amount.currency, Source::Api)
+                            .ledger_row(order.amount.currency, source)
                             .via_gateway(provider.clone(), Some(gateway_ref.clone()))
                             .with_external_ref(external))
                     })
@@ -134,12 +152,25 @@ impl Checkouts {
             })?;
         // Book only what the gateway says moved: a component reporting
         // another amount or currency leaves the order pending.
-        let mismatch = payment.amount.minor != order.amount.minor.max(0) as u64
-            || payment.amount.currency != order.amount.currency.as_str();
+        // An approved payment books the order's amount: one captured only
+        // in part (e.g. at the gateway's dashboard) takes the same path.
+        let wanted = order.amount.minor.max(0) as u64;
+        let captured_short = matches!(payment.state, PaymentState::Approved)
+            && payment.captured.unwrap_or(payment.amount.minor) != wanted;
+        let mismatch = payment.amount.minor != wanted
+            || payment.amount.currency != order.amount.currency.as_str()
+            || captured_short;
         // The approved path records the reference in its booking commit.
         if mismatch || !matches!(payment.state, PaymentState::Approved) {
             ledger::set_order_gateway(&self.store, tenant, &order.id, provider, Some(&gateway_ref))
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    LedgerError::Invalid(message) => CheckoutError::Provider {
+                        code: "provider_bad_reference",
+                        message,
+                    },
+                    e => CheckoutError::from(e),
+                })?;
         }
         if mismatch {
             audit_mismatch(
@@ -151,7 +182,7 @@ impl Checkouts {
                     "provider": provider.as_str(),
                     "gateway_reference": gateway_ref.as_str(),
                     "requested": {"amount": order.amount.minor, "currency": order.amount.currency.as_str()},
-                    "reported": {"amount": payment.amount.minor, "currency": payment.amount.currency},
+                    "reported": {"amount": payment.amount.minor, "currency": payment.amount.currency, "captured": payment.captured},
                 }),
             )
             .await;

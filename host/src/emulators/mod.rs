@@ -19,8 +19,10 @@
 //!   the fake 3-D Secure page) is named `emulator` and documented as an
 //!   extension.
 
+mod registration;
 pub mod stripe;
 
+pub use registration::{RegistrationError, WebhookRegistrar};
 pub use stripe::StripeEmulator;
 
 /// One HTTP request as an emulator received it, recorded in arrival order.

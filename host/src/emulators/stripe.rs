@@ -19,7 +19,10 @@
 //!   `GET /v1/payment_intents/{id}`, `POST /v1/payment_intents/{id}/confirm`,
 //!   `/capture`, `/cancel`; `POST /v1/refunds`, `GET /v1/refunds/{id}`;
 //!   `GET /v1/charges/{id}`; `GET /v1/events/{id}` (the event as first
-//!   rendered, `resource_missing` for another account's or an unknown id).
+//!   rendered, `resource_missing` for another account's or an unknown id);
+//!   `POST`/`GET /v1/webhook_endpoints`, `GET`/`DELETE
+//!   /v1/webhook_endpoints/{id}` (per account; the `whsec_…` secret only in
+//!   the creation response).
 //!   Anything else is 404 `invalid_request_error`.
 //! - **Outcomes** are decided by Stripe's test PaymentMethods: `pm_card_visa`,
 //!   `pm_card_visa_debit`, `pm_card_mastercard`, `pm_card_amex` approve;
@@ -45,7 +48,9 @@
 //!   [`sign_payload`], asynchronously, with bounded retries.
 //!
 //! **Emulator extensions** (not Stripe; for failure testing and offline
-//! checkout): payment method `pm_emulator_unavailable` → 500 `api_error`;
+//! checkout): the gateway-side controls under `/_emulator/` (dashboard
+//! refund, refund succeed/fail, delivery chaos; see `control.rs`);
+//! payment method `pm_emulator_unavailable` → 500 `api_error`;
 //! `pm_emulator_rate_limited` → 429 with `Retry-After: 2` (both fail before
 //! anything is created); `GET /emulator/3ds/{id}` is the fake 3-D Secure page
 //! (`?action=fail` fails authentication).
@@ -53,6 +58,8 @@
 //! The server binds 127.0.0.1 only and stops when the [`StripeEmulator`]
 //! handle is dropped or [`StripeEmulator::shutdown`] is awaited.
 
+mod control;
+mod endpoints;
 mod error;
 mod form;
 mod handlers;
@@ -298,13 +305,33 @@ impl Shared {
             let subscriptions = state.subscriptions.clone();
             let mut deliveries = Vec::new();
             for Emitted { kind, object } in emitted {
-                let event = webhook::event(kind, object, cause, subscriptions.len());
+                // Every global subscription, and the account's own
+                // endpoints that enabled this type.
+                let mut targets = subscriptions.clone();
+                targets.extend(
+                    state
+                        .account(account)
+                        .webhook_endpoints
+                        .iter()
+                        .filter(|e| e.wants(kind))
+                        .map(endpoints::WebhookEndpoint::subscription),
+                );
+                let event = webhook::event(kind, object, cause, targets.len());
                 let body = Bytes::from(event.to_string());
-                for subscription in &subscriptions {
-                    deliveries.push(Delivery {
-                        subscription: subscription.clone(),
-                        body: body.clone(),
-                    });
+                let chaos = state.account(account).chaos;
+                for subscription in &targets {
+                    for _ in 0..=chaos.duplicate {
+                        let delay = if chaos.shuffle {
+                            Duration::from_millis(rand::random_range(0..50))
+                        } else {
+                            Duration::ZERO
+                        };
+                        deliveries.push(Delivery {
+                            subscription: subscription.clone(),
+                            body: body.clone(),
+                            delay,
+                        });
+                    }
                 }
                 state.account(account).record_event(&event);
                 state.events.push(event);
@@ -358,7 +385,24 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/refunds/{id}", get(handlers::retrieve_refund))
         .route("/v1/charges/{id}", get(handlers::retrieve_charge))
         .route("/v1/events/{id}", get(handlers::retrieve_event))
+        .route(
+            "/v1/webhook_endpoints",
+            post(endpoints::create).get(endpoints::list),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}",
+            get(endpoints::retrieve).delete(endpoints::delete),
+        )
         .route("/emulator/3ds/{id}", get(handlers::three_d_secure))
+        .route(
+            "/_emulator/payment_intents/{id}/refund",
+            post(control::dashboard_refund),
+        )
+        .route(
+            "/_emulator/refunds/{id}/{action}",
+            post(control::settle_refund),
+        )
+        .route("/_emulator/webhooks/chaos", post(control::chaos))
         .fallback(handlers::unrecognized)
         .method_not_allowed_fallback(handlers::unrecognized)
         .layer(middleware::from_fn_with_state(shared.clone(), gate))

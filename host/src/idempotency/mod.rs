@@ -15,4 +15,6 @@ mod key;
 mod store;
 
 pub use key::{IdempotencyKey, RequestHash};
-pub use store::{Begin, IN_FLIGHT_LEASE, abandon, begin, begin_at, finish, purge_created_before};
+pub use store::{
+    Begin, IN_FLIGHT_LEASE, abandon, begin, begin_at, finish, purge_created_before, release,
+};

@@ -182,6 +182,27 @@ pub async fn abandon(
     Ok(gone.rows_affected() == 1)
 }
 
+/// Forgets the stored answer of `key` (a finished record), so the key runs
+/// its request again: used when the order a checkout answered is canceled.
+/// An in-flight claim is left alone (its request still runs; the cancel,
+/// being idempotent, frees the key again when repeated). Returns whether a
+/// record was forgotten.
+pub async fn release(
+    store: &Store,
+    tenant: &TenantId,
+    key: &IdempotencyKey,
+) -> Result<bool, StoreError> {
+    let gone = sqlx::query(
+        "DELETE FROM idempotency_keys \
+          WHERE tenant_id = $1 AND idempotency_key = $2 AND state = 'done'",
+    )
+    .bind(tenant.as_str())
+    .bind(key.as_str())
+    .execute(store.pool())
+    .await?;
+    Ok(gone.rows_affected() == 1)
+}
+
 /// Deletes records created before `cutoff` (retention), returning how many.
 pub async fn purge_created_before(store: &Store, cutoff: UnixMillis) -> Result<u64, StoreError> {
     let gone = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")

@@ -36,6 +36,10 @@ pub use orders::{
     set_order_status, set_order_status_in, stage_order, transition_order, transition_order_in,
     transition_routed_order_in,
 };
+pub use orders::{
+    canceled_orders_for_checkout_key, checkout_key_of, find_order_any_tenant, gateway_account_of,
+    newer_order_under_checkout_key,
+};
 pub use projection::{Balance, ProjectionDiff, VerifyReport, balances, verify_projections};
 pub use read::{
     LedgerRow, PaymentFilter, RefundSummary, find_by_external_ref, list_payments, payment,

@@ -43,6 +43,7 @@ async fn order(
             provider: None,
             checkout_key: None,
             gateway_account: None,
+            key_generation: None,
         },
     )
     .await
@@ -1027,6 +1028,7 @@ async fn orders_are_mutable_workflow_state() {
                 provider: None,
                 checkout_key: None,
                 gateway_account: None,
+                key_generation: None,
             },
         )
         .await
@@ -1068,6 +1070,7 @@ async fn orders_are_mutable_workflow_state() {
                 provider: None,
                 checkout_key: None,
                 gateway_account: None,
+                key_generation: None,
             },
         )
         .await

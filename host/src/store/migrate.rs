@@ -49,6 +49,7 @@ const SQLITE: &[Migration] = &[
     migration!("sqlite", 7, "0007", "quota_usage"),
     migration!("sqlite", 8, "0008", "balance_projection"),
     migration!("sqlite", 9, "0009", "webhooks"),
+    migration!("sqlite", 10, "0010", "reconcile_checks"),
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -61,6 +62,7 @@ const POSTGRES: &[Migration] = &[
     migration!("postgres", 7, "0007", "quota_usage"),
     migration!("postgres", 8, "0008", "balance_projection"),
     migration!("postgres", 9, "0009", "webhooks"),
+    migration!("postgres", 10, "0010", "reconcile_checks"),
 ];
 
 /// Serialises migrators across PostgreSQL sessions ("payhost" in ASCII).

@@ -349,6 +349,23 @@ backend_test! {
         let details = &the_audit_event(&app, &tenant, "payment.amount_mismatch").await["details"];
         assert_eq!(details["requested"]["amount"], 1000, "{details}");
         assert_eq!(details["reported"]["amount"], 999);
+
+        // A read of that payment that answers for another one is not booked.
+        let id: String = sqlx::query_scalar(
+            "SELECT id FROM orders WHERE tenant_id = $1 AND gateway_reference LIKE 'short-pay-%'",
+        )
+        .bind(&tenant)
+        .fetch_one(app.store.pool())
+        .await
+        .expect("the pending order");
+        let (status, body) = app
+            .admin(reqwest::Method::POST, &format!("/admin/orders/{id}/reconcile"), None)
+            .await;
+        assert_eq!(status, 502, "[{}] {body}", app.backend);
+        assert_eq!(body["error"]["code"], "provider_bad_reference", "{body}");
+        let read = get(&app, &key, format!("/v1/orders/{id}")).await;
+        assert_eq!(read["status"], "pending", "[{}] {read}", app.backend);
+        assert_eq!(read["ledger"].as_array().map(Vec::len), Some(0), "{read}");
         app.finish().await;
     }
 }

@@ -12,6 +12,7 @@ mod features;
 mod gateways;
 mod http_hardening;
 mod idempotency;
+mod janitor;
 mod ledger;
 mod listing;
 mod openapi;

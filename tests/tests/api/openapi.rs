@@ -66,6 +66,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/admin/dead-letters/replay"),
     ("post", "/webhooks/{tenant}/{provider}"),
     ("post", "/webhooks/{provider}"),
+    ("post", "/admin/orders/{id}/reconcile"),
+    ("post", "/v1/checkouts/{id}/cancel"),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];

@@ -290,3 +290,45 @@ backend_test! {
         app.finish().await;
     }
 }
+
+backend_test! {
+    /// An order staged under a key with generation 0, left pending with a
+    /// charge; then a canceled order shows up under the same key (canceled
+    /// by an earlier build, or its cancel committed after the retry counted
+    /// the generation). The resume must send the key the first call used,
+    /// from the order, or the gateway takes a second payment.
+    async fn a_resume_uses_the_key_generation_its_order_was_staged_with(app) {
+        let (tenant, key) = app.new_tenant("Generation shop").await;
+        let stripe_key = app.save_stripe(&key, 1, &["USD"]).await;
+        let client_key = format!("generation-{}", rand_u64());
+        refuse_rows(&app, &tenant).await;
+        let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_visa").await;
+        assert!(status >= 500, "[{}] {status} {body}", app.backend);
+        allow_rows(&app).await;
+
+        let other_key = format!("other-{}", rand_u64());
+        let (status, other) =
+            keyed_checkout(&app, &key, &other_key, "pm_card_threeDSecure2Required").await;
+        assert_eq!(status, 201, "[{}] {other}", app.backend);
+        let other_id = other["id"].as_str().expect("order id");
+        let path = format!("/v1/checkouts/{other_id}/cancel");
+        let (status, canceled) = app.tenant(&key, Method::POST, &path, None).await;
+        assert_eq!(status, 200, "[{}] {canceled}", app.backend);
+        sqlx::query("UPDATE orders SET checkout_key = $1 WHERE id = $2")
+            .bind(&client_key)
+            .bind(other_id)
+            .execute(app.store.pool())
+            .await
+            .expect("move the canceled order under the key");
+
+        let (status, body) = keyed_checkout(&app, &key, &client_key, "pm_card_visa").await;
+        assert_eq!(status, 201, "[{}] {body}", app.backend);
+        assert_eq!(body["status"], "paid", "[{}] {body}", app.backend);
+        let payments = payhost_tests::stripe_emulator()
+            .money_moved(&stripe_key)
+            .payments
+            .len();
+        assert_eq!(payments, 1, "[{}] charged once", app.backend);
+        app.finish().await;
+    }
+}

@@ -81,6 +81,18 @@ pub async fn save_gateway(
             crate::api::features::require_gateway_room(&state, &t.tenant, configured.len())?;
         }
     }
+    let mut webhook_secret = body.webhook_secret;
+    // Offline mode: the emulator signs for the host's own webhook URL.
+    if webhook_secret.is_none()
+        && provider == "stripe"
+        && let Some(registrar) = &state.webhook_registrar
+        && let Some(api_key) = body.credentials.get("secret-key")
+    {
+        match registrar.register(&t.tenant, api_key).await {
+            Ok(secret) => webhook_secret = Some(secret),
+            Err(e) => tracing::warn!(tenant = %t.tenant, "{e}"),
+        }
+    }
     let view = state
         .gateways
         .save(
@@ -89,7 +101,7 @@ pub async fn save_gateway(
             &provider,
             GatewayInput {
                 credentials: body.credentials,
-                webhook_secret: body.webhook_secret,
+                webhook_secret,
                 priority: body.priority,
                 currencies,
                 enabled: body.enabled,

@@ -1,13 +1,16 @@
 //! Tenant endpoints (`/v1/…`, tenant API key), one file per resource:
 //! [`gateways`], [`orders`] (checkouts and orders without a gateway),
-//! [`payments`] (ledger reads, refunds, the balance). Every lookup is scoped
+//! [`payments`] (ledger reads, refunds, the balance), [`cancel`] (a pending
+//! checkout canceled). Every lookup is scoped
 //! to the calling tenant, so another tenant's id answers 404.
 
+mod cancel;
 mod features;
 mod gateways;
 mod orders;
 mod payments;
 
+pub use cancel::*;
 pub use features::*;
 pub use gateways::*;
 pub use orders::*;

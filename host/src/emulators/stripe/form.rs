@@ -66,6 +66,22 @@ impl Params {
             .filter(|value| !value.is_empty())
     }
 
+    /// Every value of the list parameter `name` (`name[]=a&name[]=b`, or
+    /// indexed `name[0]=a&name[1]=b`), in the order sent.
+    pub(crate) fn list(&self, name: &str) -> Vec<&str> {
+        let prefix = format!("{name}[");
+        self.pairs
+            .iter()
+            .filter(|(key, _)| {
+                key.strip_prefix(&prefix)
+                    .and_then(|rest| rest.strip_suffix(']'))
+                    .is_some_and(|index| index.chars().all(|c| c.is_ascii_digit()))
+            })
+            .map(|(_, value)| value.as_str())
+            .filter(|value| !value.is_empty())
+            .collect()
+    }
+
     /// An integer parameter, `None` when absent. Non-integers are rejected with
     /// `parameter_invalid_integer`.
     pub(crate) fn integer(&self, name: &str) -> Result<Option<i64>, ApiError> {

@@ -92,6 +92,8 @@ pub(crate) fn event(kind: &str, object: Value, cause: &Cause, pending_webhooks: 
 pub(crate) struct Delivery {
     pub subscription: Subscription,
     pub body: Bytes,
+    /// Wait before the first attempt (the chaos control's reordering).
+    pub delay: Duration,
 }
 
 /// Spawns the delivery of `delivery`; returns at once. The task stops early
@@ -102,7 +104,17 @@ pub(crate) fn spawn_delivery(
     mut shutdown: watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
-        let Delivery { subscription, body } = delivery;
+        let Delivery {
+            subscription,
+            body,
+            delay,
+        } = delivery;
+        if !delay.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = shutdown.wait_for(|stopped| *stopped) => return,
+            }
+        }
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=MAX_ATTEMPTS {
             let signature = sign_payload(&subscription.secret, unix_now(), &body);

@@ -173,6 +173,10 @@ pub struct NewOrder {
     /// credentials (`OpenGateway::credentials_fingerprint`). A resumed order
     /// goes only to the same account.
     pub gateway_account: Option<String>,
+    /// The generation of the checkout's gateway idempotency key (see
+    /// `checkout::request::checkout_scope`), stored so a resume derives the
+    /// key the first call used instead of recounting it.
+    pub key_generation: Option<i64>,
 }
 
 impl NewOrder {
@@ -188,6 +192,7 @@ impl NewOrder {
             provider: None,
             checkout_key: None,
             gateway_account: None,
+            key_generation: None,
         }
     }
 }
@@ -423,8 +428,8 @@ fn order_insert(tenant: &TenantId, order: &NewOrder) -> Result<(Order, SqlBuf), 
     };
     let insert = SqlBuf::bound(
         format!(
-            "INSERT INTO orders ({ORDER_COLUMNS}, checkout_key, gateway_account) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $11, $12, $13)"
+            "INSERT INTO orders ({ORDER_COLUMNS}, checkout_key, gateway_account, key_generation) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $11, $12, $13, $14)"
         ),
         vec![
             Arg::Text(created.id.to_string()),
@@ -440,6 +445,9 @@ fn order_insert(tenant: &TenantId, order: &NewOrder) -> Result<(Order, SqlBuf), 
             Arg::Int(now.as_i64()),
             Arg::opt_text(order.checkout_key.as_deref()),
             Arg::opt_text(order.gateway_account.as_deref()),
+            // Orders without a checkout key store 0: they have no gateway key
+            // to derive (and a text-typed NULL would not bind to BIGINT).
+            Arg::Int(order.key_generation.unwrap_or(0)),
         ],
     );
     Ok((created, insert))

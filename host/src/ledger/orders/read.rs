@@ -121,3 +121,93 @@ pub async fn find_order_by_gateway_reference(
         .await?;
     Ok(row.as_ref().map(decode_order).transpose()?)
 }
+
+/// The order with this id, whichever tenant owns it (order ids are unique
+/// across tenants): for the operator API, which is not tenant-scoped.
+pub async fn find_order_any_tenant(
+    store: &Store,
+    id: &OrderId,
+) -> Result<Option<Order>, LedgerError> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
+    let row = sqlx::query(&sql)
+        .bind(id.as_str())
+        .fetch_optional(store.pool())
+        .await?;
+    Ok(row.as_ref().map(decode_order).transpose()?)
+}
+
+/// The client's `Idempotency-Key` a checkout order was stored under, if any.
+pub async fn checkout_key_of(
+    store: &Store,
+    tenant: &TenantId,
+    id: &OrderId,
+) -> Result<Option<String>, LedgerError> {
+    let row = sqlx::query("SELECT checkout_key FROM orders WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(store.pool())
+        .await?;
+    match row {
+        Some(row) => Ok(get_opt_text(&row, "checkout_key")?),
+        None => Err(LedgerError::OrderNotFound),
+    }
+}
+
+/// The gateway account (credentials fingerprint) a checkout order's first
+/// call went to, if recorded.
+pub async fn gateway_account_of(
+    store: &Store,
+    tenant: &TenantId,
+    id: &OrderId,
+) -> Result<Option<String>, LedgerError> {
+    let row = sqlx::query("SELECT gateway_account FROM orders WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(store.pool())
+        .await?;
+    match row {
+        Some(row) => Ok(get_opt_text(&row, "gateway_account")?),
+        None => Err(LedgerError::OrderNotFound),
+    }
+}
+
+/// Whether another of the tenant's orders under the same checkout key as
+/// `id` was created since it (its stored answer is then that order's).
+pub async fn newer_order_under_checkout_key(
+    store: &Store,
+    tenant: &TenantId,
+    id: &OrderId,
+) -> Result<bool, LedgerError> {
+    let newer: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM orders o, orders this \
+          WHERE this.tenant_id = $1 AND this.id = $2 \
+            AND o.tenant_id = $1 AND o.checkout_key = this.checkout_key \
+            AND (o.created_at > this.created_at \
+                 OR (o.created_at = this.created_at AND o.id > this.id))",
+    )
+    .bind(tenant.as_str())
+    .bind(id.as_str())
+    .fetch_one(store.pool())
+    .await?;
+    Ok(newer > 0)
+}
+
+/// How many of `tenant`'s orders under the checkout key `key` are canceled.
+/// A canceled order charged nothing, so a new checkout under the same key
+/// starts afresh; this count makes its gateway idempotency key differ from
+/// the canceled attempts' (the gateway would replay their answer otherwise).
+pub async fn canceled_orders_for_checkout_key(
+    store: &Store,
+    tenant: &TenantId,
+    key: &str,
+) -> Result<i64, LedgerError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n FROM orders \
+          WHERE tenant_id = $1 AND checkout_key = $2 AND status = 'canceled'",
+    )
+    .bind(tenant.as_str())
+    .bind(key)
+    .fetch_one(store.pool())
+    .await?;
+    Ok(get_i64(&row, "n")?)
+}

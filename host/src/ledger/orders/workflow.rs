@@ -5,14 +5,15 @@
 use super::*;
 
 /// The tenant's live (neither canceled nor declined) order stored under a
-/// checkout's `Idempotency-Key`, if any, with the gateway account it went to.
+/// checkout's `Idempotency-Key`, if any, with the gateway account it went to
+/// and the generation of its gateway key (`None`: stored before it was kept).
 pub async fn live_order_for_checkout_key(
     store: &Store,
     tenant: &TenantId,
     key: &str,
-) -> Result<Option<(Order, Option<String>)>, LedgerError> {
+) -> Result<Option<(Order, Option<String>, Option<i64>)>, LedgerError> {
     let sql = format!(
-        "SELECT {ORDER_COLUMNS}, gateway_account FROM orders \
+        "SELECT {ORDER_COLUMNS}, gateway_account, key_generation FROM orders \
           WHERE tenant_id = $1 AND checkout_key = $2 AND status NOT IN ('canceled', 'declined')"
     );
     let row = sqlx::query(&sql)
@@ -24,7 +25,8 @@ pub async fn live_order_for_checkout_key(
         return Ok(None);
     };
     let account = get_opt_text(&row, "gateway_account")?;
-    Ok(Some((decode_order(&row)?, account)))
+    let generation = crate::store::get_opt_i64(&row, "key_generation")?;
+    Ok(Some((decode_order(&row)?, account, generation)))
 }
 
 /// Records the gateway (and its account) a pending order goes to next,
@@ -290,7 +292,10 @@ pub async fn set_order_gateway_in(
 ) -> Result<Order, LedgerError> {
     let sql = format!(
         "UPDATE orders SET provider = $3, gateway_reference = $4, updated_at = $5 \
-          WHERE tenant_id = $1 AND id = $2 RETURNING {ORDER_COLUMNS}"
+          WHERE tenant_id = $1 AND id = $2 \
+            AND (gateway_reference IS NULL OR gateway_reference = $4 \
+                 OR provider IS NULL OR provider <> $3) \
+          RETURNING {ORDER_COLUMNS}"
     );
     let row = sqlx::query(&sql)
         .bind(tenant.as_str())
@@ -303,6 +308,25 @@ pub async fn set_order_gateway_in(
         .map_err(|e| routing_error(e.into()))?;
     match row {
         Some(row) => Ok(decode_order(&row)?),
+        // The order records another payment at this gateway: a component
+        // must not swap it for the one it reports now.
+        None if order_exists(tx, tenant, id).await? => Err(LedgerError::Invalid(format!(
+            "order {id} already records another payment at {provider}"
+        ))),
         None => Err(LedgerError::OrderNotFound),
     }
+}
+
+async fn order_exists(
+    tx: &mut WriteTx,
+    tenant: &TenantId,
+    id: &OrderId,
+) -> Result<bool, LedgerError> {
+    let row = sqlx::query("SELECT 1 FROM orders WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(StoreError::from)?;
+    Ok(row.is_some())
 }

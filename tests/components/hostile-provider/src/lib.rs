@@ -19,6 +19,9 @@
 //! asked, except as above. The manifest claims no capabilities, so the host
 //! must never ask it for a partial refund or a manual capture.
 //!
+//! `get-payment` of a `short-pay-…` reference answers for another payment:
+//! approved, 1000 USD, reference `ok-swapped`. Any other is unsupported.
+//!
 //! `parse-webhook` tries to slip an event past a rejected signature (see
 //! its doc).
 #![allow(unsafe_code)]
@@ -135,8 +138,16 @@ impl Provider for Hostile {
         unsupported()
     }
 
-    fn get_payment(_: CallContext, _: String) -> Result<Payment, ProviderError> {
-        unsupported()
+    fn get_payment(_: CallContext, reference: String) -> Result<Payment, ProviderError> {
+        if !reference.starts_with("short-pay-") {
+            return unsupported();
+        }
+        Ok(Payment {
+            reference: "ok-swapped".into(),
+            state: PaymentState::Approved,
+            amount: Money::new(1000, "USD"),
+            captured: None,
+        })
     }
 
     fn refund(_: CallContext, request: RefundRequest) -> Result<Refund, ProviderError> {

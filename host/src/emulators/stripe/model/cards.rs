@@ -38,12 +38,17 @@ pub(super) const PROCESSING_ERROR: TestCard = TestCard::Decline {
 /// pending, which is the case a client must handle).
 pub(crate) const PENDING_REFUND_CARD: &str = "pm_card_pendingRefund";
 
+/// Stripe's test card whose payments approve and whose refunds start
+/// `succeeded`, then turn `failed` (Stripe: "some time later"; here when
+/// `POST /_emulator/refunds/{id}/fail` says so), with a `refund.failed` event.
+pub(crate) const REFUND_FAIL_CARD: &str = "pm_card_refundFail";
+
 /// The behaviour of a Stripe test PaymentMethod id, `None` for ids the
 /// emulator does not know (Stripe answers `resource_missing`).
 pub(crate) fn test_card(payment_method: &str) -> Option<TestCard> {
     match payment_method {
         "pm_card_visa" | "pm_card_visa_debit" | "pm_card_mastercard" | "pm_card_amex"
-        | PENDING_REFUND_CARD => Some(TestCard::Approve),
+        | PENDING_REFUND_CARD | REFUND_FAIL_CARD => Some(TestCard::Approve),
         "pm_card_visa_chargeDeclined" | "pm_card_chargeDeclined" => Some(GENERIC_DECLINE),
         "pm_card_visa_chargeDeclinedInsufficientFunds"
         | "pm_card_chargeDeclinedInsufficientFunds" => Some(INSUFFICIENT_FUNDS),

@@ -201,6 +201,10 @@ pub(crate) struct Account {
     /// Events about this account's objects, by id, as first rendered.
     events: HashMap<String, Value>,
     pub idempotency: IdempotencyTable,
+    /// Webhook endpoints registered through `POST /v1/webhook_endpoints`.
+    pub webhook_endpoints: Vec<super::endpoints::WebhookEndpoint>,
+    /// Duplication and reordering of this account's deliveries (control).
+    pub chaos: super::control::Chaos,
 }
 
 /// Where the fake 3-D Secure page lives and where to send the customer after.

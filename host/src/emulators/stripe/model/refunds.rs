@@ -116,4 +116,72 @@ impl Account {
             )),
         }
     }
+
+    /// Whether this account holds refund `id`.
+    pub(crate) fn has_refund(&self, id: &str) -> bool {
+        self.refunds.contains_key(id)
+    }
+
+    /// Whether this account holds PaymentIntent `id`.
+    pub(crate) fn owns_payment_intent(&self, id: &str) -> bool {
+        self.payment_intents.contains_key(id)
+    }
+
+    /// **Emulator control**: the gateway ends refund `id`. `succeed`: a
+    /// `pending` refund becomes `succeeded` (`refund.updated`,
+    /// `charge.refund.updated`). Otherwise a `pending` refund, or a
+    /// `succeeded` one of [`REFUND_FAIL_CARD`], becomes `failed`: the
+    /// charge's `amount_refunded` gives the amount back, and `refund.failed`,
+    /// `refund.updated` and `charge.refund.updated` are emitted, as Stripe
+    /// does. `Err` (a message) for a refund in another state.
+    pub(crate) fn settle_refund(
+        &mut self,
+        id: &str,
+        succeed: bool,
+        events: &mut Vec<Emitted>,
+    ) -> Result<Value, String> {
+        let Some(refund) = self.refunds.get(id) else {
+            return Err(format!("No such refund: '{id}'"));
+        };
+        let refund_fail_card = self
+            .charges
+            .get(&refund.charge)
+            .is_some_and(|c| c.payment_method == REFUND_FAIL_CARD);
+        let allowed = match (succeed, refund.status) {
+            (true, "pending") => true,
+            (false, "pending") => true,
+            (false, "succeeded") => refund_fail_card,
+            _ => false,
+        };
+        if !allowed {
+            return Err(format!(
+                "Refund {id} cannot be moved to {} (status: {}).",
+                if succeed { "succeeded" } else { "failed" },
+                refund.status
+            ));
+        }
+        let (charge_id, amount) = (refund.charge.clone(), refund.amount);
+        if let Some(refund) = self.refunds.get_mut(id) {
+            refund.status = if succeed { "succeeded" } else { "failed" };
+        }
+        let rendered = self.refund_json(id).map_err(|e| format!("{e:?}"))?;
+        if !succeed {
+            if let Some(charge) = self.charges.get_mut(&charge_id) {
+                charge.amount_refunded = (charge.amount_refunded - amount).max(0);
+            }
+            events.push(Emitted {
+                kind: "refund.failed",
+                object: rendered.clone(),
+            });
+        }
+        events.push(Emitted {
+            kind: "refund.updated",
+            object: rendered.clone(),
+        });
+        events.push(Emitted {
+            kind: "charge.refund.updated",
+            object: rendered.clone(),
+        });
+        Ok(rendered)
+    }
 }
