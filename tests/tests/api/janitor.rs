@@ -104,8 +104,9 @@ backend_test! {
         let (_, balance) = app.tenant(&key, Method::GET, "/v1/balance", None).await;
         assert_eq!(
             balance["items"],
-            json!([{"currency": "USD", "paid": 1000, "refunded": 0, "net": 1000}])
+            json!([{"currency": "USD", "paid": 1000, "refunded": 0, "net": 1000, "held": 0}])
         );
+        app.assert_ledger_verified().await;
         // Settled: the janitor asks once and not again.
         assert_eq!(reads_of(&pi), 1);
         app.janitor_clock.advance(Duration::from_secs(24 * 3600));
