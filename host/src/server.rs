@@ -338,6 +338,22 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// The request rate of a tenant's API keys: its `api.requests_per_minute`
+/// when a plan, an override or a kill switch sets it, else the configured
+/// `rate_limit.requests_per_minute` (the feature's own default is
+/// unlimited, so an unconfigured tenant keeps the platform's rate).
+pub fn api_rate(features: &Features, configured: u64) -> crate::ratelimit::RateFor {
+    let features = features.clone();
+    Arc::new(move |tenant| {
+        let e = features.evaluate(tenant, crate::features::keys::API_REQUESTS_PER_MINUTE);
+        match (e.source, e.value) {
+            (crate::features::Source::Default, _) => Some(configured),
+            (_, crate::features::FeatureValue::Limit(n)) => n,
+            (_, crate::features::FeatureValue::Flag(on)) => Some(u64::from(on)),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,20 +393,4 @@ mod tests {
             Some(emulators.stripe.base_url().as_str())
         );
     }
-}
-
-/// The request rate of a tenant's API keys: its `api.requests_per_minute`
-/// when a plan, an override or a kill switch sets it, else the configured
-/// `rate_limit.requests_per_minute` (the feature's own default is
-/// unlimited, so an unconfigured tenant keeps the platform's rate).
-pub fn api_rate(features: &Features, configured: u64) -> crate::ratelimit::RateFor {
-    let features = features.clone();
-    Arc::new(move |tenant| {
-        let e = features.evaluate(tenant, crate::features::keys::API_REQUESTS_PER_MINUTE);
-        match (e.source, e.value) {
-            (crate::features::Source::Default, _) => Some(configured),
-            (_, crate::features::FeatureValue::Limit(n)) => n,
-            (_, crate::features::FeatureValue::Flag(on)) => Some(u64::from(on)),
-        }
-    })
 }

@@ -321,6 +321,9 @@ pub fn addr(app: &TestApp) -> String {
 /// The admin token every test app uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// A test's adjustment of the configuration (see [`AppOptions::configure`]).
+pub type Configure = Box<dyn FnOnce(&mut payhost::config::Config)>;
+
 /// What a test instance runs with beyond the defaults.
 #[derive(Default)]
 pub struct AppOptions {
@@ -333,7 +336,7 @@ pub struct AppOptions {
     pub uncounted: bool,
     /// Adjusts the configuration before the app is built (webhook retry
     /// policy, alert URL, …).
-    pub configure: Option<Box<dyn FnOnce(&mut payhost::config::Config)>>,
+    pub configure: Option<Configure>,
 }
 
 /// A real payhost HTTP service on a loopback port with a fresh database.
