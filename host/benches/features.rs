@@ -64,7 +64,7 @@ fn snapshot(tenants: &[TenantId]) -> Snapshot {
         let plan = ["free", "pro", "enterprise"][i % 3];
         s.tenant_plans.insert(t.clone(), plan.into());
         if i % 50 == 0 {
-            let mut by_key = HashMap::new();
+            let mut by_key = HashMap::default();
             by_key.insert(
                 "gateways.max".to_owned(),
                 Override {

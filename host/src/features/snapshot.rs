@@ -1,7 +1,9 @@
 //! The in-memory picture evaluation reads, and the evaluation rules.
 //! Pure: no I/O, no clock of its own (the caller says what time it is).
 
-use std::collections::HashMap;
+// foldhash: the snapshot is read on every checkout and API request, and its
+// keys are operator-set (not attacker-chosen), so a fast hasher is safe here.
+use foldhash::HashMap;
 
 use super::model::{Evaluation, Feature, FeatureKind, FeatureValue, KillSwitch, Override, Source};
 use crate::store::{TenantId, UnixMillis};
