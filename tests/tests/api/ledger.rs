@@ -147,3 +147,68 @@ backend_test! {
         app.finish().await;
     }
 }
+
+async fn refund(app: &payhost_tests::TestApp, key: &str, payment: &str, amount: u64) {
+    let path = format!("/v1/payments/{payment}/refunds");
+    let (status, body) = app
+        .tenant(key, Method::POST, &path, Some(json!({"amount": amount})))
+        .await;
+    assert_eq!(status, 201, "[{}] {body}", app.backend);
+}
+
+backend_test! {
+    /// A master-key rotation moves no money. An instance with a new active
+    /// key (the old one retired) refunds a payment whose gateway credentials
+    /// are still sealed under the old key, re-seals them when the tenant
+    /// saves the gateway again, and takes and refunds a new payment; the
+    /// balance is the fold of every row and the projections verify clean.
+    async fn a_master_key_rotation_moves_no_money(app) {
+        use payhost_tests::checkout::{cart, checkout};
+        let (_, key) = app.new_tenant("Rotation shop").await;
+        app.save_stripe(&key, 1, &["USD"]).await;
+        let (status, first) = checkout(&app, &key, cart("USD", "pm_card_visa")).await;
+        assert_eq!(status, 201, "{first}");
+        let first = first_product_payment(&first);
+        refund(&app, &key, &first, 200).await;
+
+        let rotated = app
+            .sibling_opts(
+                &app.database_url().expect("owned db"),
+                payhost_tests::AppOptions {
+                    configure: Some(Box::new(|config| {
+                        let old = config.master_key.take().expect("the suite's master key");
+                        let old_id = std::mem::replace(&mut config.master_key_id, "k2-rotated".into());
+                        config.retired_master_keys.insert(old_id, old);
+                        config.master_key = Some(payhost::config::Secret::new(
+                            payhost::gateways::Vault::generate_key(),
+                        ));
+                    })),
+                    ..payhost_tests::AppOptions::default()
+                },
+            )
+            .await;
+        // Opened with the retired key.
+        refund(&rotated, &key, &first, 300).await;
+        rotated.save_stripe(&key, 1, &["USD"]).await;
+        let sealed_under: String =
+            sqlx::query_scalar("SELECT key_id FROM gateway_settings WHERE provider = 'stripe'")
+                .fetch_one(rotated.store.pool())
+                .await
+                .expect("key id");
+        assert_eq!(sealed_under, "k2-rotated", "re-saved under the new key");
+        let (status, second) = checkout(&rotated, &key, cart("USD", "pm_card_visa")).await;
+        assert_eq!(status, 201, "{second}");
+        refund(&rotated, &key, &first_product_payment(&second), 100).await;
+
+        let (_, balance) = rotated.tenant(&key, Method::GET, "/v1/balance", None).await;
+        assert_eq!(
+            balance["items"],
+            json!([{"currency": "USD", "paid": 2000, "refunded": 600, "net": 1400, "held": 0}]),
+            "[{}] {balance}",
+            app.backend
+        );
+        rotated.assert_ledger_verified().await;
+        rotated.finish().await;
+        app.finish().await;
+    }
+}
