@@ -459,6 +459,8 @@ impl Gateways {
     }
 
     /// Open a configured gateway for a call (decrypting its credentials).
+    /// The record comes from the settings cache, as routing's does (fresh
+    /// as described in [`super::cache`]); credentials are decrypted per call.
     pub async fn open(
         &self,
         tenant: &TenantId,
@@ -468,12 +470,12 @@ impl Gateways {
             .providers
             .get(provider_id)
             .ok_or_else(|| GatewayError::UnknownProvider(provider_id.to_string()))?;
-        let typed = ProviderId::parse(provider_id)
-            .map_err(|_| GatewayError::NotConfigured(provider_id.to_string()))?;
-        let record = repo::get(&self.store, tenant, &typed)
-            .await?
+        let records = self.records(tenant).await?;
+        let record = records
+            .iter()
+            .find(|r| r.settings.provider.as_str() == provider_id)
             .ok_or_else(|| GatewayError::NotConfigured(provider_id.to_string()))?;
-        self.open_record(provider, tenant, &record)
+        self.open_record(provider, tenant, record)
     }
 
     /// Open an already-read record.
