@@ -51,7 +51,7 @@ pub use domain::{
 pub use error::{StoreError, Violation, classify};
 pub use migrate::{MIGRATIONS_TABLE, MigrationReport};
 pub(crate) use sql::{
-    Arg, SqlBuf, get_bool, get_bytes, get_i64, get_json, get_opt_bytes, get_opt_i64,
+    Arg, SqlBuf, corrupt, get_bool, get_bytes, get_i64, get_json, get_opt_bytes, get_opt_i64,
     get_opt_parsed, get_opt_text, get_parsed, get_text, get_time, page_of, per_backend, run_script,
 };
 pub use sql::{MAX_PAGE_SIZE, Page};

@@ -211,6 +211,23 @@ impl SqlBuf {
         }
     }
 
+    /// Runs the statement on SQLite's writer connection and decodes every
+    /// row it returned (a `RETURNING` clause).
+    pub(crate) fn query_rows_sqlite<T>(
+        &self,
+        conn: &rusqlite::Connection,
+        mut decode: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<Vec<T>> {
+        let mut statement = conn.prepare_cached(&self.sql)?;
+        self.bind_sqlite(&mut statement)?;
+        let mut rows = statement.raw_query();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(decode(row)?);
+        }
+        Ok(out)
+    }
+
     fn bind_sqlite(&self, statement: &mut rusqlite::CachedStatement<'_>) -> rusqlite::Result<()> {
         // SQLite numbers `$N` in order of first appearance, so look each up
         // by name rather than trusting the SQL text's order.
@@ -228,7 +245,7 @@ impl SqlBuf {
 // Row decoding: every value read from the database goes through one of these,
 // so a bad value becomes `StoreError::Corrupt` instead of a panic.
 
-fn corrupt(column: &'static str, err: impl fmt::Display) -> StoreError {
+pub(crate) fn corrupt(column: &'static str, err: impl fmt::Display) -> StoreError {
     StoreError::Corrupt {
         column,
         reason: err.to_string(),

@@ -11,13 +11,16 @@
 //!   one statement (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so two
 //!   instances never claim one row at once; SQLite has one writer). A row
 //!   is finished only by the owner of its current lease.
+//! - On an SQLite file every write here (insert, claim, finish, retry) is a
+//!   job of the group-committing writer: the workers' bookkeeping shares
+//!   commits with the deliveries being stored.
 
 use serde::{Deserialize, Serialize};
 
 use super::WebhookError;
 use crate::store::{
     Arg, Backend, InboxEventId, Page, ProviderId, SqlBuf, Store, StoreError, TenantId, UnixMillis,
-    get_i64, get_opt_i64, get_opt_text, get_parsed, get_text, page_of,
+    corrupt, get_i64, get_opt_i64, get_opt_text, get_parsed, get_text, page_of,
 };
 
 /// A verified, normalized event as the inbox stores it (`event` column).
@@ -176,6 +179,77 @@ pub async fn insert_delivery(
     Ok(done)
 }
 
+/// Runs `sql` as one write: on an SQLite file a job of the group-committing
+/// writer (so the workers' claims and finishes share commits with the
+/// deliveries being stored instead of each taking the write lock and an
+/// fsync of its own), elsewhere an autocommitted statement. Returns the
+/// rows changed.
+async fn write(store: &Store, sql: SqlBuf) -> Result<u64, StoreError> {
+    if let Some(writer) = store.sqlite_writer() {
+        return writer
+            .run(move |conn| Ok::<_, StoreError>(sql.execute_sqlite(conn)? as u64))
+            .await;
+    }
+    Ok(sql.query().execute(store.pool()).await?.rows_affected())
+}
+
+/// An inbox row as SQLite's writer connection returns it ([`COLUMNS`]).
+type RawRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<String>,
+    i64,
+    Option<i64>,
+);
+
+fn raw_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+        row.get(9)?,
+    ))
+}
+
+/// [`decode`] for a [`RawRow`].
+fn decode_raw(raw: RawRow) -> Result<InboxRow, StoreError> {
+    let (
+        id,
+        tenant,
+        provider,
+        event,
+        status,
+        attempts,
+        next_attempt_at,
+        last_error,
+        created_at,
+        done_at,
+    ) = raw;
+    Ok(InboxRow {
+        id: InboxEventId::parse(&id).map_err(|e| corrupt("id", e))?,
+        tenant_id: TenantId::parse(&tenant).map_err(|e| corrupt("tenant_id", e))?,
+        provider: ProviderId::parse(&provider).map_err(|e| corrupt("provider", e))?,
+        event: serde_json::from_str(&event).map_err(|e| corrupt("event", e))?,
+        status,
+        attempts,
+        next_attempt_at,
+        last_error,
+        created_at,
+        done_at,
+    })
+}
+
 /// Claims up to `limit` due events for `owner` until `lease_until`,
 /// counting the attempt. Rows leased to another owner whose lease has not
 /// run out are skipped.
@@ -190,21 +264,29 @@ pub async fn claim(
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
-    let sql = format!(
-        "UPDATE webhook_inbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
-          WHERE id IN (SELECT id FROM webhook_inbox \
-                        WHERE status = 'pending' AND next_attempt_at <= $3 \
-                          AND (lease_until IS NULL OR lease_until <= $3) \
-                        ORDER BY next_attempt_at, id LIMIT $4{lock}) \
-          RETURNING {COLUMNS}"
+    let sql = SqlBuf::bound(
+        format!(
+            "UPDATE webhook_inbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
+              WHERE id IN (SELECT id FROM webhook_inbox \
+                            WHERE status = 'pending' AND next_attempt_at <= $3 \
+                              AND (lease_until IS NULL OR lease_until <= $3) \
+                            ORDER BY next_attempt_at, id LIMIT $4{lock}) \
+              RETURNING {COLUMNS}"
+        ),
+        vec![
+            Arg::Text(owner.to_owned()),
+            Arg::Int(lease_until.as_i64()),
+            Arg::Int(now.as_i64()),
+            Arg::Int(i64::try_from(limit).unwrap_or(1000)),
+        ],
     );
-    let rows = sqlx::query(&sql)
-        .bind(owner)
-        .bind(lease_until.as_i64())
-        .bind(now.as_i64())
-        .bind(i64::try_from(limit).unwrap_or(1000))
-        .fetch_all(store.pool())
-        .await?;
+    if let Some(writer) = store.sqlite_writer() {
+        let rows = writer
+            .run(move |conn| Ok::<_, StoreError>(sql.query_rows_sqlite(conn, raw_sqlite)?))
+            .await?;
+        return rows.into_iter().map(decode_raw).collect();
+    }
+    let rows = sql.query().fetch_all(store.pool()).await?;
     rows.iter().map(decode).collect()
 }
 
@@ -218,19 +300,20 @@ pub async fn finish(
     note: Option<&str>,
     now: UnixMillis,
 ) -> Result<bool, StoreError> {
-    let done = sqlx::query(
+    let sql = SqlBuf::bound(
         "UPDATE webhook_inbox SET status = $3, done_at = $4, last_error = $5, \
                 lease_owner = NULL, lease_until = NULL \
-          WHERE id = $1 AND lease_owner = $2 AND status = 'pending'",
-    )
-    .bind(id.as_str())
-    .bind(owner)
-    .bind(status)
-    .bind(now.as_i64())
-    .bind(note)
-    .execute(store.pool())
-    .await?;
-    Ok(done.rows_affected() == 1)
+          WHERE id = $1 AND lease_owner = $2 AND status = 'pending'"
+            .into(),
+        vec![
+            Arg::Text(id.as_str().to_owned()),
+            Arg::Text(owner.to_owned()),
+            Arg::Text(status.to_owned()),
+            Arg::Int(now.as_i64()),
+            Arg::opt_text(note),
+        ],
+    );
+    Ok(write(store, sql).await? == 1)
 }
 
 /// Puts a claimed row back for another attempt at `next`.
@@ -241,18 +324,19 @@ pub async fn retry_at(
     next: UnixMillis,
     error: &str,
 ) -> Result<bool, StoreError> {
-    let done = sqlx::query(
+    let sql = SqlBuf::bound(
         "UPDATE webhook_inbox SET next_attempt_at = $3, last_error = $4, \
                 lease_owner = NULL, lease_until = NULL \
-          WHERE id = $1 AND lease_owner = $2 AND status = 'pending'",
-    )
-    .bind(id.as_str())
-    .bind(owner)
-    .bind(next.as_i64())
-    .bind(error)
-    .execute(store.pool())
-    .await?;
-    Ok(done.rows_affected() == 1)
+          WHERE id = $1 AND lease_owner = $2 AND status = 'pending'"
+            .into(),
+        vec![
+            Arg::Text(id.as_str().to_owned()),
+            Arg::Text(owner.to_owned()),
+            Arg::Int(next.as_i64()),
+            Arg::Text(error.to_owned()),
+        ],
+    );
+    Ok(write(store, sql).await? == 1)
 }
 
 /// Filters of [`list`]; `None` means any.
