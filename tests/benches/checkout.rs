@@ -6,6 +6,10 @@
 //! `PAYHOST_BENCH_QUOTAS`: `on` gives the tenant a finite
 //! `checkouts.monthly` limit it never reaches, `off` counts no quota at all;
 //! unset, checkouts are counted against an unlimited quota (the default).
+//! `PAYHOST_BENCH_PROJECTION=off` drops the balance projection's triggers
+//! from the bench database after the migrations (the ledger as it was
+//! before the projection: rows inserted, nothing summed); unset or `on`,
+//! every booking updates the projection and the daily aggregates.
 //!
 //! Host-added latency = end-to-end latency − the latency of the same
 //! PaymentIntent call made directly to the emulator (the "gateway time"),
@@ -65,7 +69,30 @@ async fn gateway_once(client: &reqwest::Client, base: &str, key: &str, n: usize)
     t.elapsed()
 }
 
-async fn bench(app: TestApp, quotas: &str) {
+/// The projection's triggers (migration 0008), by backend.
+const PROJECTION_TRIGGERS: [(&str, &str); 3] = [
+    ("payments_sum_projections", "payments"),
+    ("refund_reservations_sum_held", "refund_reservations"),
+    ("refund_reservations_unsum_held", "refund_reservations"),
+];
+
+async fn drop_projection(app: &TestApp) {
+    for (trigger, table) in PROJECTION_TRIGGERS {
+        let sql = match app.backend {
+            "postgres" => format!("DROP TRIGGER IF EXISTS {trigger} ON {table}"),
+            _ => format!("DROP TRIGGER IF EXISTS {trigger}"),
+        };
+        sqlx::query(&sql)
+            .execute(app.store.pool())
+            .await
+            .expect("drop a projection trigger");
+    }
+}
+
+async fn bench(app: TestApp, quotas: &str, projection: &str) {
+    if projection == "off" {
+        drop_projection(&app).await;
+    }
     let (tenant, key) = app.new_tenant("Bench shop").await;
     if quotas == "on" {
         let (status, body) = app
@@ -114,7 +141,7 @@ async fn bench(app: TestApp, quotas: &str) {
     let elapsed = started.elapsed();
     let done = (THROUGHPUT_TOTAL / CONCURRENCY) * CONCURRENCY;
     println!(
-        "{:<8} quotas {quotas:<9} checkouts/s {:>7.0} ({done} checkouts, {CONCURRENCY} clients) | e2e p50 {:?} p99 {:?} | gateway p50 {:?} p99 {:?} | host-added p50 {:?} p99 {:?}",
+        "{:<8} quotas {quotas:<9} projection {projection:<3} checkouts/s {:>7.0} ({done} checkouts, {CONCURRENCY} clients) | e2e p50 {:?} p99 {:?} | gateway p50 {:?} p99 {:?} | host-added p50 {:?} p99 {:?}",
         app.backend,
         done as f64 / elapsed.as_secs_f64(),
         pct(&e2e, 0.50),
@@ -135,13 +162,14 @@ fn main() {
         .build()
         .expect("tokio");
     let quotas = std::env::var("PAYHOST_BENCH_QUOTAS").unwrap_or_else(|_| "unlimited".into());
+    let projection = std::env::var("PAYHOST_BENCH_PROJECTION").unwrap_or_else(|_| "on".into());
     rt.block_on(async {
         for db in payhost::store::testing::fresh_databases().await {
             let app = match quotas.as_str() {
                 "off" => TestApp::spawn_uncounted(db).await,
                 _ => TestApp::spawn(db).await,
             };
-            bench(app, &quotas).await;
+            bench(app, &quotas, &projection).await;
         }
     });
 }
