@@ -1811,6 +1811,44 @@ mod tests {
         assert_eq!(emulator.calls().len(), 2);
     }
 
+    /// Creates a webhook endpoint for `url` the way Stripe's official SDKs
+    /// encode it (indexed arrays, bracketed metadata); its JSON.
+    async fn create_endpoint(client: &Client, url: &str, metadata: Form<'_>) -> Value {
+        let mut form = vec![("url", url), ("enabled_events[0]", "*")];
+        let keys: Vec<String> = metadata
+            .iter()
+            .map(|(k, _)| format!("metadata[{k}]"))
+            .collect();
+        form.extend(
+            keys.iter()
+                .map(String::as_str)
+                .zip(metadata.iter().map(|(_, v)| *v)),
+        );
+        let created = client.post(KEY, "/v1/webhook_endpoints", None, &form).await;
+        assert_eq!(created.status, StatusCode::OK, "{}", created.text);
+        created.json
+    }
+
+    #[tokio::test]
+    async fn webhook_endpoints_keep_their_metadata() {
+        let (_emulator, client) = emulator().await;
+        let created = create_endpoint(
+            &client,
+            "https://shop.example/hooks",
+            &[("suite", "sdk"), ("n", "1")],
+        )
+        .await;
+        let expected = json!({"suite": "sdk", "n": "1"});
+        assert_eq!(created["metadata"], expected);
+        let id = created["id"].as_str().expect("id");
+        let read = client
+            .get(KEY, &format!("/v1/webhook_endpoints/{id}"))
+            .await;
+        assert_eq!(read.json["metadata"], expected);
+        let listed = client.get(KEY, "/v1/webhook_endpoints").await;
+        assert_eq!(listed.json["data"][0]["metadata"], expected);
+    }
+
     /// A webhook endpoint for tests: records every delivery and refuses the
     /// first `refuse_first` of them with 500.
     async fn webhook_endpoint(

@@ -6,6 +6,7 @@
 //! signed with its own `whsec_…` secret, which only the creation response
 //! shows (as on Stripe).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::form::Params;
+use super::form::{Params, apply_metadata};
 use super::model::{random_id, unix_now};
 use super::webhook::Subscription;
 use super::{RequestContext, Shared};
@@ -29,6 +30,7 @@ pub(crate) struct WebhookEndpoint {
     pub url: String,
     pub enabled_events: Vec<String>,
     pub description: Option<String>,
+    pub metadata: BTreeMap<String, String>,
     pub secret: String,
     pub created: i64,
 }
@@ -69,7 +71,7 @@ impl WebhookEndpoint {
             "description": self.description,
             "enabled_events": self.enabled_events,
             "livemode": false,
-            "metadata": {},
+            "metadata": self.metadata,
             "status": "enabled",
             "url": self.url,
         });
@@ -111,11 +113,14 @@ pub(crate) async fn create(
     if events.is_empty() {
         return Err(ApiError::missing_param("enabled_events"));
     }
+    let mut metadata = BTreeMap::new();
+    apply_metadata(&mut metadata, params.metadata()?)?;
     let endpoint = WebhookEndpoint {
         id: random_id("we"),
         url,
         enabled_events: events,
         description: params.text("description").map(str::to_owned),
+        metadata,
         secret: random_id("whsec"),
         created: unix_now(),
     };
