@@ -66,14 +66,9 @@ impl WebhookRegistrar {
     ) -> Result<String, RegistrationError> {
         let url = self.webhook_url(tenant);
         let endpoints = format!("{}/v1/webhook_endpoints", self.emulator_base);
-        let listed: Value = self.call(self.http.get(&endpoints), api_key).await?;
-        for old in listed["data"].as_array().into_iter().flatten() {
-            if old["url"] == url.as_str()
-                && let Some(id) = old["id"].as_str()
-            {
-                self.call(self.http.delete(format!("{endpoints}/{id}")), api_key)
-                    .await?;
-            }
+        for id in self.registered(&endpoints, &url, api_key).await? {
+            self.call(self.http.delete(format!("{endpoints}/{id}")), api_key)
+                .await?;
         }
         let form: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("url", &url)
@@ -95,6 +90,40 @@ impl WebhookRegistrar {
             .ok_or_else(|| RegistrationError("the answer carries no secret".into()))
     }
 
+    /// The ids of the endpoints registered for `url`, from every page of
+    /// the account's list (Stripe pages lists: 10 by default, 100 at most).
+    async fn registered(
+        &self,
+        endpoints: &str,
+        url: &str,
+        api_key: &str,
+    ) -> Result<Vec<String>, RegistrationError> {
+        let mut ids = Vec::new();
+        let mut starting_after: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", "100".to_owned())];
+            if let Some(last) = &starting_after {
+                query.push(("starting_after", last.clone()));
+            }
+            let page: Value = self
+                .call(self.http.get(endpoints).query(&query), api_key)
+                .await?;
+            let data = page["data"].as_array().cloned().unwrap_or_default();
+            ids.extend(
+                data.iter()
+                    .filter(|e| e["url"] == url)
+                    .filter_map(|e| e["id"].as_str().map(str::to_owned)),
+            );
+            starting_after = data
+                .last()
+                .and_then(|e| e["id"].as_str())
+                .map(str::to_owned);
+            if page["has_more"] != true || starting_after.is_none() {
+                return Ok(ids);
+            }
+        }
+    }
+
     async fn call(
         &self,
         request: reqwest::RequestBuilder,
@@ -113,5 +142,45 @@ impl WebhookRegistrar {
             .json()
             .await
             .map_err(|e| RegistrationError(e.without_url().to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulators::StripeEmulator;
+
+    #[tokio::test]
+    async fn registering_again_replaces_the_endpoint_beyond_the_first_page() {
+        let emulator = StripeEmulator::start(0).await.expect("emulator starts");
+        let key = "sk_test_registration_pages";
+        let registrar =
+            WebhookRegistrar::new(&emulator.base_url(), "http://127.0.0.1:9").expect("registrar");
+        let tenant = TenantId::generate();
+        let first = registrar.register(&tenant, key).await.expect("registered");
+        // More newer endpoints than one page of 100 holds, so the first
+        // registration is only on the second page.
+        let http = reqwest::Client::new();
+        let endpoints = format!("{}/v1/webhook_endpoints", emulator.base_url());
+        for n in 0..100 {
+            let answer = http
+                .post(&endpoints)
+                .bearer_auth(key)
+                .form(&[
+                    ("url", format!("https://shop.example/hooks/{n}")),
+                    ("enabled_events[]", "*".to_owned()),
+                ])
+                .send()
+                .await
+                .expect("emulator answers");
+            assert!(answer.status().is_success());
+        }
+        let second = registrar.register(&tenant, key).await.expect("registered");
+        assert_ne!(first, second, "a new endpoint, with a new secret");
+        let ours = registrar
+            .registered(&endpoints, &registrar.webhook_url(&tenant), key)
+            .await
+            .expect("listed");
+        assert_eq!(ours.len(), 1, "the old registration was deleted: {ours:?}");
     }
 }

@@ -20,7 +20,8 @@
 //!   `/capture`, `/cancel`; `POST /v1/refunds`, `GET /v1/refunds/{id}`;
 //!   `GET /v1/charges/{id}`; `GET /v1/events/{id}` (the event as first
 //!   rendered, `resource_missing` for another account's or an unknown id);
-//!   `POST`/`GET /v1/webhook_endpoints`, `GET`/`DELETE
+//!   `POST`/`GET /v1/webhook_endpoints` (list paginated with `limit`,
+//!   `starting_after`, `ending_before`), `GET`/`DELETE
 //!   /v1/webhook_endpoints/{id}` (per account; the `whsec_…` secret only in
 //!   the creation response).
 //!   Anything else is 404 `invalid_request_error`.
@@ -64,6 +65,7 @@ mod error;
 mod form;
 mod handlers;
 mod idempotency;
+mod list;
 mod model;
 mod webhook;
 
@@ -1809,6 +1811,102 @@ mod tests {
         assert_eq!(wrong_method.status, StatusCode::NOT_FOUND);
         assert_eq!(wrong_method.json["error"]["type"], "invalid_request_error");
         assert_eq!(emulator.calls().len(), 2);
+    }
+
+    /// Creates a webhook endpoint for `url` the way Stripe's official SDKs
+    /// encode it (indexed arrays, bracketed metadata); its JSON.
+    async fn create_endpoint(client: &Client, url: &str, metadata: Form<'_>) -> Value {
+        let mut form = vec![("url", url), ("enabled_events[0]", "*")];
+        let keys: Vec<String> = metadata
+            .iter()
+            .map(|(k, _)| format!("metadata[{k}]"))
+            .collect();
+        form.extend(
+            keys.iter()
+                .map(String::as_str)
+                .zip(metadata.iter().map(|(_, v)| *v)),
+        );
+        let created = client.post(KEY, "/v1/webhook_endpoints", None, &form).await;
+        assert_eq!(created.status, StatusCode::OK, "{}", created.text);
+        created.json
+    }
+
+    #[tokio::test]
+    async fn webhook_endpoints_keep_their_metadata() {
+        let (_emulator, client) = emulator().await;
+        let created = create_endpoint(
+            &client,
+            "https://shop.example/hooks",
+            &[("suite", "sdk"), ("n", "1")],
+        )
+        .await;
+        let expected = json!({"suite": "sdk", "n": "1"});
+        assert_eq!(created["metadata"], expected);
+        let id = created["id"].as_str().expect("id");
+        let read = client
+            .get(KEY, &format!("/v1/webhook_endpoints/{id}"))
+            .await;
+        assert_eq!(read.json["metadata"], expected);
+        let listed = client.get(KEY, "/v1/webhook_endpoints").await;
+        assert_eq!(listed.json["data"][0]["metadata"], expected);
+    }
+
+    #[tokio::test]
+    async fn webhook_endpoints_list_in_pages() {
+        // List parameters in the query string, as the official SDKs'
+        // auto-pagination sends them.
+        let (_emulator, client) = emulator().await;
+        let mut ids = Vec::new();
+        for n in 0..3 {
+            let url = format!("https://shop.example/hooks/{n}");
+            let created = create_endpoint(&client, &url, &[]).await;
+            ids.push(created["id"].as_str().expect("id").to_owned());
+        }
+        let listed_ids = |answer: &Answer| -> Vec<String> {
+            answer.json["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["id"].as_str().map(str::to_owned))
+                .collect()
+        };
+        // Newest first, `limit` per page, `has_more` until the last one.
+        let first = client.get(KEY, "/v1/webhook_endpoints?limit=2").await;
+        assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+        assert_eq!(first.json["object"], "list");
+        assert_eq!(first.json["url"], "/v1/webhook_endpoints");
+        assert_eq!(listed_ids(&first), [ids[2].clone(), ids[1].clone()]);
+        assert_eq!(first.json["has_more"], true);
+        assert!(first.json["data"][0].get("secret").is_none());
+        let next = client
+            .get(
+                KEY,
+                &format!("/v1/webhook_endpoints?limit=2&starting_after={}", ids[1]),
+            )
+            .await;
+        assert_eq!(listed_ids(&next), [ids[0].clone()]);
+        assert_eq!(next.json["has_more"], false);
+        let back = client
+            .get(
+                KEY,
+                &format!("/v1/webhook_endpoints?limit=1&ending_before={}", ids[0]),
+            )
+            .await;
+        assert_eq!(listed_ids(&back), [ids[1].clone()]);
+        assert_eq!(back.json["has_more"], true);
+
+        for (query, param) in [
+            ("limit=101", "limit"),
+            ("limit=0", "limit"),
+            ("starting_after=we_unknown", "starting_after"),
+            ("created=1", "created"),
+        ] {
+            let refused = client
+                .get(KEY, &format!("/v1/webhook_endpoints?{query}"))
+                .await;
+            assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{query}");
+            assert_eq!(refused.json["error"]["param"], param, "{query}");
+        }
     }
 
     /// A webhook endpoint for tests: records every delivery and refuses the

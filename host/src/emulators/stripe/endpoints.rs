@@ -1,20 +1,22 @@
 //! Webhook endpoints as Stripe registers them: `POST /v1/webhook_endpoints`
 //! (`url`, `enabled_events[]`, optional `description`, `metadata[…]`),
-//! `GET /v1/webhook_endpoints`, `GET` and `DELETE
-//! /v1/webhook_endpoints/{id}`. Each belongs to the API key's account and
-//! receives that account's events whose type it enabled (`*` for all),
-//! signed with its own `whsec_…` secret, which only the creation response
-//! shows (as on Stripe).
+//! `GET /v1/webhook_endpoints` (a paginated list, see `list.rs`), `GET` and
+//! `DELETE /v1/webhook_endpoints/{id}`. Each belongs to the API key's
+//! account and receives that account's events whose type it enabled (`*`
+//! for all), signed with its own `whsec_…` secret, which only the creation
+//! response shows (as on Stripe).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::form::Params;
+use super::form::{Params, apply_metadata};
+use super::list::{LIST_PARAMS, PageRequest, list_json};
 use super::model::{random_id, unix_now};
 use super::webhook::Subscription;
 use super::{RequestContext, Shared};
@@ -29,6 +31,7 @@ pub(crate) struct WebhookEndpoint {
     pub url: String,
     pub enabled_events: Vec<String>,
     pub description: Option<String>,
+    pub metadata: BTreeMap<String, String>,
     pub secret: String,
     pub created: i64,
 }
@@ -69,7 +72,7 @@ impl WebhookEndpoint {
             "description": self.description,
             "enabled_events": self.enabled_events,
             "livemode": false,
-            "metadata": {},
+            "metadata": self.metadata,
             "status": "enabled",
             "url": self.url,
         });
@@ -111,11 +114,14 @@ pub(crate) async fn create(
     if events.is_empty() {
         return Err(ApiError::missing_param("enabled_events"));
     }
+    let mut metadata = BTreeMap::new();
+    apply_metadata(&mut metadata, params.metadata()?)?;
     let endpoint = WebhookEndpoint {
         id: random_id("we"),
         url,
         enabled_events: events,
         description: params.text("description").map(str::to_owned),
+        metadata,
         secret: random_id("whsec"),
         created: unix_now(),
     };
@@ -128,25 +134,26 @@ pub(crate) async fn create(
     Ok(Json(rendered))
 }
 
-/// `GET /v1/webhook_endpoints`: newest first, without secrets.
+/// `GET /v1/webhook_endpoints`: one page (`limit`, `starting_after`,
+/// `ending_before`), newest first, without secrets.
 pub(crate) async fn list(
     State(shared): State<Arc<Shared>>,
     axum::Extension(ctx): axum::Extension<RequestContext>,
-) -> Json<Value> {
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let params = Params::parse(query.unwrap_or_default().as_bytes());
+    params.reject_unknown(LIST_PARAMS, &["expand["])?;
+    let request = PageRequest::parse(&params)?;
     let mut state = shared.lock();
-    let data: Vec<Value> = state
+    let newest_first: Vec<&WebhookEndpoint> = state
         .account(&ctx.account)
         .webhook_endpoints
         .iter()
         .rev()
-        .map(|e| e.json(false))
         .collect();
-    Json(json!({
-        "object": "list",
-        "url": "/v1/webhook_endpoints",
-        "has_more": false,
-        "data": data,
-    }))
+    let (page, has_more) = request.page(&newest_first, |e| &e.id, "webhook_endpoint")?;
+    let data = page.iter().map(|e| e.json(false)).collect();
+    Ok(Json(list_json("/v1/webhook_endpoints", data, has_more)))
 }
 
 /// `GET /v1/webhook_endpoints/{id}`: without its secret.
