@@ -165,6 +165,15 @@ impl SqlBuf {
         format!("${}", self.args.len())
     }
 
+    /// This statement as a subquery: `{prefix}({self}){suffix}`, the same
+    /// arguments.
+    pub(crate) fn wrapped(self, prefix: &str, suffix: &str) -> SqlBuf {
+        SqlBuf {
+            sql: format!("{prefix}({}){suffix}", self.sql),
+            args: self.args,
+        }
+    }
+
     /// The same statement behind `prefix` (e.g. `EXPLAIN `), for the
     /// query-plan tests.
     #[cfg(test)]
