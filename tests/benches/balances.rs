@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use payhost_tests::TestApp;
+use payhost_tests::{AppOptions, TestApp};
 use reqwest::Method;
 use serde_json::json;
 
@@ -93,6 +93,32 @@ async fn timed(app: &TestApp, key: &str, path: &str) -> (Duration, Duration) {
     (pct(&samples, 0.5), pct(&samples, 0.99))
 }
 
+/// The 365-day report's database read alone (`ledger::daily_report`, no
+/// HTTP or JSON), p50 and p99 of [`SAMPLES`] calls.
+async fn report_query(app: &TestApp, tenant: &str) -> (Duration, Duration) {
+    let tenant = payhost::store::TenantId::parse(tenant).expect("tenant id");
+    let today = payhost::ledger::Day::of_millis(payhost::store::UnixMillis::now().as_i64());
+    let filter = payhost::ledger::DailyFilter {
+        from: payhost::ledger::Day::of_millis(
+            payhost::store::UnixMillis::now().as_i64() - 364 * DAY_MS,
+        ),
+        to: today,
+        currency: None,
+        provider: None,
+    };
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let t = Instant::now();
+        let entries = payhost::ledger::daily_report(&app.store, Some(&tenant), &filter)
+            .await
+            .expect("report");
+        samples.push(t.elapsed());
+        assert!(!entries.is_empty());
+    }
+    samples.sort();
+    (pct(&samples, 0.5), pct(&samples, 0.99))
+}
+
 /// Ledger rows booked per second by bulk orders of 100 users.
 async fn bulk_rate(app: &TestApp, key: &str) -> f64 {
     let users: Vec<_> = (0..100)
@@ -163,11 +189,12 @@ async fn bench(app: TestApp, sizes: &[usize]) {
             ),
         )
         .await;
+        let (q50, q99) = report_query(&app, &tenant).await;
         let rate = bulk_rate(&app, &key).await;
         by_bulk += 1_000;
         let (what, total) = bytes(&app).await;
         println!(
-            "{:<8} rows {:>9} | seeded {:>8.0} rows/s | balance p50 {:?} p99 {:?} | 365-day report p50 {:?} p99 {:?} | bulk {:>6.0} rows/s | {what} {:.0} bytes/booking",
+            "{:<8} rows {:>9} | seeded {:>8.0} rows/s | balance p50 {:?} p99 {:?} | 365-day report p50 {:?} p99 {:?} (its query alone p50 {:?} p99 {:?}) | bulk {:>6.0} rows/s | {what} {:.0} bytes/booking",
             app.backend,
             rows,
             seed_rate,
@@ -175,6 +202,8 @@ async fn bench(app: TestApp, sizes: &[usize]) {
             b99,
             r50,
             r99,
+            q50,
+            q99,
             rate,
             total as f64 / (seeded + by_bulk) as f64,
         );
@@ -197,7 +226,8 @@ fn main() {
         .build()
         .expect("tokio");
     rt.block_on(async {
-        for app in TestApp::each_backend().await {
+        for db in payhost::store::testing::fresh_databases().await {
+            let app = TestApp::spawn_opts(db, AppOptions::unthrottled()).await;
             bench(app, &sizes).await;
         }
     });

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use payhost_tests::{TestApp, stripe_emulator, stripe_test_key};
+use payhost_tests::{AppOptions, TestApp, stripe_emulator, stripe_test_key};
 use reqwest::Method;
 use serde_json::json;
 
@@ -165,10 +165,12 @@ fn main() {
     let projection = std::env::var("PAYHOST_BENCH_PROJECTION").unwrap_or_else(|_| "on".into());
     rt.block_on(async {
         for db in payhost::store::testing::fresh_databases().await {
-            let app = match quotas.as_str() {
-                "off" => TestApp::spawn_uncounted(db).await,
-                _ => TestApp::spawn(db).await,
+            // The bench's one key sends ~8,000 requests.
+            let opts = AppOptions {
+                uncounted: quotas == "off",
+                ..AppOptions::unthrottled()
             };
+            let app = TestApp::spawn_opts(db, opts).await;
             bench(app, &quotas, &projection).await;
         }
     });

@@ -339,6 +339,21 @@ pub struct AppOptions {
     pub configure: Option<Configure>,
 }
 
+impl AppOptions {
+    /// Options whose API rate limit never gets in the way: benchmarks send
+    /// thousands of requests with one key, and a test app's limiter runs on
+    /// a clock that never moves (its budget would never refill).
+    pub fn unthrottled() -> AppOptions {
+        AppOptions {
+            configure: Some(Box::new(|config| {
+                config.rate_limit.requests_per_minute = 1_000_000;
+                config.rate_limit.burst = Some(1_000_000);
+            })),
+            ..AppOptions::default()
+        }
+    }
+}
+
 /// A real payhost HTTP service on a loopback port with a fresh database.
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`.
