@@ -159,28 +159,33 @@ pub async fn daily_report(
     filter: &DailyFilter,
 ) -> Result<Vec<DailyEntry>, LedgerError> {
     filter.validate()?;
-    // The grouped rows come back as one JSON array in one row: a year is
-    // ~730 rows, and the driver's per-row cost (a channel hop and a decoded
-    // value per column) was most of the report's time (5–6 ms, against well
-    // under 1 ms for the query itself).
+    // The rows come back as one text value in one row: a year is ~730 rows,
+    // and the driver's per-row cost (a channel hop and a decoded value per
+    // column) was most of the report's time (5–6 ms, against well under
+    // 1 ms for the query itself). Text rather than JSON: PostgreSQL builds
+    // it three times faster. Every field is a number or a validated
+    // identifier (currency, provider id), so `,` and `;` never occur in one.
+    let fields = REPORT_COLUMNS.join(", ");
     let q = match store.backend() {
         Backend::Sqlite => daily_report_sql(tenant, filter).wrapped(
-            &format!("SELECT json_group_array(json_array({REPORT_COLUMNS})) AS report FROM "),
+            &format!(
+                "SELECT COALESCE(group_concat({}, ';'), '') AS report FROM ",
+                REPORT_COLUMNS.join(" || ',' || ")
+            ),
             "",
         ),
         Backend::Postgres => daily_report_sql(tenant, filter).wrapped(
             &format!(
-                "SELECT CAST(COALESCE(json_agg(json_build_array({REPORT_COLUMNS})), '[]') AS TEXT) \
-                 AS report FROM "
+                "SELECT COALESCE(string_agg(concat_ws(',', {fields}), ';'), '') AS report FROM "
             ),
             " AS grouped",
         ),
     };
     let row = q.query().fetch_one(store.pool()).await?;
     let raw = get_text(&row, "report")?;
-    let mut entries = serde_json::from_str::<Vec<RawEntry>>(&raw)
-        .map_err(|e| corrupt("ledger_daily", e))?
-        .into_iter()
+    let mut entries = raw
+        .split(';')
+        .filter(|r| !r.is_empty())
         .map(decode_entry)
         .collect::<Result<Vec<_>, _>>()?;
     // Aggregates keep no order of their own.
@@ -190,12 +195,18 @@ pub async fn daily_report(
     Ok(entries)
 }
 
-/// The grouped query's columns, in [`RawEntry`]'s order.
-const REPORT_COLUMNS: &str = "day, currency, provider, paid_high, paid_low, refunded_high, \
-                              refunded_low, payments, refunds";
-
-/// One grouped row as the JSON array the report query returns.
-type RawEntry = (i64, String, String, i64, i64, i64, i64, i64, i64);
+/// The query's columns, in the order [`decode_entry`] reads them.
+const REPORT_COLUMNS: [&str; 9] = [
+    "day",
+    "currency",
+    "provider",
+    "paid_high",
+    "paid_low",
+    "refunded_high",
+    "refunded_low",
+    "payments",
+    "refunds",
+];
 
 /// The query behind [`daily_report`], public for the query-plan tests.
 pub(crate) fn daily_report_sql(tenant: Option<&TenantId>, filter: &DailyFilter) -> SqlBuf {
@@ -239,27 +250,48 @@ pub(crate) fn daily_report_sql(tenant: Option<&TenantId>, filter: &DailyFilter) 
     if tenant.is_none() {
         q.push(" GROUP BY day, currency, provider");
     }
-    q.push(" ORDER BY day, currency, provider");
+    // No ORDER BY: the caller sorts the few hundred entries (a text sort in
+    // the database would run under its collation, slower).
     q
 }
 
-fn decode_entry(raw: RawEntry) -> Result<DailyEntry, LedgerError> {
-    let (day, currency, provider, paid_high, paid_low, refunded_high, refunded_low, count, refunds) =
-        raw;
-    let paid = recombine(paid_high, paid_low);
-    let refunded = recombine(refunded_high, refunded_low);
+/// One row of the report's text: [`REPORT_COLUMNS`], comma-separated.
+fn decode_entry(raw: &str) -> Result<DailyEntry, LedgerError> {
+    let bad = |why: &str| LedgerError::from(corrupt("ledger_daily", format!("{why}: `{raw}`")));
+    let fields: Vec<&str> = raw.split(',').collect();
+    let [day, currency, provider, numbers @ ..] = fields.as_slice() else {
+        return Err(bad("too few fields"));
+    };
+    let n: Vec<i64> = numbers
+        .iter()
+        .map(|f| f.parse::<i64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad("not a number"))?;
+    let [
+        paid_high,
+        paid_low,
+        refunded_high,
+        refunded_low,
+        count,
+        refunds,
+    ] = n.as_slice()
+    else {
+        return Err(bad("wrong number of fields"));
+    };
+    let paid = recombine(*paid_high, *paid_low);
+    let refunded = recombine(*refunded_high, *refunded_low);
     Ok(DailyEntry {
-        day: day_to_date(day),
-        currency: Currency::parse(&currency).map_err(|e| corrupt("ledger_daily.currency", e))?,
+        day: day_to_date(day.parse().map_err(|_| bad("not a day"))?),
+        currency: Currency::parse(currency).map_err(|e| corrupt("ledger_daily.currency", e))?,
         provider: if provider.is_empty() {
             None
         } else {
-            Some(ProviderId::parse(&provider)?)
+            Some(ProviderId::parse(provider)?)
         },
         paid,
         refunded,
-        count,
-        refund_count: refunds,
+        count: *count,
+        refund_count: *refunds,
         net: paid - refunded,
     })
 }
