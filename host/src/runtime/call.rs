@@ -102,14 +102,32 @@ where
     E: fmt::Debug + Untrusted,
     F: for<'a> FnOnce(&'a Provider, &'a mut Store<CallState>) -> CallFuture<'a, T, E>,
 {
+    let limit = runtime.inner.limits.call_deadline;
+    let started = Instant::now();
+    // A pool slot for the whole call; the permit outlives the store (it is
+    // declared first, so dropped last), which frees the slot on drop.
+    let _slot = match tokio::time::timeout(limit, runtime.inner.slots.clone().acquire_owned()).await
+    {
+        Ok(Ok(permit)) => permit,
+        Ok(Err(_closed)) => {
+            return Err(CallError::Instantiate(
+                "the runtime is shutting down".into(),
+            ));
+        }
+        Err(_elapsed) => {
+            return Err(CallError::Instantiate(format!(
+                "every instance slot stayed busy for {limit:?}"
+            )));
+        }
+    };
     let mut store = runtime.new_store(provider.clone(), outbound.policy, secrets);
     if let Some(gate) = outbound.gate {
         // Before instantiation: even a start function's requests wait.
         store.data_mut().hold_requests_until(gate);
     }
-    let limit = runtime.inner.limits.call_deadline;
+    // What is left of the deadline after waiting for a slot.
+    let limit_left = limit.saturating_sub(started.elapsed());
     let span = tracing::info_span!("provider_call", provider = %provider, op);
-    let started = Instant::now();
     let outcome = {
         let store = &mut store;
         let run = async move {
@@ -119,7 +137,7 @@ where
             };
             f(&instance, store).await.map_err(Ok)
         };
-        tokio::time::timeout(limit, run)
+        tokio::time::timeout(limit_left, run)
             .instrument(span.clone())
             .await
     };

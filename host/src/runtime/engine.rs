@@ -72,6 +72,10 @@ pub(crate) struct RuntimeInner {
     pub(crate) limits: SandboxLimits,
     /// Keep-alive connections for every provider's outbound requests.
     pub(crate) connections: Arc<ConnectionPool>,
+    /// One permit per pool slot (`max_instances`): a call waits here for a
+    /// free slot, within its deadline, instead of failing to instantiate
+    /// when a burst of calls has every slot busy.
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
     /// Held only for its `Drop`, which stops the epoch thread.
     _ticker: Ticker,
 }
@@ -171,6 +175,7 @@ impl Runtime {
 
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
+                slots: Arc::new(tokio::sync::Semaphore::new(limits.max_instances as usize)),
                 engine,
                 linker,
                 limits,
