@@ -38,7 +38,37 @@ fn now_secs() -> i64 {
         .unwrap_or_default()
 }
 
-/// One `payhost serve` process on `dir`'s database.
+/// Where the two processes keep their data: an SQLite file, or a
+/// PostgreSQL schema of its own (selected through the URL's `options`).
+enum Db {
+    Sqlite(PathBuf),
+    Postgres { admin: String, schema: String },
+}
+
+impl Db {
+    fn url(&self) -> String {
+        match self {
+            Db::Sqlite(path) => sqlite_file_url(path),
+            Db::Postgres { admin, schema } => {
+                let sep = if admin.contains('?') { '&' } else { '?' };
+                format!("{admin}{sep}options=-c%20search_path%3D{schema}")
+            }
+        }
+    }
+
+    async fn drop_schema(&self) {
+        if let Db::Postgres { admin, schema } = self {
+            let store = Store::connect(admin).await.expect("admin connection");
+            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(store.pool())
+                .await
+                .ok();
+            store.close().await;
+        }
+    }
+}
+
+/// One `payhost serve` process.
 struct Host {
     child: Child,
     base: String,
@@ -48,7 +78,7 @@ impl Host {
     /// Starts the binary with a config file of its own (a short lease, so
     /// events leased by a killed process come back quickly; no rate limit
     /// in the way of the test's senders) and waits for `/health`.
-    async fn start(dir: &Path, run: usize) -> Host {
+    async fn start(dir: &Path, database_url: &str, run: usize) -> Host {
         let port = free_port();
         let config = dir.join(format!("payhost-{run}.toml"));
         std::fs::write(
@@ -56,6 +86,7 @@ impl Host {
             format!(
                 "listen = \"127.0.0.1:{port}\"\n\
                  data_dir = \"{data}\"\n\
+                 database_url = \"{database_url}\"\n\
                  admin_token = \"{ADMIN}\"\n\
                  [rate_limit]\nrequests_per_minute = 1000000\nwebhooks_per_minute = 1000000\n\
                  [webhooks]\nlease_secs = 2\npoll_interval_ms = 100\n",
@@ -148,8 +179,8 @@ async fn drained(client: &reqwest::Client, host: &Host) {
 }
 
 /// Refund rows booked per gateway refund reference.
-async fn booked(db: &Path, tenant: &str) -> HashMap<String, i64> {
-    let store = Store::connect(&sqlite_file_url(db)).await.expect("open db");
+async fn booked(db: &Db, tenant: &str) -> HashMap<String, i64> {
+    let store = Store::connect(&db.url()).await.expect("open db");
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT gateway_reference, COUNT(*) FROM payments \
          WHERE tenant_id = $1 AND status = 'refunded' GROUP BY gateway_reference",
@@ -221,12 +252,45 @@ async fn send_all(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn events_acknowledged_before_a_sigkill_are_applied_exactly_once_after_restart() {
-    let dir: PathBuf = std::env::temp_dir().join(format!("payhost-crash-{}", TenantId::generate()));
+async fn events_acknowledged_before_a_sigkill_are_applied_exactly_once_after_restart_sqlite() {
+    let dir = temp_dir();
+    let db = Db::Sqlite(dir.join("payhost.db"));
+    crash_and_restart(&dir, &db).await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_acknowledged_before_a_sigkill_are_applied_exactly_once_after_restart_postgres() {
+    let Ok(admin) = std::env::var("PAYHOST_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: PAYHOST_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let schema = format!("payhost_crash_{}", &TenantId::generate().as_str()[4..]).to_lowercase();
+    let store = Store::connect(&admin).await.expect("PostgreSQL");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(store.pool())
+        .await
+        .expect("schema");
+    store.close().await;
+    let dir = temp_dir();
+    let db = Db::Postgres { admin, schema };
+    crash_and_restart(&dir, &db).await;
+    db.drop_schema().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("payhost-crash-{}", TenantId::generate()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let db = dir.join("payhost.db");
+    dir
+}
+
+/// The whole scenario against `db`, with `dir` for the processes' config,
+/// logs and generated secrets (the master key survives the restart there).
+async fn crash_and_restart(dir: &Path, db: &Db) {
+    let url = db.url();
     let client = reqwest::Client::new();
-    let host = Host::start(&dir, 1).await;
+    let host = Host::start(dir, &url, 1).await;
     let base = host.base.clone();
     use reqwest::Method;
 
@@ -324,13 +388,13 @@ async fn events_acknowledged_before_a_sigkill_are_applied_exactly_once_after_res
         acknowledged.len() < EVENTS * COPIES,
         "the kill came after every delivery was answered: nothing was in flight"
     );
-    let before_restart = booked(&db, &tenant).await;
+    let before_restart = booked(db, &tenant).await;
     let applied_before: usize = before_restart.len();
 
     // Restart on the same database: the worker finishes what was stored.
-    let host = Host::start(&dir, 2).await;
+    let host = Host::start(dir, &url, 2).await;
     drained(&client, &host).await;
-    let after = booked(&db, &tenant).await;
+    let after = booked(db, &tenant).await;
     for re in &acknowledged {
         assert_eq!(
             after.get(re),
@@ -365,7 +429,7 @@ async fn events_acknowledged_before_a_sigkill_are_applied_exactly_once_after_res
         "every retried delivery is answered 2xx"
     );
     drained(&client, &host).await;
-    let after = booked(&db, &tenant).await;
+    let after = booked(db, &tenant).await;
     assert_eq!(after.len(), EVENTS, "every event applied");
     assert!(after.values().all(|&n| n == 1), "and each exactly once");
     let (_, balance) = call(
@@ -392,7 +456,7 @@ async fn events_acknowledged_before_a_sigkill_are_applied_exactly_once_after_res
 
     let verify = Command::new(env!("CARGO_BIN_EXE_payhost"))
         .env_clear()
-        .env("PAYHOST_DATABASE_URL", sqlite_file_url(&db))
+        .env("PAYHOST_DATABASE_URL", &url)
         .args(["ledger", "verify"])
         .output()
         .expect("run payhost ledger verify");
@@ -402,5 +466,4 @@ async fn events_acknowledged_before_a_sigkill_are_applied_exactly_once_after_res
         String::from_utf8_lossy(&verify.stdout),
         String::from_utf8_lossy(&verify.stderr)
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
