@@ -210,14 +210,8 @@ const REPORT_COLUMNS: [&str; 9] = [
 
 /// The query behind [`daily_report`], public for the query-plan tests.
 pub(crate) fn daily_report_sql(tenant: Option<&TenantId>, filter: &DailyFilter) -> SqlBuf {
-    let columns = [
-        "paid_high",
-        "paid_low",
-        "refunded_high",
-        "refunded_low",
-        "payments",
-        "refunds",
-    ];
+    // The amounts and counts: every column after day, currency, provider.
+    let columns = &REPORT_COLUMNS[3..];
     // A tenant's aggregates are already one row per (day, currency,
     // provider): its primary key. Only the platform's report sums tenants.
     let values: Vec<String> = match tenant {
