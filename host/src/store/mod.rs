@@ -141,6 +141,22 @@ impl fmt::Debug for Store {
     }
 }
 
+/// What every SQLite connection runs first, the pool's and the writer's:
+/// - `foreign_keys` and `recursive_triggers` are invariants the schema
+///   relies on (the ledger's guards are foreign keys and triggers);
+/// - `temp_store = MEMORY` keeps statement journals in memory. A statement
+///   that can fire triggers, run inside a transaction, journals every page it
+///   changes; past 64 KiB SQLite moves that journal to a temporary file,
+///   created, written and deleted for that one statement. A paid booking's
+///   `INSERT INTO payments`, with the refund guard's and the projection's
+///   triggers, crosses it (about 16 pages) and paid ~60 µs for the file
+///   (issue 15, `docs/benchmarks.md`). It also keeps sorts and temporary
+///   tables in memory: request-path queries read through indexes and sort a
+///   page at most; the one large sort is `payhost ledger verify` grouping
+///   every row it checks.
+pub(crate) const SQLITE_PRAGMAS: &str =
+    "PRAGMA foreign_keys = ON; PRAGMA recursive_triggers = ON; PRAGMA temp_store = MEMORY;";
+
 impl Store {
     /// Connects with default [`StoreOptions`]. Does not migrate.
     ///
@@ -193,7 +209,7 @@ impl Store {
             // more hop to its worker thread) buys nothing.
             pool = pool.test_before_acquire(false);
             let pragmas = format!(
-                "PRAGMA foreign_keys = ON; PRAGMA recursive_triggers = ON; PRAGMA busy_timeout = {};",
+                "{SQLITE_PRAGMAS} PRAGMA busy_timeout = {};",
                 options.sqlite_busy_timeout.as_millis()
             );
             pool = pool.after_connect(move |conn, _meta| {

@@ -105,6 +105,9 @@ async fn concurrent_migrators_apply_each_migration_once() {
     }
 }
 
+/// `PRAGMA temp_store` reads 2 for MEMORY.
+const TEMP_STORE_MEMORY: i64 = 2;
+
 #[tokio::test]
 async fn sqlite_connections_use_wal_foreign_keys_and_recursive_triggers() {
     let db = TestDb::sqlite().await.expect("sqlite");
@@ -126,7 +129,48 @@ async fn sqlite_connections_use_wal_foreign_keys_and_recursive_triggers() {
             .expect("value");
         assert_eq!(on, 1, "{pragma}");
     }
+    let temp_store: i64 = text("PRAGMA temp_store")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("temp_store")
+        .try_get(0)
+        .expect("value");
+    assert_eq!(
+        temp_store, TEMP_STORE_MEMORY,
+        "statement journals stay in memory"
+    );
     drop(conn);
+    db.cleanup().await;
+}
+
+/// The writer runs the same pragmas as the pool (see `SQLITE_PRAGMAS`):
+/// without `temp_store = MEMORY` a paid booking's statement journal goes to
+/// a temporary file.
+#[tokio::test]
+async fn the_sqlite_writer_runs_the_pools_pragmas_and_full_sync() {
+    let db = TestDb::sqlite().await.expect("sqlite");
+    let writer = db
+        .store()
+        .sqlite_writer()
+        .expect("a file has a writer")
+        .clone();
+    let read = writer
+        .run(|conn| {
+            let get = |pragma: &str| -> Result<i64, StoreError> {
+                Ok(conn.query_row(pragma, [], |row| row.get(0))?)
+            };
+            Ok::<_, StoreError>([
+                get("PRAGMA foreign_keys")?,
+                get("PRAGMA recursive_triggers")?,
+                get("PRAGMA temp_store")?,
+                get("PRAGMA synchronous")?,
+            ])
+        })
+        .await
+        .expect("pragmas");
+    // synchronous: 2 = FULL.
+    assert_eq!(read, [1, 1, TEMP_STORE_MEMORY, 2]);
+    drop(writer);
     db.cleanup().await;
 }
 

@@ -159,11 +159,12 @@ impl SqliteWriter {
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        // The same invariants as every pooled connection (see `Store`), and
-        // the durability the rest of the store has.
-        conn.execute_batch(
-            "PRAGMA foreign_keys = ON; PRAGMA recursive_triggers = ON; PRAGMA synchronous = FULL;",
-        )?;
+        // What every pooled connection runs, and the durability the rest of
+        // the store has.
+        conn.execute_batch(&format!(
+            "{} PRAGMA synchronous = FULL;",
+            super::SQLITE_PRAGMAS
+        ))?;
         conn.busy_timeout(busy_timeout)?;
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let counters = Arc::new(Counters::default());
