@@ -390,9 +390,26 @@ pub(super) fn tenant_features(state: &AppState, tenant: &tenancy::Tenant) -> Ten
             .features
             .evaluate_all(&tenant.id)
             .iter()
-            .map(FeatureEvaluation::from)
+            .map(|e| answer(state, &tenant.id, e))
             .collect(),
     }
+}
+
+/// `e` as an answer, with the value the host applies. The one feature
+/// whose default is not its stored one is `api.requests_per_minute`: left at
+/// its default, a tenant gets the configured `rate_limit.requests_per_minute`
+/// (`server::api_rate`), so the answer shows the rate the limiter uses.
+pub(super) fn answer(
+    state: &AppState,
+    tenant: &crate::store::TenantId,
+    e: &crate::features::Evaluation,
+) -> FeatureEvaluation {
+    let mut answer = FeatureEvaluation::from(e);
+    if e.key == crate::features::keys::API_REQUESTS_PER_MINUTE {
+        answer.value =
+            crate::features::FeatureValue::Limit(state.rate_limiter.api_rate(tenant)).to_json();
+    }
+    answer
 }
 
 /// `GET /admin/tenants/{id}/features`: the tenant's effective values, each

@@ -303,6 +303,17 @@ impl RateLimiter {
             .unwrap_or_else(|e| e.into_inner()) = rate_for;
     }
 
+    /// The [`Lane::Api`] rate `tenant`'s keys get, requests per minute;
+    /// `None` = unlimited.
+    pub fn api_rate(&self, tenant: &TenantId) -> Option<u64> {
+        let rate_for = self
+            .inner
+            .rate_for
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        (*rate_for)(tenant)
+    }
+
     /// Whether budgets are shared through Redis.
     pub fn is_shared(&self) -> bool {
         self.inner.redis.is_some()

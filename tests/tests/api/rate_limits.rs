@@ -216,6 +216,51 @@ backend_test! {
     }
 }
 
+backend_test! {
+    /// `api.requests_per_minute` answers with the rate a key gets: the
+    /// configured `rate_limit.requests_per_minute` while the feature is at
+    /// its default (the stored default is unlimited), an override's value
+    /// once one is set.
+    async fn the_features_answer_shows_the_rate_a_key_gets(app) {
+        let url = app.database_url().expect("owned database");
+        let configured = app
+            .sibling_opts(&url, AppOptions {
+                rate_limit: Some(RateLimitOptions {
+                    requests_per_minute: 7,
+                    ..RateLimitOptions::default()
+                }),
+                ..AppOptions::default()
+            })
+            .await;
+        let (tenant, key) = configured.new_tenant("Configured").await;
+        let evaluated = |body: &Value| (body["value"].clone(), body["source"].clone());
+        let one = "/v1/features/api.requests_per_minute";
+        let (status, body) = configured.tenant(&key, Method::GET, one, None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(evaluated(&body), (json!(7), json!("default")), "[{}] {body}", app.backend);
+        let (status, all) = configured.tenant(&key, Method::GET, "/v1/features", None).await;
+        assert_eq!(status, 200, "{all}");
+        let listed = all["items"].as_array().expect("items").iter()
+            .find(|i| i["key"] == "api.requests_per_minute").cloned().expect("listed");
+        assert_eq!(evaluated(&listed), (json!(7), json!("default")));
+        assert_eq!(get(&configured, &key).await.policy.as_deref(), Some("\"api\";q=7;w=60"));
+
+        let (status, body) = configured
+            .admin(
+                Method::PUT,
+                &format!("/admin/tenants/{tenant}/overrides/api.requests_per_minute"),
+                Some(json!({"value": 3, "reason": "noisy client"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (_, body) = configured.tenant(&key, Method::GET, one, None).await;
+        assert_eq!(evaluated(&body), (json!(3), json!("override")), "{body}");
+        assert_eq!(get(&configured, &key).await.policy.as_deref(), Some("\"api\";q=3;w=60"));
+        configured.finish().await;
+        app.finish().await;
+    }
+}
+
 #[tokio::test]
 async fn every_tenant_operation_documents_the_429_and_the_headers() {
     let app = TestApp::sqlite().await;

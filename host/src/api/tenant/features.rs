@@ -40,5 +40,9 @@ pub async fn feature(
 ) -> Result<Json<FeatureEvaluation>, ApiError> {
     let key = FeatureKey::parse(&key)?;
     let evaluation = state.features.evaluate(&t.tenant, key.as_str());
-    Ok(Json(FeatureEvaluation::from(&evaluation)))
+    Ok(Json(crate::api::features::answer(
+        &state,
+        &t.tenant,
+        &evaluation,
+    )))
 }
