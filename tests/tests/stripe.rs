@@ -578,6 +578,7 @@ async fn credential_fingerprints_survive_a_master_key_rotation() {
                 priority: 1,
                 currencies: vec![payhost::store::Currency::parse("USD").expect("USD")],
                 enabled: true,
+                max_gateways: None,
             };
             gateways
                 .save(&actor, &tenant, "stripe", input)

@@ -129,6 +129,7 @@ impl From<GatewayError> for ApiError {
                 ErrorCode::GatewayUnreachable,
                 format!("the gateway could not validate the credentials: {reason}"),
             ),
+            GatewayError::LimitReached(max) => crate::api::features::gateway_limit_reached(max),
             GatewayError::NotConfigured(p) => ApiError::not_found(
                 ErrorCode::GatewayNotConfigured,
                 format!("no settings for provider `{p}`"),

@@ -474,7 +474,10 @@ pub(super) fn require_provider(
     .with_details(serde_json::json!({"feature": key, "source": e.source.as_str()})))
 }
 
-/// Refuses a new gateway beyond `gateways.max` (403 `gateway_limit_reached`).
+/// Refuses a new gateway beyond `gateways.max` (403 `gateway_limit_reached`)
+/// before the live validation call. Only a first check: the save counts
+/// again in its transaction (`GatewayInput::max_gateways`), so concurrent
+/// saves cannot pass the limit together.
 pub(super) fn require_gateway_room(
     state: &AppState,
     tenant: &crate::store::TenantId,
@@ -484,14 +487,17 @@ pub(super) fn require_gateway_room(
         .features
         .limit(tenant, crate::features::keys::GATEWAYS_MAX);
     match max {
-        Some(max) if configured as u64 >= max => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::GatewayLimitReached,
-            format!("the tenant may configure at most {max} gateways"),
-        )
-        .with_details(
-            serde_json::json!({"feature": crate::features::keys::GATEWAYS_MAX, "limit": max}),
-        )),
+        Some(max) if configured as u64 >= max => Err(gateway_limit_reached(max)),
         _ => Ok(()),
     }
+}
+
+/// 403 `gateway_limit_reached`: the tenant has `max` gateways already.
+pub(super) fn gateway_limit_reached(max: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        ErrorCode::GatewayLimitReached,
+        format!("the tenant may configure at most {max} gateways"),
+    )
+    .with_details(serde_json::json!({"feature": crate::features::keys::GATEWAYS_MAX, "limit": max}))
 }

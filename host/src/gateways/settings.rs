@@ -55,6 +55,10 @@ pub struct GatewayInput {
     pub currencies: Vec<Currency>,
     /// Whether routing may use it.
     pub enabled: bool,
+    /// At most this many gateways for the tenant (its `gateways.max`),
+    /// counted in the save's transaction; `None` = no limit. Replacing a
+    /// provider already saved always passes.
+    pub max_gateways: Option<u64>,
 }
 
 /// Why a gateway operation failed.
@@ -70,6 +74,8 @@ pub enum GatewayError {
     Unreachable(String),
     #[error("no settings for provider `{0}`")]
     NotConfigured(String),
+    #[error("the tenant may configure at most {0} gateways")]
+    LimitReached(u64),
     #[error("stored credentials cannot be opened: {0}")]
     Vault(#[from] VaultError),
     #[error(transparent)]
@@ -391,7 +397,12 @@ impl Gateways {
             masked: masked.clone(),
         };
         let evict = self.evict_when_done(tenant);
-        let record = repo::upsert(&self.store, tenant, &write).await?;
+        let record = match input.max_gateways {
+            None => repo::upsert(&self.store, tenant, &write).await?,
+            Some(max) => repo::upsert_within(&self.store, tenant, &write, max)
+                .await?
+                .ok_or(GatewayError::LimitReached(max))?,
+        };
         drop(evict);
         audit::record(
             &self.store,

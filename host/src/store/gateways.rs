@@ -11,8 +11,8 @@ use std::fmt;
 use sqlx::any::AnyRow;
 
 use super::{
-    Currency, ProviderId, Store, StoreError, TenantId, UnixMillis, WriteTx, get_bool, get_bytes,
-    get_i64, get_json, get_opt_bytes, get_parsed, get_text, get_time,
+    Backend, Currency, ProviderId, Store, StoreError, TenantId, UnixMillis, WriteTx, get_bool,
+    get_bytes, get_i64, get_json, get_opt_bytes, get_parsed, get_text, get_time,
 };
 
 /// Encrypted bytes. `Debug` shows only the length, so ciphertext never lands in logs.
@@ -95,6 +95,42 @@ pub async fn upsert(
     let record = upsert_in(&mut tx, tenant, settings).await?;
     tx.commit().await?;
     Ok(record)
+}
+
+/// [`upsert`], refused (`Ok(None)`, nothing written) when it would give
+/// `tenant` more than `max` gateways: the others are counted in the write
+/// transaction, so concurrent saves of new providers cannot together pass
+/// the limit. Replacing a provider already saved never counts against it.
+/// On PostgreSQL the tenant's row is locked for the count (saves of one
+/// tenant queue; other tenants' do not); SQLite's write lock serialises
+/// them anyway.
+pub async fn upsert_within(
+    store: &Store,
+    tenant: &TenantId,
+    settings: &GatewaySettingsWrite,
+    max: u64,
+) -> Result<Option<GatewaySettingsRecord>, StoreError> {
+    let mut tx = store.begin_write().await?;
+    if tx.backend() == Backend::Postgres {
+        sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
+            .bind(tenant.as_str())
+            .fetch_optional(tx.conn())
+            .await?;
+    }
+    let others: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM gateway_settings WHERE tenant_id = $1 AND provider <> $2",
+    )
+    .bind(tenant.as_str())
+    .bind(settings.provider.as_str())
+    .fetch_one(tx.conn())
+    .await?;
+    if u64::try_from(others).unwrap_or(u64::MAX) >= max {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let record = upsert_in(&mut tx, tenant, settings).await?;
+    tx.commit().await?;
+    Ok(Some(record))
 }
 
 /// [`upsert`] inside the caller's transaction (e.g. together with an audit event).

@@ -452,6 +452,57 @@ fn settings(provider: &str, priority: i64) -> GatewaySettingsWrite {
     }
 }
 
+/// `upsert_within` counts the tenant's other gateways in its transaction:
+/// eight concurrent saves of eight new providers under a limit of two store
+/// exactly two, and a replacement at the limit still passes.
+#[tokio::test]
+async fn concurrent_saves_of_new_gateways_never_pass_the_limit() {
+    each_backend(|store| async move {
+        let a = tenant(&store, "A").await;
+        let other = tenant(&store, "Other").await;
+        let saves: Vec<_> = (0..8)
+            .map(|n| {
+                let (store, a) = (store.clone(), a.clone());
+                tokio::spawn(async move {
+                    gateways::upsert_within(&store, &a, &settings(&format!("gw{n}"), n), 2).await
+                })
+            })
+            .collect();
+        let mut stored = 0;
+        for save in saves {
+            if save.await.expect("task").expect("no store error").is_some() {
+                stored += 1;
+            }
+        }
+        assert_eq!(stored, 2, "[{:?}] saves past gateways.max", store.backend());
+        let listed = gateways::list(&store, &a).await.expect("list");
+        assert_eq!(listed.len(), 2);
+        let kept = listed[0].settings.provider.as_str().to_owned();
+        let replaced = gateways::upsert_within(&store, &a, &settings(&kept, 9), 2)
+            .await
+            .expect("replace");
+        assert_eq!(
+            replaced.map(|r| r.settings.priority),
+            Some(9),
+            "a replacement passes"
+        );
+        assert!(
+            gateways::upsert_within(&store, &a, &settings("gw-late", 0), 2)
+                .await
+                .expect("refusal")
+                .is_none()
+        );
+        assert!(
+            gateways::upsert_within(&store, &other, &settings("gw-late", 0), 2)
+                .await
+                .expect("other tenant")
+                .is_some(),
+            "counted per tenant"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn gateway_settings_upsert_get_list_delete() {
     each_backend(|store| async move {

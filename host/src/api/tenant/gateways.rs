@@ -105,6 +105,9 @@ pub async fn save_gateway(
                 priority: body.priority,
                 currencies,
                 enabled: body.enabled,
+                max_gateways: state
+                    .features
+                    .limit(&t.tenant, crate::features::keys::GATEWAYS_MAX),
             },
         )
         .await?;
