@@ -6,7 +6,12 @@
 //! same one to every module, so a test that moves it moves all of them.
 //! The rate limiter keeps a monotonic clock of its own (`ratelimit`): its
 //! budgets must not jump when the wall clock does.
+//!
+//! The janitor compares its time with the rows' own timestamps, which are
+//! the real wall clock's, so its clock in tests is an [`OffsetClock`] (the
+//! wall clock moved forward on demand) rather than a frozen [`ManualClock`].
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -61,6 +66,37 @@ impl Clock for ManualClock {
     }
 }
 
+/// The wall clock plus an offset that only grows when told to (tests of
+/// logic that compares with rows stamped by the real clock). Clones share
+/// the offset.
+#[derive(Debug, Clone, Default)]
+pub struct OffsetClock {
+    offset_ms: Arc<AtomicI64>,
+}
+
+impl OffsetClock {
+    /// The wall clock, no offset yet.
+    pub fn new() -> OffsetClock {
+        OffsetClock::default()
+    }
+
+    /// Moves this clock (and every clone) forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.offset_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> UnixMillis {
+        UnixMillis(
+            UnixMillis::now()
+                .as_i64()
+                .saturating_add(self.offset_ms.load(Ordering::SeqCst)),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +109,16 @@ mod tests {
         assert_eq!(clock.now(), UnixMillis(3_000));
         clock.set(UnixMillis(10));
         assert_eq!(clock.now(), UnixMillis(10));
+    }
+
+    #[test]
+    fn an_offset_clock_is_the_wall_clock_moved_by_what_its_clones_add() {
+        let clock = OffsetClock::new();
+        let shared = clock.clone();
+        let before = clock.now().as_i64();
+        shared.advance(Duration::from_secs(3600));
+        let after = clock.now().as_i64();
+        assert!(after - before >= 3_600_000, "{before} → {after}");
+        assert!(after - before < 3_660_000, "{before} → {after}");
     }
 }

@@ -14,7 +14,7 @@ use crate::config::{Config, Secret};
 use crate::emulators::StripeEmulator;
 use crate::features::Features;
 use crate::gateways::{Gateways, Vault};
-use crate::janitor::{Janitor, JanitorClock};
+use crate::janitor::Janitor;
 use crate::quota::Quotas;
 use crate::ratelimit::RateLimiter;
 use crate::runtime::{ProviderRegistry, Runtime};
@@ -137,7 +137,7 @@ pub async fn app_state(
         providers,
         Arc::new(SystemClock),
         true,
-        JanitorClock::system(),
+        Arc::new(SystemClock),
     )
     .await
 }
@@ -153,7 +153,7 @@ pub async fn app_state_with_clock(
     providers: Arc<ProviderRegistry>,
     clock: Arc<dyn Clock>,
     count_quotas: bool,
-    janitor_clock: JanitorClock,
+    janitor_clock: Arc<dyn Clock>,
 ) -> anyhow::Result<AppState> {
     let resolver = TenantResolver::new(
         store.clone(),

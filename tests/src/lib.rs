@@ -381,7 +381,7 @@ pub struct TestApp {
     workers: Option<payhost::webhooks::WorkerHandle>,
     /// The janitor's clock (the wall clock plus an offset tests advance;
     /// shared with siblings).
-    pub janitor_clock: payhost::janitor::JanitorClock,
+    pub janitor_clock: payhost::clock::OffsetClock,
     /// The instance's janitor (its passes also run every 50 ms on their own).
     pub janitor_handle: payhost::janitor::Janitor,
     db: Option<payhost::store::testing::TestDb>,
@@ -441,7 +441,7 @@ impl TestApp {
         let store = db.store().clone();
         let url = db.url().to_string();
         let clock = Arc::new(payhost::clock::ManualClock::starting_now());
-        let janitor_clock = payhost::janitor::JanitorClock::system();
+        let janitor_clock = payhost::clock::OffsetClock::new();
         let mut app = TestApp::start(store, &url, opts, clock, janitor_clock).await;
         app.db = Some(db);
         app
@@ -484,7 +484,7 @@ impl TestApp {
         url: &str,
         opts: AppOptions,
         clock: Arc<payhost::clock::ManualClock>,
-        janitor_clock: payhost::janitor::JanitorClock,
+        janitor_clock: payhost::clock::OffsetClock,
     ) -> TestApp {
         let AppOptions {
             http,
@@ -515,7 +515,7 @@ impl TestApp {
             registry().await,
             clock.clone(),
             !uncounted,
-            janitor_clock.clone(),
+            Arc::new(janitor_clock.clone()),
         )
         .await
         .expect("app state");

@@ -6,7 +6,7 @@
 //! (`Checkouts::reconcile`, rows with source `janitor`).
 //!
 //! Owns the schedule (`reconcile_checks`: next check time, attempts, the
-//! per-order lease) and its clock. Several instances may run it at once: an
+//! per-order lease). Several instances may run it at once: an
 //! order is checked only under a lease one instance holds, so two never ask
 //! the gateway about one order at once, and booking is idempotent anyway
 //! (an order moves to `paid` once; its rows' references are unique).
@@ -17,49 +17,20 @@
 //! them. See `docs/operations.md`.
 //!
 //! Must never: book by any other path than the checkout's, release a hold,
-//! or decide by the wall clock directly (every time comes from
-//! [`JanitorClock`], which tests advance).
+//! or decide by the wall clock directly (every time comes from the
+//! [`Clock`] it is given; tests hand it a `clock::OffsetClock` they advance).
 
 mod schedule;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use crate::checkout::{CheckoutError, Checkouts, Reconciled};
+use crate::clock::Clock;
 use crate::ledger::{self, LedgerError, Order, Source};
 use crate::store::{OrderId, Store, UnixMillis};
 
 use schedule::Due;
-
-/// The janitor's time: the wall clock plus an offset tests move forward.
-/// Cloning shares the offset.
-#[derive(Debug, Clone, Default)]
-pub struct JanitorClock {
-    offset_ms: Arc<AtomicI64>,
-}
-
-impl JanitorClock {
-    /// The wall clock.
-    pub fn system() -> JanitorClock {
-        JanitorClock::default()
-    }
-
-    /// Now, as the janitor sees it.
-    pub fn now(&self) -> UnixMillis {
-        UnixMillis(
-            UnixMillis::now()
-                .as_i64()
-                .saturating_add(self.offset_ms.load(Ordering::SeqCst)),
-        )
-    }
-
-    /// Moves this clock (and every clone) forward by `by`.
-    pub fn advance(&self, by: Duration) {
-        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        self.offset_ms.fetch_add(ms, Ordering::SeqCst);
-    }
-}
 
 /// How the janitor runs (the `[janitor]` config section).
 #[derive(Debug, Clone)]
@@ -140,7 +111,7 @@ pub struct Janitor {
     store: Store,
     checkouts: Checkouts,
     options: Arc<JanitorOptions>,
-    clock: JanitorClock,
+    clock: Arc<dyn Clock>,
     /// This instance's lease owner id.
     owner: Arc<str>,
 }
@@ -151,7 +122,7 @@ impl Janitor {
         store: Store,
         checkouts: Checkouts,
         options: JanitorOptions,
-        clock: JanitorClock,
+        clock: Arc<dyn Clock>,
     ) -> Janitor {
         let owner = format!("jan_{}", hex::encode(rand::random::<[u8; 8]>()));
         Janitor {
@@ -161,11 +132,6 @@ impl Janitor {
             clock,
             owner: owner.into(),
         }
-    }
-
-    /// Its clock.
-    pub fn clock(&self) -> &JanitorClock {
-        &self.clock
     }
 
     /// Runs [`Janitor::pass`] every `interval` until the task is aborted.
@@ -286,16 +252,5 @@ mod tests {
         let delays: Vec<u64> = (0..6).map(|a| o.backoff(a).as_secs()).collect();
         assert_eq!(delays, [60, 120, 240, 480, 600, 600]);
         assert_eq!(o.backoff(10_000).as_secs(), 600);
-    }
-
-    #[test]
-    fn the_clock_moves_only_when_advanced() {
-        let clock = JanitorClock::system();
-        let shared = clock.clone();
-        let before = clock.now().as_i64();
-        shared.advance(Duration::from_secs(3600));
-        let after = clock.now().as_i64();
-        assert!(after - before >= 3_600_000, "{before} → {after}");
-        assert!(after - before < 3_660_000, "{before} → {after}");
     }
 }
